@@ -1,0 +1,1 @@
+"""The relational schema shared by the SQL backends (SQLite now, PostgreSQL next) and its Alembic migrations."""

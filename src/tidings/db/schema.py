@@ -1,0 +1,104 @@
+"""Tables, as SQLAlchemy Core metadata. The Alembic migrations in ``migrations/versions`` create exactly these;
+a test checks that the migrated database matches this metadata."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("api_key_hash", String(64), nullable=False, unique=True),
+    # The JWT secret must be readable to verify HMAC signatures; protect the database file accordingly.
+    Column("jwt_secret", String(128), nullable=False),
+    Column("origins", Text, nullable=False, default="[]"),
+    Column("created_at", Float, nullable=False),
+)
+
+# The embedded event log. ``offset`` orders appends; one cursor per (consumer group, lane) records acks.
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("offset", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("app", String(64), nullable=False),
+    Column("lane", String(8), nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("body_hash", String(64), nullable=True),
+    Column("payload", LargeBinary, nullable=False),
+    Column("accepted_at", Float, nullable=False),
+    Index("ix_event_log_lane_offset", "lane", "offset"),
+    Index("ux_event_log_idempotency", "app", "idempotency_key", unique=True),
+)
+
+log_cursors = Table(
+    "log_cursors",
+    metadata,
+    Column("consumer", String(64), nullable=False),
+    Column("lane", String(8), nullable=False),
+    Column("acked_offset", BigInteger, nullable=False),
+    PrimaryKeyConstraint("consumer", "lane"),
+)
+
+# Per-user seq counter: the row is written in the same transaction as the inbox rows it numbers.
+user_seqs = Table(
+    "user_seqs",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("app", "user_id"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("id", String(32), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("group_key", String(255), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("read_at", Float, nullable=True),
+    Column("seen_at", Float, nullable=True),
+    Column("replaces", BigInteger, nullable=True),
+    PrimaryKeyConstraint("app", "user_id", "seq"),
+    UniqueConstraint("app", "user_id", "event_id", name="ux_inbox_event"),
+)
+
+topic_subscribers = Table(
+    "topic_subscribers",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("topic", String(200), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "topic", "user_id"),
+)
+
+stream_tickets = Table(
+    "stream_tickets",
+    metadata,
+    Column("ticket_hash", String(64), primary_key=True),
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

@@ -1,0 +1,171 @@
+"""The ports: small Protocols, each with its written semantics. Every backend passes one contract suite.
+
+``backends/sqlite.py`` is the embedded reference implementation of the storage ports, ``backends/memory.py``
+of the bus. Errors from a backend's library are translated once, inside that backend, into ``tidings.errors``
+(``UnavailableError`` when the backend cannot be reached).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from tidings.core.models import App, Event, InboxItem, InboxWrite, LiveMessage, Priority, StoredNotification
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One event to append. ``body_hash`` fingerprints the request that carried ``idempotency_key``."""
+
+    event: Event
+    body_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome of one ``Append``: ``duplicate`` when the key was seen before with the same body."""
+
+    event_id: str
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event handed to a consumer; ``token`` is what ``ack`` needs (an offset, a message id...)."""
+
+    event: Event
+    token: object
+    lane: Priority = "normal"
+
+
+class EventLog(Protocol):
+    """The durable, ordered log between the API and the fan-out workers.
+
+    - ``append`` returns only once every event is durable: a crash after it returns loses nothing. Items with an
+      ``idempotency_key`` already stored for the same app are not appended again: the result carries the first
+      event's id with ``duplicate=True`` when ``body_hash`` matches, and is an ``IdempotencyMismatchError`` (not
+      raised: returned in its slot) when it differs. Results are in the order of the items.
+    - ``read`` hands out events at least once: an event that is not acked is handed out again after a restart
+      (or, on engines with leases, after its lease expires). Within one priority lane it hands out events in
+      append order; ``high`` is read before ``normal`` before ``low``. It waits up to ``timeout`` seconds for
+      something to arrive and may return an empty list.
+    - ``ack`` marks deliveries done; acked events are never handed out again.
+    - ``lag`` is the number of appended events not yet acked (an estimate is fine on engines that only have one).
+    """
+
+    async def append(self, items: Sequence[Append]) -> list[Appended | Exception]: ...
+
+    async def read(self, max_items: int, timeout: float) -> list[Delivery]: ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None: ...
+
+    async def lag(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class Inbox(Protocol):
+    """Each user's inbox: the source of truth for what a user has been notified of.
+
+    - ``write`` commits all its rows in one transaction. It is idempotent on (app, user, event id): a write whose
+      row exists already creates nothing and returns the existing row. Every new row gets the user's next ``seq``
+      (1, 2, 3, ... per (app, user), no gaps), allocated inside the commit, so seq order is commit order. It returns
+      one ``StoredNotification`` per write, new or existing, in the order of the writes.
+    - ``backlog`` returns the rows of one user with seq > ``after``, ascending, at most ``limit``.
+    - ``page`` lists for the user API: newest first (seq < ``before`` when given), or oldest first when ``after`` is
+      given; ``unread_only`` keeps rows without ``read_at``.
+    - ``counts`` returns (unread, unseen). ``mark`` sets ``read_at``/``seen_at`` (only where unset) on the given
+      seqs, or on every seq <= ``up_to``; returns how many rows changed.
+    - ``last_seq`` is the user's highest committed seq (0 when none).
+    """
+
+    async def write(self, writes: Sequence[InboxWrite]) -> list[StoredNotification]: ...
+
+    async def backlog(self, app: str, user: str, after: int, limit: int) -> list[StoredNotification]: ...
+
+    async def page(
+        self, app: str, user: str, *, after: int | None, before: int | None, limit: int, unread_only: bool
+    ) -> list[InboxItem]: ...
+
+    async def counts(self, app: str, user: str) -> tuple[int, int]: ...
+
+    async def mark(
+        self,
+        app: str,
+        user: str,
+        field: Literal["read", "seen"],
+        *,
+        seqs: Sequence[int] | None,
+        up_to: int | None,
+        at: float,
+    ) -> int: ...
+
+    async def last_seq(self, app: str, user: str) -> int: ...
+
+
+class Apps(Protocol):
+    """Tenants and their credentials, and the one-use stream tickets of browsers.
+
+    - ``create`` raises ``AppExistsError`` when the name is taken. API keys are stored only as their SHA-256 hash.
+    - ``redeem_ticket`` returns (app, user) and deletes the ticket atomically, so a ticket works once; an expired
+      or unknown ticket gives None.
+    """
+
+    async def create(self, app: App) -> None: ...
+
+    async def get(self, name: str) -> App | None: ...
+
+    async def by_key_hash(self, key_hash: str) -> App | None: ...
+
+    async def issue_ticket(self, ticket_hash: str, app: str, user: str, expires_at: float) -> None: ...
+
+    async def redeem_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None: ...
+
+
+class Topics(Protocol):
+    """Topic subscriber lists (e.g. a user's followers). ``subscribe``/``unsubscribe`` are idempotent and return
+    whether anything changed. ``page`` returns subscriber ids > ``after`` in ascending order, at most ``limit``,
+    so a topic of any size is read in bounded chunks."""
+
+    async def subscribe(self, app: str, topic: str, user: str) -> bool: ...
+
+    async def unsubscribe(self, app: str, topic: str, user: str) -> bool: ...
+
+    async def page(self, app: str, topic: str, after: str | None, limit: int) -> list[str]: ...
+
+
+class Store(Protocol):
+    """The storage bundle of one backend (one database, one connection pool)."""
+
+    inbox: Inbox
+    apps: Apps
+    topics: Topics
+
+    async def ping(self) -> None:
+        """Raises ``UnavailableError`` when the database cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+LiveHandler = Callable[[LiveMessage], None]
+
+
+class Subscription(Protocol):
+    async def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    """The live bus from workers to gateways, addressed by (app, user).
+
+    At most once: a message may be lost or reordered (gateways fill gaps from the ``Inbox``), never altered.
+    ``subscribe`` calls ``handler`` (synchronously, on the event loop; it must not block) for each message to that
+    user published after the subscription is in place, until ``close``.
+    """
+
+    async def publish(self, messages: Sequence[LiveMessage]) -> None: ...
+
+    async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription: ...
+
+    async def close(self) -> None: ...

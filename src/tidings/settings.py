@@ -1,0 +1,73 @@
+"""One frozen ``Settings``, built once at the edge from ``TIDINGS_*`` variables; CLI flags mirror them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from tidings.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: str = "./tidings-data"
+    store: str = ""  # sqlite:///path or postgresql://...; empty: sqlite in ``data``
+    broker: str = "memory://"  # the live bus (and, on scale-out engines, the event log)
+    admin_token: str = ""  # empty: the admin routes are off
+    # Limits: every one is explicit, and each has a test.
+    max_body_bytes: int = 1024 * 1024
+    max_frame_bytes: int = 64 * 1024
+    max_recipients: int = 1000
+    max_batch_events: int = 500
+    rate_per_key: float = 2000.0  # events per second per API key (token bucket)
+    rate_burst: float = 4000.0
+    auth_timeout: float = 10.0
+    outbox_max_frames: int = 1000
+    outbox_max_bytes: int = 1024 * 1024
+    backlog_page: int = 500
+    heartbeat_interval: float = 15.0
+    ticket_ttl: float = 60.0
+    drain_timeout: float = 10.0
+    worker_batch: int = 256
+    sqlite_synchronous: str = "FULL"  # FULL: a 202 survives power loss, not just a process crash
+    demo: bool = False
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{Path(self.data).resolve() / 'tidings.db'}"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Defaults, then ``TIDINGS_<FIELD>`` variables, then ``overrides`` (CLI flags) that are not None."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"TIDINGS_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def _parse(name: str, kind: str, raw: str) -> object:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+    except ValueError as exc:
+        raise ConfigError(f"TIDINGS_{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw
