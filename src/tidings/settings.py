@@ -42,7 +42,8 @@ class Settings:
         return self.store or f"sqlite:///{Path(self.data).resolve() / 'tidings.db'}"
 
     def replace(self, **changes: object) -> Settings:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        kept = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **kept)  # type: ignore[arg-type]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -1,0 +1,157 @@
+"""The ``tidings`` command line Flags mirror ``Settings``, as do ``TIDINGS_*`` variables."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from tidings import __version__
+from tidings.errors import TidingsError
+from tidings.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.handler(args)
+    except TidingsError as exc:
+        print(f"tidings: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidings", description="Real-time notifications for social products."
+    )
+    parser.add_argument("--version", action="version", version=f"tidings {__version__}")
+    commands = parser.add_subparsers(title="commands")
+    for name, roles, text in (
+        ("serve", ("api", "worker", "gateway"), "everything in one process (embedded backends by default)"),
+        ("api", ("api",), "the producer and user HTTP API only"),
+        ("worker", ("worker",), "the fan-out worker only"),
+        ("gateway", ("gateway",), "the WebSocket/SSE gateway only"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        _backend_flags(sub)
+        sub.add_argument("--host", default=None)
+        sub.add_argument("--port", type=int, default=None)
+        sub.add_argument("--log-format", choices=("json", "console"), default="json")
+        sub.set_defaults(handler=_run_roles, roles=roles)
+    apps = commands.add_parser("apps", help="manage apps (tenants)").add_subparsers(title="apps commands")
+    create = apps.add_parser("create", help="create an app; prints its api_key and jwt_secret as JSON")
+    create.add_argument("name")
+    create.add_argument(
+        "--origin", action="append", default=[], help="an allowed browser origin (repeatable)"
+    )
+    _backend_flags(create)
+    create.set_defaults(handler=_apps_create)
+    token = commands.add_parser("token", help="mint a user token (for trying things out)")
+    token.add_argument("--app", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--ttl", type=float, default=3600.0)
+    _backend_flags(token)
+    token.set_defaults(handler=_token)
+    return parser
+
+
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None, help="data directory for embedded backends (./tidings-data)")
+    parser.add_argument("--store", default=None, help="store URL: sqlite:///path or postgresql://...")
+    parser.add_argument("--broker", default=None, help="broker URL: memory://, nats://, redis://, amqp://")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        data=args.data,
+        store=args.store,
+        broker=args.broker,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+
+
+def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.run(coro())
+    return uvloop.run(coro())
+
+
+def _run_roles(args: argparse.Namespace) -> int:
+    from tidings.observability.logging import configure
+    from tidings.service import Service
+
+    settings = _settings(args)
+    configure(json=args.log_format == "json")
+
+    def announce() -> None:
+        base = f"http://{settings.host}:{settings.port}"
+        lines = [f"Tidings {__version__} ({', '.join(args.roles)}) on {settings.store_url.split('?')[0]}"]
+        if "api" in args.roles:
+            lines += [
+                f"  API       {base}/v1/events",
+                f"  API docs  {base}/docs",
+                f"  metrics   {base}/metrics",
+            ]
+        if "gateway" in args.roles:
+            ws = base.replace("http://", "ws://")
+            lines += [f"  WebSocket {ws}/v1/ws", f"  SSE       {base}/v1/stream"]
+        print("\n".join(lines), flush=True)
+
+    async def go() -> int:
+        await Service(settings, roles=args.roles).run(on_ready=announce)
+        return 0
+
+    return _run(go)
+
+
+def _apps_create(args: argparse.Namespace) -> int:
+    from tidings.api.auth import create_app_record
+    from tidings.backends import open_store
+
+    settings = _settings(args)
+
+    async def go() -> int:
+        store = await open_store(settings.store_url, settings)
+        try:
+            record = await create_app_record(store, args.name, list(args.origin), time.time())
+        finally:
+            await store.close()
+        print(json.dumps(record))
+        return 0
+
+    return _run(go)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from tidings.api.auth import mint_user_token
+    from tidings.backends import open_store
+    from tidings.errors import NotFoundError
+
+    settings = _settings(args)
+
+    async def go() -> int:
+        store = await open_store(settings.store_url, settings)
+        try:
+            app = await store.apps.get(args.app)
+        finally:
+            await store.close()
+        if app is None:
+            raise NotFoundError(f"no app named {args.app!r}")
+        print(mint_user_token(app, args.user, args.ttl, time.time()))
+        return 0
+
+    return _run(go)

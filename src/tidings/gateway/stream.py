@@ -1,0 +1,135 @@
+"""Drives ``core.session`` for one connection, whatever the transport: backlog first, then live, with gap-fill
+from the inbox and a bounded outbox. The transport shells (websocket.py, sse.py) only encode and write bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from enum import Enum
+
+from tidings.core.models import LiveMessage
+from tidings.core.outbox import Outbox
+from tidings.core.session import Session, Step
+from tidings.gateway.hub import Detach
+from tidings.observability import metrics
+from tidings.runtime import Runtime
+
+Encode = Callable[[int, bytes], bytes]
+
+
+class EndReason(Enum):
+    CLIENT_GONE = "client_gone"
+    SLOW_CONSUMER = "slow_consumer"
+    DRAINING = "draining"
+
+
+class LiveStream:
+    """One user's notification stream on one connection.
+
+    Invariant: every notification frame leaves through the outbox in the order the session emitted it, so the
+    client sees seqs strictly ascending without gaps (the session fills gaps from the inbox).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        app: str,
+        user: str,
+        *,
+        transport: str,
+        encode: Encode,
+        heartbeat: Callable[[], bytes],
+    ) -> None:
+        settings = runtime.settings
+        self._runtime = runtime
+        self.app, self.user, self.transport = app, user, transport
+        self._encode = encode
+        self._heartbeat = heartbeat
+        self._outbox = Outbox(settings.outbox_max_frames, settings.outbox_max_bytes)
+        self._wakeup = asyncio.Event()
+        self._fetch_after: int | None = None
+        self._session: Session | None = None
+        self._detach: Detach | None = None
+        self.end_reason: EndReason | None = None
+        self.last_seq = 0
+
+    async def open(self, after: int | None) -> int:
+        """Subscribe, then read the user's last seq: anything committed later arrives live or by gap-fill.
+
+        Returns the user's ``last_seq`` (for the ready frame). ``after`` None means "only what comes next".
+        """
+        self._detach = await self._runtime.hub.attach(self.app, self.user, self._on_live)
+        last_seq = await self._runtime.store.inbox.last_seq(self.app, self.user)
+        start = last_seq if after is None else after
+        self._session = Session(start, page_size=self._runtime.settings.backlog_page)
+        self._apply(self._session.start())
+        return last_seq
+
+    async def close(self) -> None:
+        if self._detach is not None:
+            detach, self._detach = self._detach, None
+            await detach()
+
+    def end(self, reason: EndReason) -> None:
+        """Ask the stream to stop (drain, or the client went away); ``batches`` then returns."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._wakeup.set()
+
+    def push_control(self, frame: bytes) -> None:
+        """Queue a non-notification frame (pong...) behind what is already queued."""
+        self._push(frame)
+
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """Frames to write, coalesced per wake-up; ends once ``end_reason`` is set (slow consumer too)."""
+        interval = self._runtime.settings.heartbeat_interval
+        while self.end_reason is None:
+            if self._fetch_after is not None:
+                await self._fetch()
+                continue
+            frames = self._outbox.drain()
+            if frames:
+                yield frames
+                continue
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=interval)
+            except TimeoutError:
+                self._push(self._heartbeat())
+                assert self._session is not None
+                self._apply(self._session.poll())
+
+    async def _fetch(self) -> None:
+        assert self._session is not None
+        assert self._fetch_after is not None
+        after, self._fetch_after = self._fetch_after, None
+        rows = await self._runtime.store.inbox.backlog(
+            self.app, self.user, after, self._runtime.settings.backlog_page
+        )
+        self._apply(self._session.backlog([(row.seq, row.payload) for row in rows]))
+
+    def _on_live(self, message: LiveMessage) -> None:
+        if self._session is None or message.kind != "notification":
+            return
+        self._apply(self._session.live(message.seq, message.payload))
+
+    def _apply(self, step: Step) -> None:
+        for seq, payload in step.send:
+            if not self._push(self._encode(seq, payload)):
+                return
+            self.last_seq = seq
+        if step.fetch_after is not None:
+            self._fetch_after = step.fetch_after
+            self._wakeup.set()
+
+    def _push(self, frame: bytes) -> bool:
+        if self._outbox.push(frame):
+            self._wakeup.set()
+            return True
+        if self.end_reason is None:
+            # Policy "close": a slow consumer is closed and resumes from the store; nobody else waits for it.
+            metrics.outbox_overflows_total.labels(transport=self.transport).inc()
+            metrics.slow_consumer_closes_total.inc()
+            self.end(EndReason.SLOW_CONSUMER)
+        return False

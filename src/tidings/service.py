@@ -1,0 +1,172 @@
+"""Start-up and shutdown order of one Tidings process, and its graceful drain.
+
+Start: backends (migrations run on open) -> gateway hub -> worker -> HTTP listener.
+Drain (SIGTERM or Ctrl-C): refuse new work (503) -> tell live clients to resume elsewhere (WebSocket close
+1012, SSE ends with a jittered retry hint) -> let the worker finish the batch in hand -> let uvicorn finish
+in-flight requests -> close backends. Every step is bounded by ``drain_timeout``; a second signal exits at
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator, Iterable
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from tidings.api.app import create_app
+from tidings.backends import open_bus, open_log, open_store
+from tidings.core.clock import Clock, SystemClock
+from tidings.gateway.hub import Hub
+from tidings.gateway.sse import stream_endpoint
+from tidings.gateway.stream import EndReason
+from tidings.gateway.websocket import websocket_endpoint
+from tidings.runtime import Runtime
+from tidings.settings import Settings
+from tidings.worker import FanoutWorker
+
+log = structlog.get_logger("tidings.service")
+
+ROLES = frozenset({"api", "worker", "gateway"})
+
+
+async def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    store = await open_store(settings.store_url, settings, clock)
+    log_ = await open_log(settings.broker, settings, store)
+    bus = await open_bus(settings.broker, settings)
+    runtime = Runtime(settings=settings, store=store, log=log_, bus=bus, clock=clock)
+    runtime.hub = Hub(bus)
+    return runtime
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    for closer in (runtime.bus.close, runtime.log.close, runtime.store.close):
+        try:
+            await closer()
+        except Exception:
+            log.exception("close_failed")
+
+
+def build_app(runtime: Runtime, roles: Iterable[str] = ROLES) -> FastAPI:
+    app = create_app(runtime)
+    if "gateway" in roles:
+        app.add_api_websocket_route("/v1/ws", websocket_endpoint)
+        app.add_route("/v1/stream", stream_endpoint, methods=["GET"], include_in_schema=False)
+    return app
+
+
+async def _when_started(server: uvicorn.Server, on_ready: Any) -> None:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no start-up event to wait on
+        await asyncio.sleep(0.05)
+    if on_ready is not None:
+        on_ready()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, with our drain in place of its signal handling (which would re-raise SIGTERM on exit)."""
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self._service = service
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._service.request_drain)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+class Service:
+    def __init__(self, settings: Settings, roles: Iterable[str] = ROLES, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.roles = frozenset(roles)
+        self._clock = clock
+        self._runtime: Runtime | None = None
+        self._worker: FanoutWorker | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._server: _Server | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def request_drain(self) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+        elif self._server is not None:  # a second signal: stop now
+            self._server.force_exit = True
+            self._server.should_exit = True
+
+    async def run(self, *, on_ready: Any = None) -> None:
+        runtime = self._runtime = await open_runtime(self.settings, self._clock)
+        try:
+            app = build_app(runtime, self.roles)
+            if "worker" in self.roles:
+                self._worker = FanoutWorker(runtime)
+                self._worker_task = asyncio.create_task(self._worker.run())
+            if "api" in self.roles or "gateway" in self.roles:
+                server = self._server = _Server(self._uvicorn_config(app), self)
+                announce = asyncio.create_task(_when_started(server, on_ready))
+                await server.serve()
+                announce.cancel()
+            elif self._worker_task is not None:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.request_drain)
+                if on_ready is not None:
+                    on_ready()
+                await self._worker_task
+            if self._drain_task is not None:
+                await self._drain_task
+        finally:
+            await self._stop_worker()
+            await close_runtime(runtime)
+
+    def _uvicorn_config(self, app: FastAPI) -> uvicorn.Config:
+        s = self.settings
+        return uvicorn.Config(
+            app,
+            host=s.host,
+            port=s.port,
+            http="httptools",
+            ws="websockets-sansio",
+            ws_max_size=s.max_frame_bytes,  # a larger frame closes the socket with 1009
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            lifespan="off",
+            log_config=None,
+            access_log=False,  # query strings may hold stream tickets: never log raw URLs
+            timeout_graceful_shutdown=max(1, int(s.drain_timeout)),
+            server_header=False,
+        )
+
+    async def drain(self) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        log.info("drain_started")
+        runtime.draining = True
+        runtime.hub.drain(EndReason.DRAINING)
+        await self._stop_worker()
+        if self._server is not None:
+            self._server.should_exit = True
+        log.info("drain_done")
+
+    async def _stop_worker(self) -> None:
+        if self._worker is None or self._worker_task is None:
+            return
+        self._worker.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._worker_task), timeout=self.settings.drain_timeout)
+        except TimeoutError:
+            log.warning("worker_drain_timeout")
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task

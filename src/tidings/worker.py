@@ -1,0 +1,104 @@
+"""The fan-out loop: consume -> plan -> write -> publish -> ack.
+
+Ack only after the inbox commit and the publish: a crash anywhere before the ack means redelivery, and the
+inbox write is idempotent on (app, user, event), so redelivery creates nothing twice and re-publishes what a
+crash may have kept off the bus (gateways drop the duplicates by seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+
+import structlog
+
+from tidings.core.backoff import full_jitter
+from tidings.core.fanout import chunked, plan_writes
+from tidings.core.models import Event, InboxWrite, LiveMessage, StoredNotification
+from tidings.errors import TidingsError
+from tidings.observability import metrics
+from tidings.ports import Delivery
+from tidings.runtime import Runtime
+
+log = structlog.get_logger("tidings.worker")
+
+WRITE_CHUNK = 1000  # inbox rows per transaction: bounds memory and lock time for any topic size
+TOPIC_PAGE = 1000  # subscribers read per query: a topic is never loaded whole
+
+
+class FanoutWorker:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from ``run``."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                deliveries = await self._runtime.log.read(self._runtime.settings.worker_batch, timeout=0.5)
+                if deliveries:
+                    await self.process(deliveries)
+                    await self._report_lag()
+                attempt = 0
+            except TidingsError as exc:
+                # The backend is down: keep the deliveries unacked (redelivered later) and back off.
+                delay = full_jitter(attempt, random.random(), base=0.2, cap=10.0)
+                log.warning("fanout_retry", error=exc.code, delay=round(delay, 3))
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def process(self, deliveries: Sequence[Delivery]) -> None:
+        """Fan a batch of events out into inboxes, publish, then ack the whole batch."""
+        pending: list[InboxWrite] = []
+        for delivery in deliveries:
+            async for writes in self._plan(delivery.event):
+                pending.extend(writes)
+                if len(pending) >= WRITE_CHUNK:
+                    await self._commit(pending)
+                    pending = []
+        if pending:
+            await self._commit(pending)
+        await self._runtime.log.ack(deliveries)
+
+    async def _plan(self, event: Event) -> AsyncIterator[list[InboxWrite]]:
+        if event.recipients is not None:
+            writes = plan_writes(event, event.recipients)
+            metrics.fanout_recipients.observe(len(writes))
+            for chunk in chunked(writes, WRITE_CHUNK):
+                yield chunk
+            return
+        assert event.topic is not None
+        total, after = 0, None
+        while True:
+            users = await self._runtime.store.topics.page(event.app, event.topic, after, TOPIC_PAGE)
+            if not users:
+                break
+            total += len(users)
+            yield plan_writes(event, users)
+            after = users[-1]
+        metrics.fanout_recipients.observe(total)
+
+    async def _commit(self, writes: Sequence[InboxWrite]) -> None:
+        stored = await self._runtime.store.inbox.write(writes)
+        now = self._runtime.clock.time()
+        metrics.inbox_writes_total.inc(len(stored))
+        for write in writes:
+            metrics.accepted_to_stored_seconds.observe(max(0.0, now - write.event.accepted_at))
+        await self._publish(stored)
+
+    async def _publish(self, stored: Sequence[StoredNotification]) -> None:
+        messages = [LiveMessage(row.app, row.user, row.seq, row.payload) for row in stored]
+        try:
+            await self._runtime.bus.publish(messages)
+        except TidingsError as exc:
+            # The bus is at-most-once by contract: gateways gap-fill from the inbox, so a failed publish only
+            # delays delivery; it must not block the ack (that would re-run the whole fan-out).
+            log.warning("publish_failed", error=exc.code, messages=len(messages))
+
+    async def _report_lag(self) -> None:
+        metrics.log_lag.set(await self._runtime.log.lag())
