@@ -1,0 +1,181 @@
+"""The live wire format: WebSocket client frames (parsed) and server frames and SSE events (encoded).
+
+Client frames are a tagged union of frozen dataclasses, told apart by their JSON ``type``. Parsing is
+total: whatever a client sends, ``parse_client_frame`` returns a frame or raises ``FrameError`` and nothing
+else, and its messages never echo the input (an auth frame carries a token).
+
+Server frames are built as bytes. A notification payload is JSON serialized once by the worker; it is spliced
+into its frame by byte concatenation, never decoded and encoded again (see ARCHITECTURE.md, "The hot path").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tidings.errors import FrameError
+
+MAX_TOKEN_CHARS = 8192
+# Seqs are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
+MAX_SEQ = 2**63 - 1
+# Larger than any unpadded auth frame, even one whose 8192-char token is written as \u escapes of
+# astral characters (12 bytes each); a gateway can use it as its transport's message size limit too.
+MAX_CLIENT_FRAME_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFrame:
+    """``{"type": "auth", "token": JWT, "after": SEQ}``; ``after`` None: from the user's ``last_seq``."""
+
+    token: str
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    """``{"type": "ping"}``: the server answers with a pong."""
+
+
+@dataclass(frozen=True, slots=True)
+class PongFrame:
+    """``{"type": "pong"}``: the client's answer to a server ping."""
+
+
+ClientFrame = AuthFrame | PingFrame | PongFrame
+
+_KEYS: dict[str, frozenset[str]] = {
+    "auth": frozenset({"type", "token", "after"}),
+    "ping": frozenset({"type"}),
+    "pong": frozenset({"type"}),
+}
+
+
+def parse_client_frame(data: str | bytes) -> ClientFrame:
+    """Parse one client frame; raises ``FrameError`` (only) when it is not exactly a valid frame."""
+    obj = _load_object(data)
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in _KEYS:
+        raise FrameError("missing or unknown frame type")
+    if not obj.keys() <= _KEYS[kind]:
+        raise FrameError(f"unknown key in {kind} frame")
+    if kind == "ping":
+        return PingFrame()
+    if kind == "pong":
+        return PongFrame()
+    return AuthFrame(token=_token(obj.get("token")), after=_after(obj.get("after")))
+
+
+def _load_object(data: str | bytes) -> dict[str, Any]:
+    if not isinstance(data, str | bytes):
+        raise FrameError("frame must be text or bytes")
+    if len(data) > MAX_CLIENT_FRAME_BYTES:
+        raise FrameError("frame too large")
+    try:
+        # orjson rejects invalid UTF-8 in bytes and lone surrogates in str, as JSONDecodeError.
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise FrameError("frame is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise FrameError("frame must be a JSON object")
+    return obj
+
+
+def _token(value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_TOKEN_CHARS:
+        raise FrameError(f"token must be a non-empty string of at most {MAX_TOKEN_CHARS} characters")
+    return value
+
+
+def _after(value: object) -> int | None:
+    if value is None:
+        return None
+    # bool is a subclass of int in Python, but `true` is not a seq.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise FrameError("after must be an integer seq >= 0")
+    return value
+
+
+def _dumps(obj: dict[str, object]) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        # orjson refuses lone surrogates (a JWT `sub` may decode to one); escaped ASCII JSON is still valid.
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def encode_ready(user: str, last_seq: int) -> bytes:
+    """``{"type":"ready","user":…,"last_seq":…}``: sent once, after a successful auth."""
+    return _dumps({"type": "ready", "user": user, "last_seq": last_seq})
+
+
+def encode_notification(payload: bytes) -> bytes:
+    """Frame an already serialized notification (its JSON bytes, spliced as is)."""
+    return b'{"type":"notification","notification":' + payload + b"}"
+
+
+def encode_error(code: str, message: str) -> bytes:
+    """``{"type":"error","code":…,"message":…}``: sent before the server closes the connection."""
+    return _dumps({"type": "error", "code": code, "message": message})
+
+
+_PING = b'{"type":"ping"}'
+_PONG = b'{"type":"pong"}'
+
+
+def encode_ping() -> bytes:
+    return _PING
+
+
+def encode_pong() -> bytes:
+    return _PONG
+
+
+# The SSE spec ends a line with CRLF, LF or CR; every one of them would cut a data line short.
+_SSE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def sse_event(event: str, data: bytes, id: int | None = None) -> bytes:
+    """One SSE event: ``id: N`` (when given), ``event: X``, one ``data:`` line per line of ``data``.
+
+    A client joins the data lines with LF, so ``data`` arrives intact up to its line-break style.
+    Raises ``ValueError`` for an event name with a line break or a negative id (server bugs, not input).
+    """
+    if "\r" in event or "\n" in event:
+        raise ValueError("SSE event name must not contain a line break")
+    head = b"event: " + event.encode() + b"\n"
+    if id is not None:
+        if id < 0:
+            raise ValueError("SSE id must be >= 0")
+        head = b"id: %d\n" % id + head
+    lines = _SSE_LINE_BREAK.split(data)
+    return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+def sse_comment(text: str) -> bytes:
+    """``: text`` (a heartbeat clients ignore); each line of ``text`` becomes its own comment line."""
+    lines = _SSE_LINE_BREAK.split(text.encode())
+    return b"".join(b": " + line + b"\n" for line in lines) + b"\n"
+
+
+def sse_retry(ms: int) -> bytes:
+    """``retry: ms``: how long a browser waits before it reconnects."""
+    if ms < 0:
+        raise ValueError("SSE retry must be >= 0")
+    return b"retry: %d\n\n" % ms
+
+
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    """The seq in a ``Last-Event-ID`` header (or ``?after=``): ASCII decimal >= 0; None when absent."""
+    if value is None:
+        return None
+    # A strict pattern: int() would also take "+1", " 1", "1_0" and non-ASCII digits.
+    if not _DECIMAL.fullmatch(value) or int(value) > MAX_SEQ:
+        raise FrameError("Last-Event-ID must be a seq: a decimal integer >= 0")
+    return int(value)
