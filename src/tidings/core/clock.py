@@ -27,7 +27,7 @@ class SystemClock:
 def isoformat(ts: float) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-25T21:00:00.123Z``."""
     whole = int(ts)
-    millis = int(round((ts - whole) * 1000))
+    millis = round((ts - whole) * 1000)
     if millis == 1000:
         whole, millis = whole + 1, 0
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
