@@ -1,0 +1,60 @@
+"""The HTTP API as one FastAPI app; ``tidings.service`` adds the live routes (``/v1/ws``, ``/v1/stream``).
+
+Request path, outside in: metrics (every answer is counted, refusals included) -> body limit and drain gate ->
+error handlers -> routes. Errors become answers only in ``tidings.api.errors``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from tidings import __version__
+from tidings.api import docs, errors
+from tidings.api.deps import ApiState
+from tidings.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from tidings.api.routes import ROUTERS
+from tidings.runtime import Runtime
+
+DESCRIPTION = """\
+Tidings turns your backend's events into each user's inbox and pushes them live (WebSocket, SSE).
+
+* **Producers** (your backend) authenticate with `Authorization: Bearer <api_key>`.
+* **Users** authenticate with a JWT your backend signs with the app's `jwt_secret`
+  (HS256, `iss` = app name, `sub` = user id, `aud` = `tidings`, `exp` required).
+* **Admin** routes take `Authorization: Bearer $TIDINGS_ADMIN_TOKEN` and answer 404 when it is unset.
+
+**Events.** `202 {"id", "status": "accepted"}` means durable. Repeating an `Idempotency-Key` with the same
+body answers 202 with the first id and the header `Idempotent-Replayed: true`; with another body 422
+(`idempotency_key_reused`); while the first request is still being appended, 409. A batch answers 200 with
+one result per item, in order; each item succeeds or fails alone. `actor` and `object` are objects with an
+`id` plus any fields you want shown (4 KiB each); `data` is an object of at most 16 KiB, nested at most 32
+levels deep.
+
+**Errors** always answer `{"error": {"code": "...", "message": "..."}}`: 400 unparseable body (not JSON,
+not UTF-8) or a bad cursor, 401, 403, 404, 409, 413 body over the byte limit, 415 body not JSON, 422 a body
+that breaks the schema (`validation_failed`, with `details`; unknown fields included) or a count over a
+limit (`limit_exceeded`: recipients per event, events per batch), 429 over the per-key rate (a batch costs
+one token per event) and 503 unavailable or draining, both with `Retry-After` in whole seconds.
+"""
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The API app over ``runtime`` (kept in ``app.state.runtime``)."""
+    app = FastAPI(
+        title="Tidings",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        strict_content_type=False,
+    )
+    app.state.runtime = runtime
+    app.state.api = ApiState.build(runtime)
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    docs.install(app)
+    # add_middleware wraps what is there: the last added runs first.
+    app.add_middleware(BodyLimitMiddleware, runtime=runtime)
+    app.add_middleware(MetricsMiddleware, routes=lambda: app.router.routes)
+    return app

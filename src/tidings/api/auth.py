@@ -1,0 +1,207 @@
+"""Who is calling: producers (API keys), users (JWTs signed by their app), the admin (one shared token).
+
+- API keys are random, shown once, and stored only as their SHA-256 hex; a lookup is by that hash.
+- User JWTs are HS256 only, signed with the ``jwt_secret`` of the app their ``iss`` names, with ``aud`` =
+  ``tidings``, and ``exp``, ``iss``, ``sub``, ``aud`` all required. ``iss`` is read unverified only to choose
+  which secret to verify with; nothing else from the token is trusted before the signature is checked.
+- The admin token is compared in constant time; with no token configured the admin routes answer 404.
+Every failure is an ``AuthError`` whose message says what is wrong without echoing the credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import secrets
+from collections import OrderedDict
+from typing import Any
+
+import jwt
+
+from tidings.core.clock import Clock
+from tidings.core.models import App
+from tidings.errors import AuthError, InvalidInputError, NotFoundError
+from tidings.ports import Apps, Store
+from tidings.runtime import Runtime
+
+AUDIENCE = "tidings"
+ALGORITHM = "HS256"
+MAX_USER_ID = 255
+APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# An origin as browsers send it: scheme://host[:port], nothing else (no path, no trailing slash).
+ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?$")
+_BEARER_RE = re.compile(r"^Bearer +([\x21-\x7e]{1,8192})$", re.IGNORECASE)
+
+
+def new_api_key() -> str:
+    return "tdk_" + secrets.token_urlsafe(32)
+
+
+def new_jwt_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex: how API keys and stream tickets are stored and looked up."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def bearer(authorization: str | None) -> str:
+    """The credential of an ``Authorization: Bearer <credential>`` header, or ``AuthError``."""
+    match = _BEARER_RE.fullmatch(authorization or "")
+    if match is None:
+        raise AuthError("missing or malformed Authorization: Bearer header")
+    return match.group(1)
+
+
+class AppCache:
+    """App records looked up recently, kept ``ttl`` seconds so a busy producer does not hit the store per
+    request. A rotated or deleted key keeps working at most ``ttl`` seconds. Misses are not cached (a flood of
+    wrong keys must not evict good ones); the size is bounded."""
+
+    def __init__(self, clock: Clock, ttl: float = 5.0, max_entries: int = 4096) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, App]] = OrderedDict()
+
+    def get(self, key: str) -> App | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._clock.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, app: App) -> None:
+        self._entries[key] = (self._clock.monotonic() + self._ttl, app)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+async def authenticate_producer(runtime: Runtime, api_key: str, cache: AppCache | None = None) -> App:
+    key_hash = hash_key(api_key)
+    app = cache.get("key:" + key_hash) if cache is not None else None
+    if app is None:
+        app = await runtime.store.apps.by_key_hash(key_hash)
+        if app is None:
+            raise AuthError("invalid API key")
+        if cache is not None:
+            cache.put("key:" + key_hash, app)
+    return app
+
+
+async def _app_named(apps: Apps, name: str, cache: AppCache | None) -> App | None:
+    app = cache.get("name:" + name) if cache is not None else None
+    if app is None:
+        app = await apps.get(name)
+        if app is not None and cache is not None:
+            cache.put("name:" + name, app)
+    return app
+
+
+def _unverified_issuer(token: str) -> str:
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise AuthError("malformed token") from exc
+    if header.get("alg") != ALGORITHM:
+        raise AuthError(f"token algorithm must be {ALGORITHM}")
+    issuer = claims.get("iss")
+    if not isinstance(issuer, str) or not APP_NAME_RE.fullmatch(issuer):
+        raise AuthError("token has no valid iss")
+    return issuer
+
+
+def _verified_claims(token: str, app: App) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            app.jwt_secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=app.name,
+            # Times are checked by ``_check_times`` against the runtime's clock, like every other deadline.
+            options={
+                "require": ["exp", "iss", "sub", "aud"],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError("invalid token") from exc
+    return claims
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_times(claims: dict[str, Any], now: float) -> None:
+    """``exp`` must be a number of seconds in the future; ``nbf``, when present, not in the future."""
+    exp, nbf = claims["exp"], claims.get("nbf")
+    if not _is_time(exp) or (nbf is not None and not _is_time(nbf)):
+        raise AuthError("invalid token times")
+    if exp <= now:
+        raise AuthError("token expired")
+    if nbf is not None and nbf > now:
+        raise AuthError("token not valid yet")
+
+
+async def authenticate_user(runtime: Runtime, token: str, cache: AppCache | None = None) -> tuple[App, str]:
+    """The app and user id of a valid user JWT, or ``AuthError``. The gateway uses it for WS and SSE."""
+    app = await _app_named(runtime.store.apps, _unverified_issuer(token), cache)
+    if app is None:
+        raise AuthError("invalid token")  # the same answer as a bad signature: app names are not probed
+    claims = _verified_claims(token, app)
+    _check_times(claims, runtime.clock.time())
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_ID:
+        raise AuthError("token sub must be a user id of 1 to 255 characters")
+    return app, sub
+
+
+def check_admin(admin_token: str, authorization: str | None) -> None:
+    """Raises ``NotFoundError`` when admin routes are off, ``AuthError`` for a wrong or missing token."""
+    if not admin_token:
+        raise NotFoundError("not found")
+    if not hmac.compare_digest(bearer(authorization).encode(), admin_token.encode()):
+        raise AuthError("invalid admin token")
+
+
+def mint_user_token(app: App, user: str, ttl: float, now: float) -> str:
+    """A user JWT as an app's backend would sign it (for ``tidings token``, demos and tests)."""
+    claims = {"iss": app.name, "sub": user, "aud": AUDIENCE, "iat": int(now), "exp": int(now + ttl)}
+    return jwt.encode(claims, app.jwt_secret, algorithm=ALGORITHM)
+
+
+def normalize_origin(origin: str) -> str:
+    """``scheme://host[:port]`` in lower case, or ``ValueError``."""
+    lowered = origin.strip().lower()
+    match = ORIGIN_RE.fullmatch(lowered)
+    if match is None or (match.group(3) is not None and not 0 < int(match.group(3)) < 65536):
+        raise ValueError("an origin is scheme://host[:port] (http or https), without path or trailing slash")
+    return lowered
+
+
+def validate_app_name(name: str) -> str:
+    if not APP_NAME_RE.fullmatch(name):
+        raise InvalidInputError("an app name is 1-64 of a-z 0-9 _ - starting with a letter or digit")
+    return name
+
+
+async def create_app_record(store: Store, name: str, origins: list[str], now: float) -> dict[str, str]:
+    """Creates an app with fresh credentials; returns ``{"app", "api_key", "jwt_secret"}``, the only time the
+    API key is ever visible. Raises ``InvalidInputError`` for a bad name or origin, ``AppExistsError``."""
+    try:
+        normalized = tuple(dict.fromkeys(normalize_origin(origin) for origin in origins))
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from exc
+    api_key, jwt_secret = new_api_key(), new_jwt_secret()
+    app = App(validate_app_name(name), hash_key(api_key), jwt_secret, normalized, now)
+    await store.apps.create(app)
+    return {"app": app.name, "api_key": api_key, "jwt_secret": jwt_secret}

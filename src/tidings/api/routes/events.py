@@ -1,0 +1,176 @@
+"""Producers send events: ``POST /v1/events`` and ``POST /v1/events/batch``.
+
+An event is answered as accepted only after ``EventLog.append`` returned, i.e. once it is durable. A repeat
+of an Idempotency-Key with the same body answers 202 with the first event's id (and the header
+``Idempotent-Replayed: true``) and appends nothing; with another body, 422; while the first request is still
+in flight in this process, 409. A batch answers 200 with one result per item, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Response
+from pydantic import ValidationError
+
+from tidings.api import errors
+from tidings.api.deps import Producer, State
+from tidings.api.routing import json_router
+from tidings.api.schemas import Accepted, BatchEventIn, BatchIn, BatchOut, EventIn, ItemError
+from tidings.core.ids import new_id
+from tidings.core.models import App
+from tidings.errors import IdempotencyMismatchError, LimitExceededError, TidingsError
+from tidings.observability import metrics
+from tidings.ports import Append, Appended
+
+router = json_router(tags=["events"])
+
+KeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Repeat a request safely: the same key and body answer with the same event id.",
+    ),
+]
+
+
+async def rate_limited_producer(state: State, app: Producer) -> App:
+    """The producer, charged one event. Dependencies run before body validation: bad bodies cost too."""
+    state.limiter.check(app.api_key_hash, 1)
+    return app
+
+
+def _check_recipients(event: EventIn, max_recipients: int) -> None:
+    if event.recipients is not None and len(event.recipients) > max_recipients:
+        raise LimitExceededError(f"recipients: at most {max_recipients} user ids per event")
+
+
+async def _append(
+    state: State, app: App, items: Sequence[tuple[EventIn, str | None]]
+) -> list[Appended | Exception]:
+    """Appends events (durable when this returns) and counts the ones that are new."""
+    now = state.runtime.clock.time()
+    appends = [
+        Append(
+            event.to_event(event_id=new_id(now), app=app.name, accepted_at=now, idempotency_key=key),
+            event.body_hash() if key is not None else None,
+        )
+        for event, key in items
+    ]
+    results = await state.runtime.log.append(appends)
+    for append, result in zip(appends, results, strict=True):
+        if isinstance(result, Appended) and not result.duplicate:
+            metrics.events_accepted_total.labels(append.event.priority).inc()
+    return results
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    responses=errors.responses(400, 401, 409, 413, 415, 422, 429, 503),
+    summary="Send one event",
+)
+async def post_event(
+    event: EventIn,
+    state: State,
+    response: Response,
+    app: Annotated[App, Depends(rate_limited_producer)],
+    idempotency_key: KeyHeader = None,
+) -> Accepted:
+    _check_recipients(event, state.runtime.settings.max_recipients)
+    with state.in_flight.hold(app.name, [idempotency_key] if idempotency_key is not None else []):
+        (result,) = await _append(state, app, [(event, idempotency_key)])
+    if isinstance(result, Exception):
+        raise result
+    if result.duplicate:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Accepted(id=result.event_id)
+
+
+@dataclass
+class _Item:
+    """A batch item on its way: validated (``event``), refused (``error``) or a repeat of item ``same_as``."""
+
+    event: BatchEventIn | None = None
+    error: ItemError | None = None
+    same_as: int | None = None
+
+
+def _item_error(code: str, message: str) -> ItemError:
+    metrics.events_rejected_total.labels(code).inc()
+    return ItemError(error=errors.ErrorDetail(code=code, message=message))
+
+
+def _validate_item(raw: Any, max_recipients: int) -> _Item:
+    try:
+        event = BatchEventIn.model_validate(raw)
+        _check_recipients(event, max_recipients)
+    except ValidationError as exc:
+        message = errors.validation_message(errors.validation_details(exc.errors()))
+        return _Item(error=_item_error("validation_failed", message))
+    except TidingsError as exc:
+        return _Item(error=_item_error(exc.code, exc.message))
+    return _Item(event=event)
+
+
+def _resolve_keys(items: list[_Item], state: State, app: App) -> None:
+    """Items repeating an earlier item's key become ``same_as`` it (or a mismatch); keys in flight elsewhere
+    are refused with 409's code, so each item gets its own answer."""
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        key = item.event.idempotency_key if item.event is not None else None
+        if item.event is None or key is None:
+            continue
+        if state.in_flight.is_held(app.name, key):
+            item.event, item.error = None, _item_error("idempotency_key_in_flight", "key still in flight")
+        elif key in first:
+            earlier = items[first[key]].event
+            assert earlier is not None
+            if earlier.body_hash() == item.event.body_hash():
+                item.event, item.same_as = None, first[key]
+            else:
+                mismatch = IdempotencyMismatchError("idempotency_key was used with another body")
+                item.event, item.error = None, _item_error(mismatch.code, mismatch.message)
+        else:
+            first[key] = index
+
+
+def _answer(result: Appended | Exception) -> Accepted | ItemError:
+    if isinstance(result, Appended):
+        return Accepted(id=result.event_id)
+    if isinstance(result, TidingsError):
+        return _item_error(result.code, result.message)
+    raise result
+
+
+@router.post(
+    "/v1/events/batch",
+    responses=errors.responses(400, 401, 413, 415, 422, 429, 503),
+    summary="Send many events; one result per event, in order",
+)
+async def post_batch(batch: BatchIn, state: State, app: Producer) -> BatchOut:
+    settings = state.runtime.settings
+    if len(batch.events) > settings.max_batch_events:
+        raise LimitExceededError(f"events: at most {settings.max_batch_events} per batch")
+    state.limiter.check(app.api_key_hash, len(batch.events))
+    items = [_validate_item(raw, settings.max_recipients) for raw in batch.events]
+    _resolve_keys(items, state, app)
+    to_append = [(index, item.event) for index, item in enumerate(items) if item.event is not None]
+    keys = [event.idempotency_key for _, event in to_append if event.idempotency_key is not None]
+    results: list[Accepted | ItemError | None] = [item.error for item in items]
+    if to_append:
+        with state.in_flight.hold(app.name, keys):
+            appended = await _append(state, app, [(event, event.idempotency_key) for _, event in to_append])
+        for (index, _), result in zip(to_append, appended, strict=True):
+            results[index] = _answer(result)
+    return BatchOut(results=[_final(results, index, item) for index, item in enumerate(items)])
+
+
+def _final(results: list[Accepted | ItemError | None], index: int, item: _Item) -> Accepted | ItemError:
+    result = results[item.same_as if item.same_as is not None else index]
+    assert result is not None, "every item is refused, appended, or a repeat of an appended item"
+    return result

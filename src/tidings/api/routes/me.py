@@ -1,0 +1,114 @@
+"""A user's own inbox: list, counts, read/seen marks, and stream tickets for browsers' SSE.
+
+Every query is scoped to the (app, user) of the caller's token: there is no way to name another user.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import Query, Response
+
+from tidings.api import cursors, errors
+from tidings.api.auth import hash_key
+from tidings.api.deps import State, User
+from tidings.api.routing import json_router
+from tidings.api.schemas import MAX_SEQ, Marked, MarkIn, NotificationsPage, StreamTicket, UnreadCount
+from tidings.core.models import App
+from tidings.errors import InvalidInputError
+
+router = json_router(tags=["me"])
+
+
+@router.get(
+    "/v1/me/notifications",
+    response_class=Response,
+    responses={200: {"model": NotificationsPage}, **errors.responses(400, 401, 422, 503)},
+    summary="List my notifications: newest first, or oldest first with `after`",
+)
+async def notifications(
+    caller: User,
+    state: State,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="only seq > after, oldest first")
+    ] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_SEQ, description="only seq < before")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    unread: Annotated[bool, Query(description="only notifications not yet read")] = False,
+    cursor: Annotated[
+        str | None, Query(description="`next` of the previous page (replaces after/before)")
+    ] = None,
+) -> Response:
+    app, user = caller
+    if cursor is not None:
+        if after is not None or before is not None:
+            raise InvalidInputError("cursor replaces after and before: send one or the other")
+        position = cursors.decode(cursor)
+        after, before = cursors.seq_field(position, "after"), cursors.seq_field(position, "before")
+        if after is None and before is None:
+            raise InvalidInputError("invalid cursor")
+    items = await state.runtime.store.inbox.page(
+        app.name, user, after=after, before=before, limit=limit + 1, unread_only=unread
+    )
+    page, more = items[:limit], len(items) > limit
+    following = None
+    if more:
+        # Oldest first continues after the last seq; newest first continues below it.
+        last = page[-1].seq
+        following = cursors.encode(
+            {"after": last, "before": before} if after is not None else {"before": last}
+        )
+    body = {"items": [item.to_json() for item in page], "next": following}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/v1/me/unread-count", responses=errors.responses(401, 503), summary="How many unread / unseen")
+async def unread_count(caller: User, state: State) -> UnreadCount:
+    unread, unseen = await state.runtime.store.inbox.counts(caller[0].name, caller[1])
+    return UnreadCount(unread=unread, unseen=unseen)
+
+
+async def _mark(
+    caller: tuple[App, str], state: State, body: MarkIn, field: Literal["read", "seen"]
+) -> Marked:
+    app, user = caller
+    at = state.runtime.clock.time()
+    updated = await state.runtime.store.inbox.mark(
+        app.name, user, field, seqs=body.seqs, up_to=body.up_to, at=at
+    )
+    return Marked(updated=updated)
+
+
+@router.post(
+    "/v1/me/notifications/read",
+    responses=errors.responses(400, 401, 413, 415, 422, 503),
+    summary="Mark notifications read: `seqs` or everything `up_to` a seq",
+)
+async def mark_read(body: MarkIn, caller: User, state: State) -> Marked:
+    return await _mark(caller, state, body, "read")
+
+
+@router.post(
+    "/v1/me/notifications/seen",
+    responses=errors.responses(400, 401, 413, 415, 422, 503),
+    summary="Mark notifications seen: `seqs` or everything `up_to` a seq",
+)
+async def mark_seen(body: MarkIn, caller: User, state: State) -> Marked:
+    return await _mark(caller, state, body, "seen")
+
+
+@router.post(
+    "/v1/me/stream-tickets",
+    responses=errors.responses(401, 503),
+    summary="A one-use, short-lived ticket for GET /v1/stream?ticket= (browsers cannot set headers on SSE)",
+)
+async def stream_ticket(caller: User, state: State) -> StreamTicket:
+    app, user = caller
+    ticket, ttl = secrets.token_urlsafe(32), state.runtime.settings.ticket_ttl
+    # Stored as its hash, like API keys: a copy of the database does not hold usable tickets.
+    await state.runtime.store.apps.issue_ticket(
+        hash_key(ticket), app.name, user, state.runtime.clock.time() + ttl
+    )
+    return StreamTicket(ticket=ticket, expires_in=ttl)

@@ -1,0 +1,281 @@
+"""Request and response bodies of the HTTP API (pydantic), with the limits that do not depend on settings.
+
+Requests are strict (no type coercion: ``"5"`` is not a seq) and refuse unknown top-level fields, so a typo
+is a 422 instead of silently ignored data. ``actor`` and ``object`` are open objects (``id`` plus any fields
+the app wants to show, e.g. ``name``, ``avatar``, ``url``), each at most 4 KiB serialized; ``data`` is at
+most 16 KiB.
+Limits that come from settings (recipients per event, events per batch) are checked by the routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator, model_validator
+
+from tidings.api.auth import normalize_origin
+from tidings.api.errors import ErrorDetail
+from tidings.core.models import Event, Priority
+
+TYPE_PATTERN = r"^[a-z0-9_.:-]{1,64}$"
+TOPIC_PATTERN = r"^[A-Za-z0-9_.:@-]{1,200}$"
+APP_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_DATA_BYTES = 16 * 1024
+MAX_REF_BYTES = 4 * 1024
+MAX_MARK_SEQS = 1000
+MAX_DEPTH = 32
+MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed integers in every store
+
+Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+
+UserId = Annotated[str, Field(min_length=1, max_length=255)]
+Topic = Annotated[str, Field(pattern=TOPIC_PATTERN)]
+AppName = Annotated[str, Field(pattern=APP_NAME_PATTERN)]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255)]
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+_OPEN = ConfigDict(extra="allow", strict=True)
+
+
+def canonical_json(value: Any) -> bytes:
+    """One byte string per JSON value: keys sorted at every level, no whitespace."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_json_bounds(value: Any, limit: int, what: str) -> None:
+    """``ValueError`` unless ``value`` nests at most ``MAX_DEPTH`` deep and serializes to at most ``limit``
+    bytes. The depth bound keeps every later serialization (the log, the notification) within orjson's own
+    recursion limit, so a deep body is a 422 here instead of an error further on."""
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"{what} nests deeper than {MAX_DEPTH} levels")
+    if len(canonical_json(value)) > limit:
+        raise ValueError(f"{what} is over {limit} bytes serialized")
+
+
+class Actor(BaseModel):
+    """Who did it. ``id`` is required; any other fields are shown to recipients as sent."""
+
+    model_config = _OPEN
+    id: UserId
+    name: Annotated[str, Field(max_length=255)] | None = None
+    avatar: Annotated[str, Field(max_length=2048)] | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Actor:
+        check_json_bounds(self.model_dump(mode="json"), MAX_REF_BYTES, "actor")
+        return self
+
+
+class ObjectRef(BaseModel):
+    """What it is about, e.g. ``{"id": "post:42"}``; extra fields are kept."""
+
+    model_config = _OPEN
+    id: Annotated[str, Field(min_length=1, max_length=255)]
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ObjectRef:
+        check_json_bounds(self.model_dump(mode="json"), MAX_REF_BYTES, "object")
+        return self
+
+
+class EventIn(BaseModel):
+    """An event from a producer. Exactly one of ``recipients`` (user ids) or ``topic`` (its subscribers)."""
+
+    model_config = _STRICT
+    type: Annotated[str, Field(pattern=TYPE_PATTERN, examples=["post.liked"])]
+    actor: Actor | None = None
+    recipients: (
+        Annotated[
+            list[UserId],
+            Field(
+                min_length=1,
+                description="1 to max_recipients (default 1000) user ids; duplicates are dropped",
+            ),
+        ]
+        | None
+    ) = None
+    topic: Topic | None = None
+    object: ObjectRef | None = None
+    data: Annotated[dict[str, Any], Field(description="at most 16 KiB serialized")] = Field(
+        default_factory=dict
+    )
+    group_key: Annotated[str, Field(max_length=255)] | None = None
+    priority: Priority = "normal"
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _null_data(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("data")
+    @classmethod
+    def _bounded_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_bounds(value, MAX_DATA_BYTES, "data")
+        return value
+
+    @field_validator("recipients")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EventIn:
+        if (self.recipients is None) == (self.topic is None):
+            raise ValueError("exactly one of recipients or topic is required")
+        return self
+
+    def body_hash(self) -> str:
+        """SHA-256 hex of the canonical JSON of the validated event (defaults filled in, key order lost)."""
+        fields = self.model_dump(mode="json", exclude={"idempotency_key"})
+        return hashlib.sha256(canonical_json(fields)).hexdigest()
+
+    def to_event(self, *, event_id: str, app: str, accepted_at: float, idempotency_key: str | None) -> Event:
+        return Event(
+            id=event_id,
+            app=app,
+            type=self.type,
+            accepted_at=accepted_at,
+            recipients=tuple(self.recipients) if self.recipients is not None else None,
+            topic=self.topic,
+            # As sent: optional fields the producer left out are not added as nulls.
+            actor=self.actor.model_dump(mode="json", exclude_unset=True) if self.actor is not None else None,
+            object=self.object.model_dump(mode="json", exclude_unset=True)
+            if self.object is not None
+            else None,
+            data=self.data,
+            group_key=self.group_key,
+            priority=self.priority,
+            idempotency_key=idempotency_key,
+        )
+
+
+class BatchEventIn(EventIn):
+    """One item of a batch: an event plus its own idempotency key."""
+
+    idempotency_key: IdempotencyKey | None = None
+
+
+class BatchIn(BaseModel):
+    # Items are validated one by one by the route, so one bad item is refused alone.
+    model_config = _STRICT
+    events: Annotated[
+        list[SkipValidation[BatchEventIn]],
+        Field(min_length=1, description="1 to max_batch_events (default 500) events"),
+    ]
+
+
+class Accepted(BaseModel):
+    id: str
+    status: Literal["accepted"] = "accepted"
+
+
+class ItemError(BaseModel):
+    error: ErrorDetail
+
+
+class BatchOut(BaseModel):
+    results: list[Accepted | ItemError]
+
+
+class Subscription(BaseModel):
+    topic: str
+    user_id: str
+    subscribed: bool
+    changed: bool = Field(description="false when the subscription was already in that state")
+
+
+class SubscribersPage(BaseModel):
+    items: list[str]
+    next: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class Notification(BaseModel):
+    """A notification as a user sees it (see the contract); fields may be added over time."""
+
+    model_config = ConfigDict(extra="allow")
+    seq: int
+    id: str
+    event_id: str
+    type: str
+    actors: list[dict[str, Any]]
+    count: int
+    object: dict[str, Any] | None
+    data: dict[str, Any]
+    priority: Priority
+    created_at: str
+    read_at: str | None
+    seen_at: str | None
+    replaces: int | None
+
+
+class NotificationsPage(BaseModel):
+    items: list[Notification]
+    next: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class UnreadCount(BaseModel):
+    unread: int
+    unseen: int
+
+
+class MarkIn(BaseModel):
+    """Exactly one of ``seqs`` (those notifications) or ``up_to`` (every seq up to and including it)."""
+
+    model_config = _STRICT
+    seqs: Annotated[list[Seq], Field(min_length=1, max_length=MAX_MARK_SEQS)] | None = None
+    up_to: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> MarkIn:
+        if (self.seqs is None) == (self.up_to is None):
+            raise ValueError("exactly one of seqs or up_to is required")
+        return self
+
+
+class Marked(BaseModel):
+    updated: int = Field(description="notifications that changed state")
+
+
+class StreamTicket(BaseModel):
+    ticket: str = Field(description="one use: GET /v1/stream?ticket=...")
+    expires_in: float = Field(description="seconds")
+
+
+class AppIn(BaseModel):
+    model_config = _STRICT
+    name: AppName
+    origins: Annotated[list[str], Field(max_length=50)] = Field(default_factory=list)
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [normalize_origin(origin) for origin in value]
+
+
+class AppCreated(BaseModel):
+    app: str
+    api_key: str = Field(description="shown once; stored only as its SHA-256")
+    jwt_secret: str = Field(description="signs the app's user tokens (HS256)")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    checks: dict[str, str]

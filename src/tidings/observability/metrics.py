@@ -1,0 +1,107 @@
+"""Prometheus metrics, in one module-level registry that ``GET /metrics`` renders.
+
+Each metric is a module attribute named like the metric it exposes without the ``tidings_`` prefix
+(``events_accepted_total`` is ``tidings_events_accepted_total``), so every component shares one instance.
+Label values come from small fixed sets only (route templates, priorities, transports, result and
+reason codes): never a user, event, token or raw path, because every distinct label value is a new
+time series and an attacker could otherwise grow them without bound.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+REGISTRY = CollectorRegistry()
+
+# Seconds: from well under a millisecond (in-process paths) to the tens of seconds a backlog can take.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FANOUT_BUCKETS = (1, 2, 5, 10, 50, 100, 1_000, 10_000, 100_000, 1_000_000)
+
+http_requests_total = Counter(
+    "tidings_http_requests_total",
+    "HTTP requests answered, by method, route template and status.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+http_request_duration_seconds = Histogram(
+    "tidings_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its response, by method, route template and status.",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+events_accepted_total = Counter(
+    "tidings_events_accepted_total",
+    "Events appended durably to the log (idempotent replays not counted), by priority.",
+    ["priority"],
+    registry=REGISTRY,
+)
+events_rejected_total = Counter(
+    "tidings_events_rejected_total",
+    "Events refused by the API, by error code (validation_failed, rate_limited...).",
+    ["reason"],
+    registry=REGISTRY,
+)
+fanout_recipients = Histogram(
+    "tidings_fanout_recipients",
+    "Recipients one event expanded to.",
+    buckets=FANOUT_BUCKETS,
+    registry=REGISTRY,
+)
+inbox_writes_total = Counter(
+    "tidings_inbox_writes_total",
+    "Inbox rows committed.",
+    registry=REGISTRY,
+)
+deliveries_total = Counter(
+    "tidings_deliveries_total",
+    "Notifications handed to a live transport, by transport (ws, sse...) and result (sent, dropped...).",
+    ["transport", "result"],
+    registry=REGISTRY,
+)
+connections = Gauge(
+    "tidings_connections",
+    "Open live connections, by transport.",
+    ["transport"],
+    registry=REGISTRY,
+)
+log_lag = Gauge(
+    "tidings_log_lag",
+    "Events appended to the log and not yet acked by the fan-out workers.",
+    registry=REGISTRY,
+)
+outbox_overflows_total = Counter(
+    "tidings_outbox_overflows_total",
+    "Per-connection send queues that overflowed, by transport.",
+    ["transport"],
+    registry=REGISTRY,
+)
+slow_consumer_closes_total = Counter(
+    "tidings_slow_consumer_closes_total",
+    "Connections closed because the client read too slowly (it resumes from the store).",
+    registry=REGISTRY,
+)
+accepted_to_stored_seconds = Histogram(
+    "tidings_accepted_to_stored_seconds",
+    "From an event's 202 to its inbox commit.",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+accepted_to_delivered_seconds = Histogram(
+    "tidings_accepted_to_delivered_seconds",
+    "From an event's 202 to a notification frame handed to a live connection.",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every metric, and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
