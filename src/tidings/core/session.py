@@ -85,7 +85,9 @@ class Session:
         more = len(rows) >= self.page_size or self._known_high > self.last_seq
         if not more:
             self._stop()
-        return Step(tuple(send), self.last_seq if more else None)
+            return Step(tuple(send), None)
+        self._asked_high = self._known_high  # the next read is asked now: only later live news counts
+        return Step(tuple(send), self.last_seq)
 
     def poll(self) -> Step:
         """A periodic check of the store, for a live message lost after the last one that arrived."""
