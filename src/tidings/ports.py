@@ -50,7 +50,8 @@ class EventLog(Protocol):
       (or, on engines with leases, after its lease expires). Within one priority lane it hands out events in
       append order; ``high`` is read before ``normal`` before ``low``. It waits up to ``timeout`` seconds for
       something to arrive and may return an empty list.
-    - ``ack`` marks deliveries done; acked events are never handed out again.
+    - ``ack`` marks deliveries done; acked events are not handed out again. (Embedded log: after a restart, an
+      event acked out of order, past one still unacked, may be handed out once more; the worker acks in order.)
     - ``lag`` is the number of appended events not yet acked (an estimate is fine on engines that only have one).
     """
 
@@ -135,12 +136,39 @@ class Topics(Protocol):
     async def page(self, app: str, topic: str, after: str | None, limit: int) -> list[str]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An Idempotency-Key to record for ``event_id`` (with the fingerprint of the request's body)."""
+
+    app: str
+    key: str
+    body_hash: str
+    event_id: str
+
+
+class Idempotency(Protocol):
+    """Producers' Idempotency-Keys, for event logs that cannot look keys up themselves (the brokers).
+
+    ``claim`` records each (app, key) -> (event_id, body_hash) unless that key is recorded already, atomically per
+    key, and returns per claim None when this call recorded it, else the recorded ``Claim``. Records are kept for
+    at least ``IDEMPOTENCY_WINDOW`` seconds after ``now``; ``prune`` forgets older ones.
+    """
+
+    async def claim(self, claims: Sequence[Claim], now: float) -> list[Claim | None]: ...
+
+    async def prune(self, older_than: float) -> int: ...
+
+
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
 class Store(Protocol):
     """The storage bundle of one backend (one database, one connection pool)."""
 
     inbox: Inbox
     apps: Apps
     topics: Topics
+    idempotency: Idempotency
 
     async def ping(self) -> None:
         """Raises ``UnavailableError`` when the database cannot be reached."""

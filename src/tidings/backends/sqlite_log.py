@@ -171,7 +171,7 @@ class SqliteEventLog:
 
     # --- read, ack, lag ---------------------------------------------------------------------------------
 
-    async def read(self, max_items: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109 (the port's signature)
+    async def read(self, max_items: int, timeout: float) -> list[Delivery]:
         lanes = await self._load_lanes()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)

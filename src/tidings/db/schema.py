@@ -35,7 +35,8 @@ apps = Table(
 event_log = Table(
     "event_log",
     metadata,
-    Column("offset", Integer, primary_key=True, autoincrement=True),
+    # 64-bit on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the rowid (64-bit already).
+    Column("offset", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("id", String(32), nullable=False, unique=True),
     Column("app", String(64), nullable=False),
     Column("lane", String(8), nullable=False),

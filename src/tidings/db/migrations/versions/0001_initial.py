@@ -41,7 +41,12 @@ def _apps() -> None:
 def _event_log() -> None:
     op.create_table(
         "event_log",
-        sa.Column("offset", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column(
+            "offset",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         sa.Column("id", sa.String(32), nullable=False, unique=True),
         sa.Column("app", sa.String(64), nullable=False),
         sa.Column("lane", sa.String(8), nullable=False),
