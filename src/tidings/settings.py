@@ -18,6 +18,7 @@ class Settings:
     data: str = "./tidings-data"
     store: str = ""  # sqlite:///path or postgresql://...; empty: sqlite in ``data``
     broker: str = "memory://"  # the live bus (and, on scale-out engines, the event log)
+    namespace: str = "tidings"  # prefix of every stream, queue, subject and key on shared engines
     admin_token: str = ""  # empty: the admin routes are off
     # Limits: every one is explicit, and each has a test.
     max_body_bytes: int = 1024 * 1024

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from tidings.backends.sqlite import SqliteStore
 from tidings.core.models import Event, InboxWrite, Priority
 from tidings.ports import Append, EventLog, Store
@@ -47,15 +49,18 @@ class LogHarness:
     are closed, and a fresh instance opened on the same data.
     """
 
-    def __init__(self, kind: str, settings: Settings, clock: FakeClock) -> None:
-        self.kind = kind
+    def __init__(self, provider: ModuleType, settings: Settings, clock: FakeClock, ns: str) -> None:
+        self.kind = provider.NAME
+        self.provider = provider
         self.settings = settings
         self.clock = clock
+        self.ns = ns
         self._opened: list[tuple[EventLog, Store]] = []
 
     async def open(self) -> EventLog:
+        # Broker logs keep idempotency keys in a store: the embedded one serves every provider here.
         store = await SqliteStore.open(self.settings.store_url, self.settings, self.clock)
-        log = store.embedded_log(self.settings)
+        log = await self.provider.open_log(self.settings, store, self.ns)
         self._opened.append((log, store))
         return log
 

@@ -1,7 +1,5 @@
-"""Fixtures of the backend contract suites: each port's fixture is parametrized over its implementations.
-
-To run the suites against a new backend, add its name to the fixture's ``params`` and a branch that opens it
-(PostgreSQL, NATS, Redis and RabbitMQ come here later, each started per test session on a free port).
+"""Fixtures of the backend contract suites: each port's fixture is parametrized over its implementations,
+discovered from the ``provide_<name>.py`` modules (see providers.py). A new backend is done when it passes.
 """
 
 from __future__ import annotations
@@ -11,16 +9,12 @@ from pathlib import Path
 
 import pytest
 from backend_support import LogHarness
+from providers import BUSES, LOGS, PROVIDERS, STORES, namespace, require
 
-from tidings.backends.memory import MemoryBus
 from tidings.backends.sqlite import SqliteStore
 from tidings.ports import Bus, Store
 from tidings.settings import Settings
 from tidings.testing import FakeClock
-
-STORES = ["sqlite"]
-LOGS = ["sqlite"]
-BUSES = ["memory"]
 
 
 @pytest.fixture
@@ -37,18 +31,25 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, settings: Settings, clock: FakeClock) -> AsyncIterator[Store]:
-    opened = await SqliteStore.open(settings.store_url, settings, clock)
+    provider = PROVIDERS[request.param]
+    await require(provider)
+    ns = namespace()
+    opened = await provider.open_store(settings, clock, ns)
     yield opened
     await opened.close()
+    await provider.cleanup(ns)
 
 
 @pytest.fixture(params=LOGS)
 async def logs(
     request: pytest.FixtureRequest, settings: Settings, clock: FakeClock
 ) -> AsyncIterator[LogHarness]:
-    harness = LogHarness(request.param, settings, clock)
+    provider = PROVIDERS[request.param]
+    await require(provider)
+    harness = LogHarness(provider, settings, clock, namespace())
     yield harness
     await harness.close()
+    await provider.cleanup(harness.ns)
 
 
 @pytest.fixture
@@ -61,13 +62,17 @@ async def sqlite_store(settings: Settings, clock: FakeClock) -> AsyncIterator[Sq
 
 @pytest.fixture
 async def sqlite_logs(settings: Settings, clock: FakeClock) -> AsyncIterator[LogHarness]:
-    harness = LogHarness("sqlite", settings, clock)
+    harness = LogHarness(PROVIDERS["sqlite"], settings, clock, namespace())
     yield harness
     await harness.close()
 
 
 @pytest.fixture(params=BUSES)
-async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
-    opened = MemoryBus()
+async def bus(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Bus]:
+    provider = PROVIDERS[request.param]
+    await require(provider)
+    ns = namespace()
+    opened = await provider.open_bus(settings, ns)
     yield opened
     await opened.close()
+    await provider.cleanup(ns)
