@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, 
 from sqlalchemy.engine import URL
 
 from tidings.backends.sqlite_log import SqliteEventLog
-from tidings.backends.sqlite_store import SqliteApps, SqliteInbox, SqliteTopics
+from tidings.backends.sqlite_store import SqliteApps, SqliteIdempotency, SqliteInbox, SqliteTopics
 from tidings.core.clock import Clock, SystemClock
 from tidings.db import migrate
 from tidings.errors import ConfigError, ConflictError, TidingsError, UnavailableError
@@ -177,6 +177,7 @@ class SqliteStore:
         self.inbox = SqliteInbox(db, clock)
         self.apps = SqliteApps(db, clock)
         self.topics = SqliteTopics(db, clock)
+        self.idempotency = SqliteIdempotency(db)
 
     @classmethod
     async def open(cls, url: str, settings: Settings, clock: Clock | None = None) -> SqliteStore:

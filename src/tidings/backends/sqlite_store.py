@@ -19,8 +19,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from tidings.core.clock import Clock
 from tidings.core.ids import new_id
 from tidings.core.models import App, InboxItem, InboxWrite, StoredNotification, render_notification
-from tidings.db.schema import apps, inbox, stream_tickets, topic_subscribers, user_seqs
+from tidings.db.schema import apps, idempotency_keys, inbox, stream_tickets, topic_subscribers, user_seqs
 from tidings.errors import AppExistsError, ConflictError
+from tidings.ports import Claim
 
 if TYPE_CHECKING:
     from tidings.backends.sqlite import SqliteDatabase
@@ -357,3 +358,48 @@ def _topic_page(conn: Connection, *, app: str, topic: str, after: str | None, li
     if after is not None:
         query = query.where(c.user_id > after)
     return list(conn.execute(query).scalars())
+
+
+# --- idempotency keys (for broker event logs) ----------------------------------------------------------------
+
+
+class SqliteIdempotency:
+    """``ports.Idempotency``: a claim is one writer transaction, so it is atomic per key (and per batch)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def claim(self, claims: Sequence[Claim], now: float) -> list[Claim | None]:
+        if not claims:
+            return []
+        return await self._db.write(partial(_claim, claims=claims, now=now))
+
+    async def prune(self, older_than: float) -> int:
+        return await self._db.write(partial(_prune_keys, older_than=older_than))
+
+
+def _claim(conn: Connection, *, claims: Sequence[Claim], now: float) -> list[Claim | None]:
+    keys = sorted({(c.app, c.key) for c in claims})
+    found = rows_matching(
+        conn, idempotency_keys, ("app", "key"), ("app", "key", "body_hash", "event_id"), keys
+    )
+    recorded = {(app, key): Claim(app, key, body_hash, event_id) for app, key, body_hash, event_id in found}
+    results: list[Claim | None] = []
+    new_rows = []
+    for claim in claims:
+        earlier = recorded.get((claim.app, claim.key))
+        results.append(earlier)
+        if earlier is None:  # a later claim of the same key in this batch sees this one
+            recorded[(claim.app, claim.key)] = claim
+            new_rows.append({**_claim_row(claim), "created_at": now})
+    if new_rows:
+        conn.execute(insert(idempotency_keys), new_rows)
+    return results
+
+
+def _claim_row(claim: Claim) -> dict[str, str]:
+    return {"app": claim.app, "key": claim.key, "event_id": claim.event_id, "body_hash": claim.body_hash}
+
+
+def _prune_keys(conn: Connection, *, older_than: float) -> int:
+    return conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < older_than)).rowcount

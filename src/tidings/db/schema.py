@@ -103,3 +103,16 @@ stream_tickets = Table(
     Column("user_id", String(255), nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# Producers' Idempotency-Keys for broker event logs (``ports.Idempotency``); the embedded log keeps its own.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)
