@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--host", default=None)
         sub.add_argument("--port", type=int, default=None)
         sub.add_argument("--log-format", choices=("json", "console"), default="json")
+        sub.add_argument("--demo", action="store_true", default=None, help="serve the demo app's endpoints")
         sub.set_defaults(handler=_run_roles, roles=roles)
     apps = commands.add_parser("apps", help="manage apps (tenants)").add_subparsers(title="apps commands")
     create = apps.add_parser("create", help="create an app; prints its api_key and jwt_secret as JSON")
@@ -78,6 +79,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         store=args.store,
         broker=args.broker,
         host=getattr(args, "host", None),
+        demo=getattr(args, "demo", None),
         port=getattr(args, "port", None),
     )
 

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from tidings.api.app import create_app
 from tidings.backends import open_bus, open_log, open_store
 from tidings.core.clock import Clock, SystemClock
+from tidings.demo import install as install_demo
 from tidings.gateway.hub import Hub
 from tidings.gateway.sse import stream_endpoint
 from tidings.gateway.stream import EndReason
@@ -55,6 +56,7 @@ async def close_runtime(runtime: Runtime) -> None:
 
 def build_app(runtime: Runtime, roles: Iterable[str] = ROLES) -> FastAPI:
     app = create_app(runtime)
+    install_demo(app, runtime)
     if "gateway" in roles:
         app.add_api_websocket_route("/v1/ws", websocket_endpoint)
         app.add_route("/v1/stream", stream_endpoint, methods=["GET"], include_in_schema=False)

@@ -35,6 +35,7 @@ class Settings:
     ticket_ttl: float = 60.0
     drain_timeout: float = 10.0
     worker_batch: int = 256
+    ack_wait: float = 30.0  # broker logs: an unacked delivery is handed out again after this many seconds
     sqlite_synchronous: str = "FULL"  # FULL: a 202 survives power loss, not just a process crash
     demo: bool = False
 
