@@ -12,10 +12,16 @@ from tidings.core.models import LiveMessage
 ids = st.text(min_size=1, max_size=64)
 
 
-@given(ids, ids, st.integers(min_value=0, max_value=2**63 - 1), st.binary(max_size=256))
-def test_envelope_round_trips(app: str, user: str, seq: int, payload: bytes) -> None:
-    """Any app, user, seq and payload bytes come out exactly as they went in."""
-    message = LiveMessage(app, user, seq, payload)
+@given(
+    ids,
+    ids,
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.binary(max_size=256),
+    st.floats(min_value=0, max_value=4e9),
+)
+def test_envelope_round_trips(app: str, user: str, seq: int, payload: bytes, accepted_at: float) -> None:
+    """Any app, user, seq, payload bytes and acceptance time come out exactly as they went in."""
+    message = LiveMessage(app, user, seq, payload, accepted_at=accepted_at)
     assert decode_live(encode_live(message)) == message
 
 

@@ -1,8 +1,8 @@
 """How a ``LiveMessage`` crosses a network bus, the same on every engine.
 
 One JSON header line, then the notification payload as it was serialized at commit (never re-encoded):
-``{"a": app, "u": user, "s": seq, "k": kind}\\n<payload>``. orjson never writes a raw newline, so the first
-newline ends the header.
+``{"a": app, "u": user, "s": seq, "k": kind, "t": accepted_at}\\n<payload>``. orjson never writes a raw
+newline, so the first newline ends the header.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from tidings.core.models import LiveMessage
 
 
 def encode_live(message: LiveMessage) -> bytes:
-    header = {"a": message.app, "u": message.user, "s": message.seq, "k": message.kind}
+    header = {
+        "a": message.app,
+        "u": message.user,
+        "s": message.seq,
+        "k": message.kind,
+        "t": message.accepted_at,
+    }
     return orjson.dumps(header) + b"\n" + message.payload
 
 
@@ -32,7 +38,10 @@ def decode_live(data: bytes) -> LiveMessage:
         isinstance(app, str) and isinstance(user, str) and isinstance(seq, int) and isinstance(kind, str)
     ):
         raise ValueError("envelope header fields")
-    return LiveMessage(app, user, seq, payload, kind)
+    accepted_at = fields.get("t", 0.0)
+    if not isinstance(accepted_at, int | float) or isinstance(accepted_at, bool):
+        raise ValueError("envelope header fields")
+    return LiveMessage(app, user, seq, payload, kind, float(accepted_at))
 
 
 def token(value: str) -> str:

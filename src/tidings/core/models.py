@@ -130,6 +130,7 @@ class LiveMessage:
     seq: int
     payload: bytes
     kind: str = "notification"
+    accepted_at: float = 0.0  # when the API accepted the event (for the accepted -> delivered histogram)
 
 
 def render_notification(write: InboxWrite, *, seq: int, notification_id: str, created_at: float) -> bytes:

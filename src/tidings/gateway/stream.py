@@ -53,6 +53,7 @@ class LiveStream:
         self._detach: Detach | None = None
         self.end_reason: EndReason | None = None
         self.last_seq = 0
+        self._accepted_at: list[float] = []  # of live frames queued, observed once they are written
 
     async def open(self, after: int | None) -> int:
         """Subscribe, then read the user's last seq: anything committed later arrives live or by gap-fill.
@@ -90,7 +91,8 @@ class LiveStream:
                 continue
             frames = self._outbox.drain()
             if frames:
-                yield frames
+                yield frames  # returns once the shell has written them
+                self._observe_latency()
                 continue
             self._wakeup.clear()
             try:
@@ -112,7 +114,17 @@ class LiveStream:
     def _on_live(self, message: LiveMessage) -> None:
         if self._session is None or message.kind != "notification":
             return
-        self._apply(self._session.live(message.seq, message.payload))
+        step = self._session.live(message.seq, message.payload)
+        if step.send and message.accepted_at:
+            self._accepted_at.append(message.accepted_at)
+        self._apply(step)
+
+    def _observe_latency(self) -> None:
+        if self._accepted_at:
+            now = self._runtime.clock.time()
+            for accepted_at in self._accepted_at:
+                metrics.accepted_to_delivered_seconds.observe(max(0.0, now - accepted_at))
+            self._accepted_at.clear()
 
     def _apply(self, step: Step) -> None:
         for seq, payload in step.send:
