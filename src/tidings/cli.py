@@ -103,14 +103,11 @@ def _run_roles(args: argparse.Namespace) -> int:
         base = f"http://{settings.host}:{settings.port}"
         lines = [f"Tidings {__version__} ({', '.join(args.roles)}) on {settings.store_url.split('?')[0]}"]
         if "api" in args.roles:
-            lines += [
-                f"  API       {base}/v1/events",
-                f"  API docs  {base}/docs",
-                f"  metrics   {base}/metrics",
-            ]
+            lines += [f"  API       {base}/v1/events", f"  API docs  {base}/docs", f"  demo      {base}/demo"]
         if "gateway" in args.roles:
             ws = base.replace("http://", "ws://")
             lines += [f"  WebSocket {ws}/v1/ws", f"  SSE       {base}/v1/stream"]
+        lines += [f"  metrics   {base}/metrics", f"  health    {base}/healthz  {base}/readyz"]
         print("\n".join(lines), flush=True)
 
     async def go() -> int:

@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tidings.api.app import create_app
+from tidings.api.routes import ROUTERS, ops
 from tidings.backends import open_bus, open_log, open_store
 from tidings.core.clock import Clock, SystemClock
 from tidings.demo import install as install_demo
@@ -55,8 +56,12 @@ async def close_runtime(runtime: Runtime) -> None:
 
 
 def build_app(runtime: Runtime, roles: Iterable[str] = ROLES) -> FastAPI:
-    app = create_app(runtime)
-    install_demo(app, runtime)
+    """The HTTP app of a process with these roles. Every process serves the probes and ``/metrics`` (a
+    worker-only process too, so orchestrators and Prometheus see it); the API routes come with the api role."""
+    roles = frozenset(roles)
+    app = create_app(runtime, ROUTERS if "api" in roles else (ops.router,))
+    if "api" in roles:
+        install_demo(app, runtime)
     if "gateway" in roles:
         app.add_api_websocket_route("/v1/ws", websocket_endpoint)
         app.add_route("/v1/stream", stream_endpoint, methods=["GET"], include_in_schema=False)
@@ -114,18 +119,10 @@ class Service:
             if "worker" in self.roles:
                 self._worker = FanoutWorker(runtime)
                 self._worker_task = asyncio.create_task(self._worker.run())
-            if "api" in self.roles or "gateway" in self.roles:
-                server = self._server = _Server(self._uvicorn_config(app), self)
-                announce = asyncio.create_task(_when_started(server, on_ready))
-                await server.serve()
-                announce.cancel()
-            elif self._worker_task is not None:
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, self.request_drain)
-                if on_ready is not None:
-                    on_ready()
-                await self._worker_task
+            server = self._server = _Server(self._uvicorn_config(app), self)
+            announce = asyncio.create_task(_when_started(server, on_ready))
+            await server.serve()
+            announce.cancel()
             if self._drain_task is not None:
                 await self._drain_task
         finally:

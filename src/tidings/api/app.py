@@ -6,7 +6,9 @@ error handlers -> routes. Errors become answers only in ``tidings.api.errors``.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import Sequence
+
+from fastapi import APIRouter, FastAPI
 
 from tidings import __version__
 from tidings.api import docs, errors
@@ -38,8 +40,8 @@ one token per event) and 503 unavailable or draining, both with `Retry-After` in
 """
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The API app over ``runtime`` (kept in ``app.state.runtime``)."""
+def create_app(runtime: Runtime, routers: Sequence[APIRouter] = ROUTERS) -> FastAPI:
+    """The API app over ``runtime`` (kept in ``app.state.runtime``), with ``routers`` (all by default)."""
     app = FastAPI(
         title="Tidings",
         version=__version__,
@@ -51,7 +53,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.api = ApiState.build(runtime)
     errors.install(app)
-    for router in ROUTERS:
+    for router in routers:
         app.include_router(router)
     docs.install(app)
     # add_middleware wraps what is there: the last added runs first.
