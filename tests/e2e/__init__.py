@@ -1,0 +1,1 @@
+"""End-to-end tests: real ``tidings serve`` processes over real sockets."""
