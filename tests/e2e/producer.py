@@ -64,6 +64,12 @@ class Producer:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def __aenter__(self) -> Producer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     def _event(self, n: int, recipients: Sequence[str]) -> tuple[str, JSON]:
         """The key and body of this producer's ``n``-th event."""
         data: JSON = {"producer": self.name, "n": n}

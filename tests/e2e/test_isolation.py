@@ -38,49 +38,50 @@ def _clients(server: ServerProcess, creds: AppCredentials, user: str) -> list[St
     return [WsClient(server.ws_url, user, token), SseClient(server.base_url, user, token)]
 
 
-async def _delivered(clients: list[StreamClient], count: int) -> None:
-    assert await wait_until(lambda: all(len(c.received) >= count for c in clients), 15.0), (
-        f"not delivered: {[(c, len(c.received)) for c in clients]}"
-    )
-
-
 async def test_a_user_receives_only_their_own_apps_and_own_notifications(
     served: tuple[ServerProcess, AppCredentials, AppCredentials],
 ) -> None:
-    """Alice of app A sees her one notification, never bob's nor anything of app B's alice or bob."""
+    """Alice of app A sees her own notifications, never bob's nor anything of app B's alice or bob."""
     server, a, b = served
-    streams = {(c.app, u): _clients(server, c, u) for c in (a, b) for u in ("alice", "bob")}
+    creds = {a.app: a, b.app: b}
+    streams = {(app, user): _clients(server, creds[app], user) for app in creds for user in ("alice", "bob")}
+    producers = {app: Producer(app, server.base_url, creds[app].api_key) for app in creds}
+
+    def sent_to(app: str, user: str) -> list[str]:
+        return [x.event_id for x in producers[app].accepted if user in x.recipients]
+
+    async def delivered() -> None:
+        """Until every client has as many notifications as were sent to its user (a leak fails the check)."""
+        assert await wait_until(
+            lambda: all(len(c.received) >= len(sent_to(*key)) for key, cs in streams.items() for c in cs),
+            15.0,
+        ), f"not delivered: {[(c, len(c.received)) for cs in streams.values() for c in cs]}"
+
     everyone = [client for clients in streams.values() for client in clients]
     for client in everyone:
         client.start()
-    pa, pb = Producer("app-a", server.base_url, a.api_key), Producer("app-b", server.base_url, b.api_key)
+    pa, pb = producers[a.app], producers[b.app]
     try:
         assert await wait_until(lambda: all(c.ready for c in everyone), 10.0), "a client never got ready"
-        # Everyone but A's alice first, delivered; then hers; then a last marker to each of the four.
+        # Everyone but A's alice first, delivered; then hers; then a last one to each of the four.
         for producer, recipients in ((pb, ["alice"]), (pb, ["bob"]), (pb, ["alice", "bob"]), (pa, ["bob"])):
             await producer.send(recipients)
-        await _delivered(
-            streams[("app-b", "alice")] + streams[("app-b", "bob")] + streams[("app-a", "bob")], 1
-        )
+        await delivered()
         hers = await pa.send(["alice"])
         for producer in (pa, pb):
             await producer.send(["alice", "bob"])
-        await _delivered(everyone, 2)
+        await delivered()
     finally:
         await asyncio.gather(*(client.stop() for client in everyone), pa.aclose(), pb.aclose())
-    expected = {
-        (p.name, user): [x.event_id for x in p.accepted if user in x.recipients]
-        for p in (pa, pb)
-        for user in ("alice", "bob")
-    }
-    assert expected[("app-a", "alice")] == [hers.event_id, pa.accepted[-1].event_id]
-    for key, clients in streams.items():
+    assert sent_to(a.app, "alice") == [hers.event_id, pa.accepted[-1].event_id]
+    for (app, user), clients in streams.items():
+        want = sent_to(app, user)
         for client in clients:
             got = [n["event_id"] for n in client.received]
-            assert got == expected[key], f"{key} over {client!r}: got {got}, want {expected[key]}"
+            assert got == want, f"{app}/{user} over {client!r}: got {got}, want {want}"
             assert not client.violations, client.violations
-        inbox = await fetch_inbox(server.base_url, (a if key[0] == "app-a" else b).token(key[1]))
-        assert [n["event_id"] for n in inbox] == expected[key], f"{key}: inbox differs"
+        inbox = await fetch_inbox(server.base_url, creds[app].token(user))
+        assert [n["event_id"] for n in inbox] == want, f"{app}/{user}: the inbox differs"
 
 
 def _bad_tokens(a: AppCredentials, b: AppCredentials) -> dict[str, str]:
