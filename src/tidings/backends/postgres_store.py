@@ -1,0 +1,483 @@
+"""The storage ports on PostgreSQL: ``PostgresInbox``, ``PostgresApps``, ``PostgresTopics``,
+``PostgresIdempotency`` (see ``backends/postgres.py`` for the engine, transactions, retries and errors).
+
+Each public method is one unit of work: an async function of a connection, run in one transaction
+(``db.write``) or as one autocommit statement (``db.read``). Batches travel as arrays (``unnest``), so a
+batch is a fixed number of statements whatever its size. Every query is scoped by ``app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    LargeBinary,
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.core.clock import Clock
+from tidings.core.ids import new_id
+from tidings.core.models import App, InboxItem, InboxWrite, StoredNotification, render_notification
+from tidings.db.schema import apps, idempotency_keys, inbox, stream_tickets, topic_subscribers, user_seqs
+from tidings.errors import AppExistsError, ConflictError
+from tidings.ports import Claim
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.selectable import TableValuedAlias
+
+    from tidings.backends.postgres import PostgresDatabase
+
+InboxKey = tuple[str, str, str]  # (app, user, event id)
+UserKey = tuple[str, str]  # (app, user)
+
+ARRAY_TYPES: dict[str, ARRAY[Any]] = {
+    "text": ARRAY(String),
+    "bigint": ARRAY(BigInteger),
+    "bytes": ARRAY(LargeBinary),
+}
+
+
+def rows_of(name: str, **columns: tuple[str, Sequence[Any]]) -> TableValuedAlias:
+    """``unnest(:a, :b, ...) AS name(a, b, ...)``: parallel arrays as a table, one array per column; each
+    column is given as (element kind, values), the kind naming the array's SQL type."""
+    arrays = [
+        bindparam(f"{name}_{column}", list(values), type_=ARRAY_TYPES[kind])
+        for column, (kind, values) in columns.items()
+    ]
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
+
+
+# --- inbox -------------------------------------------------------------------------------------------------
+
+
+class PostgresInbox:
+    """``ports.Inbox``. A write transaction locks the counter rows of its users (``user_seqs``) before it
+    reads them, in one fixed order (app, user_id), so concurrent writers on any number of processes take
+    turns per user, never deadlock with each other, and every user's seqs stay 1, 2, 3, ... without gaps."""
+
+    def __init__(self, db: PostgresDatabase, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def write(self, writes: Sequence[InboxWrite]) -> list[StoredNotification]:
+        if not writes:
+            return []
+        return await self._db.write(partial(_write_batch, writes=writes, clock=self._clock))
+
+    async def backlog(self, app: str, user: str, after: int, limit: int) -> list[StoredNotification]:
+        c = inbox.c
+        query = (
+            select(c.seq, c.event_id, c.payload)
+            .where(_of_user(app, user), c.seq > after)
+            .order_by(c.seq)
+            .limit(limit)
+        )
+        rows = await self._db.read(partial(_all, query=query))
+        return [StoredNotification(app, user, r.seq, r.event_id, r.payload) for r in rows]
+
+    async def page(
+        self, app: str, user: str, *, after: int | None, before: int | None, limit: int, unread_only: bool
+    ) -> list[InboxItem]:
+        """Oldest first from ``after`` when it is given, else newest first (below ``before`` when given)."""
+        c = inbox.c
+        query = select(c.seq, c.payload, c.read_at, c.seen_at).where(_of_user(app, user)).limit(limit)
+        if after is not None:
+            query = query.where(c.seq > after)
+        if before is not None:
+            query = query.where(c.seq < before)
+        if unread_only:
+            query = query.where(c.read_at.is_(None))
+        query = query.order_by(c.seq if after is not None else c.seq.desc())
+        rows = await self._db.read(partial(_all, query=query))
+        return [InboxItem(r.seq, r.payload, r.read_at, r.seen_at) for r in rows]
+
+    async def counts(self, app: str, user: str) -> tuple[int, int]:
+        c = inbox.c
+        unread = func.count().filter(c.read_at.is_(None))
+        unseen = func.count().filter(c.seen_at.is_(None))
+        [row] = await self._db.read(partial(_all, query=select(unread, unseen).where(_of_user(app, user))))
+        return int(row[0]), int(row[1])
+
+    async def mark(
+        self,
+        app: str,
+        user: str,
+        field: Literal["read", "seen"],
+        *,
+        seqs: Sequence[int] | None,
+        up_to: int | None,
+        at: float,
+    ) -> int:
+        if not seqs and up_to is None:
+            return 0
+        work = partial(_mark, app=app, user=user, field=field, seqs=seqs, up_to=up_to, at=at)
+        return await self._db.write(work)
+
+    async def last_seq(self, app: str, user: str) -> int:
+        c = user_seqs.c
+        query = select(c.last_seq).where(c.app == app, c.user_id == user)
+        rows = await self._db.read(partial(_all, query=query))
+        return int(rows[0].last_seq) if rows else 0
+
+
+async def _all(conn: AsyncConnection, *, query: Any) -> list[Any]:
+    return list((await conn.execute(query)).all())
+
+
+def _of_user(app: str, user: str) -> ColumnElement[bool]:
+    return and_(inbox.c.app == app, inbox.c.user_id == user)
+
+
+async def _write_batch(
+    conn: AsyncConnection, *, writes: Sequence[InboxWrite], clock: Clock
+) -> list[StoredNotification]:
+    """Existing rows come back unchanged; new ones get the next seqs in batch order (see ``ports.Inbox``).
+
+    The existing rows are looked up only after the counters are locked: a concurrent write of the same
+    event for the same user has then committed (READ COMMITTED: each statement sees the latest commits),
+    so a redelivery racing the first delivery still finds its row instead of numbering it twice.
+    """
+    keys = [(w.app, w.user, w.event.id) for w in writes]
+    users = sorted({key[:2] for key in keys})
+    last = await _lock_counters(conn, users)
+    stored = await _existing_rows(conn, list(dict.fromkeys(keys)))
+    fresh = {key: w for key, w in zip(keys, writes, strict=True) if key not in stored}
+    if fresh:
+        now = clock.time()  # read after the locks, so created_at follows seq order per user
+        rows = []
+        for key, w in fresh.items():
+            seq = last[key[:2]] = last[key[:2]] + 1  # the user's next seq, in batch order
+            notification_id = new_id(now)
+            payload = render_notification(w, seq=seq, notification_id=notification_id, created_at=now)
+            stored[key] = StoredNotification(w.app, w.user, seq, w.event.id, payload)
+            rows.append((w, seq, notification_id, payload))
+        await _insert_rows(conn, rows, now)
+        await _save_counters(conn, {user: last[user] for user in {key[:2] for key in fresh}})
+    return [stored[key] for key in keys]
+
+
+async def _lock_counters(conn: AsyncConnection, users: Sequence[UserKey]) -> dict[UserKey, int]:
+    """Ensures a counter row per user, then locks them all in (app, user_id) order; returns their values.
+
+    The fixed order is what keeps two batches sharing users from deadlocking: each waits for the other at
+    the first user they share, never while holding a user the other waits for.
+    """
+    app_ids = ("text", [app for app, _ in users])
+    user_ids = ("text", [user for _, user in users])
+    wanted = rows_of("u", app=app_ids, user_id=user_ids)
+    ensure = (
+        pg_insert(user_seqs)
+        .from_select(
+            ["app", "user_id", "last_seq"],
+            select(wanted.c.app, wanted.c.user_id, literal(0, BigInteger)).order_by(
+                wanted.c.app, wanted.c.user_id
+            ),
+        )
+        .on_conflict_do_nothing()
+    )
+    await conn.execute(ensure)
+    c = user_seqs.c
+    lock = (
+        select(c.app, c.user_id, c.last_seq)
+        .join(wanted, and_(c.app == wanted.c.app, c.user_id == wanted.c.user_id))
+        .order_by(c.app, c.user_id)
+        .with_for_update(of=user_seqs)
+    )
+    return {(r.app, r.user_id): int(r.last_seq) for r in await conn.execute(lock)}
+
+
+async def _existing_rows(
+    conn: AsyncConnection, keys: Sequence[InboxKey]
+) -> dict[InboxKey, StoredNotification]:
+    wanted = rows_of(
+        "k",
+        app=("text", [k[0] for k in keys]),
+        user_id=("text", [k[1] for k in keys]),
+        event_id=("text", [k[2] for k in keys]),
+    )
+    c = inbox.c
+    query = select(c.app, c.user_id, c.seq, c.event_id, c.payload).join(
+        wanted, and_(c.app == wanted.c.app, c.user_id == wanted.c.user_id, c.event_id == wanted.c.event_id)
+    )
+    return {
+        (r.app, r.user_id, r.event_id): StoredNotification(r.app, r.user_id, r.seq, r.event_id, r.payload)
+        for r in await conn.execute(query)
+    }
+
+
+async def _insert_rows(
+    conn: AsyncConnection, rows: Sequence[tuple[InboxWrite, int, str, bytes]], now: float
+) -> None:
+    """One INSERT ... SELECT FROM unnest(...) for the whole batch."""
+    new = rows_of(
+        "n",
+        app=("text", [w.app for w, *_ in rows]),
+        user_id=("text", [w.user for w, *_ in rows]),
+        seq=("bigint", [seq for _, seq, _, _ in rows]),
+        id=("text", [nid for _, _, nid, _ in rows]),
+        event_id=("text", [w.event.id for w, *_ in rows]),
+        payload=("bytes", [payload for *_, payload in rows]),
+        group_key=("text", [w.event.group_key for w, *_ in rows]),
+    )
+    columns = ["app", "user_id", "seq", "id", "event_id", "payload", "group_key", "created_at"]
+    source = select(*(new.c[name] for name in columns[:-1]), literal(now, Float))
+    await conn.execute(insert(inbox).from_select(columns, source))
+
+
+async def _save_counters(conn: AsyncConnection, last: dict[UserKey, int]) -> None:
+    items = sorted(last.items())
+    new = rows_of(
+        "v",
+        app=("text", [app for (app, _), _ in items]),
+        user_id=("text", [user for (_, user), _ in items]),
+        last_seq=("bigint", [seq for _, seq in items]),
+    )
+    c = user_seqs.c
+    await conn.execute(
+        update(user_seqs)
+        .where(c.app == new.c.app, c.user_id == new.c.user_id)
+        .values(last_seq=new.c.last_seq)
+    )
+
+
+async def _mark(
+    conn: AsyncConnection,
+    *,
+    app: str,
+    user: str,
+    field: Literal["read", "seen"],
+    seqs: Sequence[int] | None,
+    up_to: int | None,
+    at: float,
+) -> int:
+    """Sets the field only where it is unset (the first read time stays); ``seqs`` and ``up_to`` add up."""
+    column = inbox.c.read_at if field == "read" else inbox.c.seen_at
+    unset = update(inbox).where(_of_user(app, user), column.is_(None)).values({column: at})
+    changed = 0
+    if up_to is not None:
+        changed += (await conn.execute(unset.where(inbox.c.seq <= up_to))).rowcount
+    if seqs:
+        wanted = bindparam("seqs", sorted(set(seqs)), type_=ARRAY(BigInteger))  # one array: any length
+        changed += (await conn.execute(unset.where(inbox.c.seq == any_(wanted)))).rowcount
+    return changed
+
+
+# --- apps and stream tickets --------------------------------------------------------------------------------
+
+
+class PostgresApps:
+    """``ports.Apps``. ``origins`` are stored as a JSON list. Expired tickets are deleted whenever a ticket is
+    issued or redeemed, so the table holds only live ones (tickets live for seconds)."""
+
+    def __init__(self, db: PostgresDatabase, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def create(self, app: App) -> None:
+        await self._db.write(partial(_create_app, app=app))
+
+    async def get(self, name: str) -> App | None:
+        return _app_of(await self._db.read(partial(_all, query=select(apps).where(apps.c.name == name))))
+
+    async def by_key_hash(self, key_hash: str) -> App | None:
+        query = select(apps).where(apps.c.api_key_hash == key_hash)
+        return _app_of(await self._db.read(partial(_all, query=query)))
+
+    async def issue_ticket(self, ticket_hash: str, app: str, user: str, expires_at: float) -> None:
+        row = {"ticket_hash": ticket_hash, "app": app, "user_id": user, "expires_at": expires_at}
+        await self._db.write(partial(_issue_ticket, row=row, now=self._clock.time()))
+
+    async def redeem_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
+        return await self._db.write(partial(_redeem_ticket, ticket_hash=ticket_hash, now=now))
+
+
+async def _create_app(conn: AsyncConnection, *, app: App) -> None:
+    """ON CONFLICT DO NOTHING covers both unique keys (name, key hash) and a concurrent create alike."""
+    row = {
+        "name": app.name,
+        "api_key_hash": app.api_key_hash,
+        "jwt_secret": app.jwt_secret,
+        "origins": orjson.dumps(list(app.origins)).decode(),
+        "created_at": app.created_at,
+    }
+    created = await conn.execute(pg_insert(apps).values(row).on_conflict_do_nothing().returning(apps.c.name))
+    if created.first() is not None:
+        return
+    if (await conn.execute(select(apps.c.name).where(apps.c.name == app.name))).first() is not None:
+        raise AppExistsError(f"an app named {app.name!r} exists already", app=app.name)
+    raise ConflictError("that API key is in use")
+
+
+def _app_of(rows: list[Any]) -> App | None:
+    if not rows:
+        return None
+    row = rows[0]
+    return App(row.name, row.api_key_hash, row.jwt_secret, tuple(orjson.loads(row.origins)), row.created_at)
+
+
+async def _issue_ticket(conn: AsyncConnection, *, row: dict[str, object], now: float) -> None:
+    await _drop_expired_tickets(conn, now)
+    await conn.execute(pg_insert(stream_tickets).values(row).on_conflict_do_nothing())
+
+
+async def _redeem_ticket(conn: AsyncConnection, *, ticket_hash: str, now: float) -> tuple[str, str] | None:
+    """DELETE ... RETURNING: of concurrent redeems, one deletes the row; the others wait, then find none."""
+    c = stream_tickets.c
+    taken = (
+        await conn.execute(
+            delete(stream_tickets)
+            .where(c.ticket_hash == ticket_hash)
+            .returning(c.app, c.user_id, c.expires_at)
+        )
+    ).first()
+    await _drop_expired_tickets(conn, now)
+    if taken is None or taken.expires_at <= now:
+        return None
+    return taken.app, taken.user_id
+
+
+async def _drop_expired_tickets(conn: AsyncConnection, now: float) -> None:
+    await conn.execute(delete(stream_tickets).where(stream_tickets.c.expires_at <= now))
+
+
+# --- topics -------------------------------------------------------------------------------------------------
+
+
+class PostgresTopics:
+    """``ports.Topics``: subscribers are read in keyset pages (``user_id > after``) along the primary key,
+    so a page costs the same at any depth of a topic with millions of subscribers."""
+
+    def __init__(self, db: PostgresDatabase, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def subscribe(self, app: str, topic: str, user: str) -> bool:
+        row = {"app": app, "topic": topic, "user_id": user, "created_at": self._clock.time()}
+        statement = pg_insert(topic_subscribers).values(row).on_conflict_do_nothing()
+        return await self._db.write(partial(_changed, statement=statement))
+
+    async def unsubscribe(self, app: str, topic: str, user: str) -> bool:
+        c = topic_subscribers.c
+        statement = delete(topic_subscribers).where(c.app == app, c.topic == topic, c.user_id == user)
+        return await self._db.write(partial(_changed, statement=statement))
+
+    async def page(self, app: str, topic: str, after: str | None, limit: int) -> list[str]:
+        c = topic_subscribers.c
+        query = select(c.user_id).where(c.app == app, c.topic == topic).order_by(c.user_id).limit(limit)
+        if after is not None:
+            query = query.where(c.user_id > after)
+        return [row.user_id for row in await self._db.read(partial(_all, query=query))]
+
+
+async def _changed(conn: AsyncConnection, *, statement: Any) -> bool:
+    return bool((await conn.execute(statement)).rowcount > 0)
+
+
+# --- idempotency keys (for broker event logs) ----------------------------------------------------------------
+
+
+class PostgresIdempotency:
+    """``ports.Idempotency``. A claim inserts its keys with ON CONFLICT DO NOTHING, which is atomic per key
+    across processes: of two concurrent claims of one key, the second waits for the first to commit and
+    then finds its row. Keys are inserted in sorted order, so concurrent batches cannot deadlock."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def claim(self, claims: Sequence[Claim], now: float) -> list[Claim | None]:
+        if not claims:
+            return []
+        return await self._db.write(partial(_claim, claims=claims, now=now))
+
+    async def prune(self, older_than: float) -> int:
+        c = idempotency_keys.c
+        statement = delete(idempotency_keys).where(c.created_at < older_than)
+        return await self._db.write(partial(_rowcount, statement=statement))
+
+
+async def _rowcount(conn: AsyncConnection, *, statement: Any) -> int:
+    return int((await conn.execute(statement)).rowcount)
+
+
+# A key found neither inserted nor stored was pruned between the two statements: try it again, boundedly.
+CLAIM_ROUNDS = 3
+
+
+async def _claim(conn: AsyncConnection, *, claims: Sequence[Claim], now: float) -> list[Claim | None]:
+    firsts: dict[tuple[str, str], Claim] = {}
+    for claim in claims:
+        firsts.setdefault(
+            (claim.app, claim.key), claim
+        )  # a later claim of a key in this batch sees the first
+    recorded: dict[tuple[str, str], Claim | None] = {}
+    pending = sorted(firsts)
+    for _ in range(CLAIM_ROUNDS):
+        inserted = await _insert_claims(conn, [firsts[key] for key in pending], now)
+        recorded.update(dict.fromkeys(inserted))
+        stored = await _stored_claims(conn, [key for key in pending if key not in inserted])
+        recorded.update(stored)
+        pending = [key for key in pending if key not in recorded]
+        if not pending:
+            break
+    else:
+        raise ConflictError("idempotency keys kept disappearing while being claimed")
+    results: list[Claim | None] = []
+    seen: set[tuple[str, str]] = set()
+    for claim in claims:
+        key = (claim.app, claim.key)
+        # None only for the first use of a key this call recorded; a repeat in the batch gets that first claim.
+        results.append(recorded[key] or (firsts[key] if key in seen else None))
+        seen.add(key)
+    return results
+
+
+async def _insert_claims(conn: AsyncConnection, claims: Sequence[Claim], now: float) -> set[tuple[str, str]]:
+    if not claims:
+        return set()
+    new = rows_of(
+        "c",
+        app=("text", [c.app for c in claims]),
+        key=("text", [c.key for c in claims]),
+        event_id=("text", [c.event_id for c in claims]),
+        body_hash=("text", [c.body_hash for c in claims]),
+    )
+    columns = ["app", "key", "event_id", "body_hash"]
+    source = select(*(new.c[name] for name in columns), literal(now, Float)).order_by(new.c.app, new.c.key)
+    statement = (
+        pg_insert(idempotency_keys)
+        .from_select([*columns, "created_at"], source)
+        .on_conflict_do_nothing()
+        .returning(idempotency_keys.c.app, idempotency_keys.c.key)
+    )
+    return {(row.app, row.key) for row in await conn.execute(statement)}
+
+
+async def _stored_claims(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Claim]:
+    if not keys:
+        return {}
+    wanted = rows_of("w", app=("text", [app for app, _ in keys]), key=("text", [key for _, key in keys]))
+    c = idempotency_keys.c
+    query = select(c.app, c.key, c.body_hash, c.event_id).join(
+        wanted, and_(c.app == wanted.c.app, c.key == wanted.c.key)
+    )
+    return {(r.app, r.key): Claim(r.app, r.key, r.body_hash, r.event_id) for r in await conn.execute(query)}
