@@ -1,12 +1,49 @@
-"""The demo inbox page (``/demo``) and the JS SDK route (placeholder until the SDK lands)."""
+"""The JS SDK (``/sdk/tidings.js``), the demo inbox page (``/demo``) and, only with ``settings.demo`` on, the
+demo's endpoints (``/demo/api/…``, see ``tidings.demo.api``).
+
+Everything is served from files inside the Python package: no Node at run time, no CDN, no external asset.
+Without demo mode, ``/demo`` is a short page that says how to turn it on, and ``/demo/api/…`` answers 404.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
 
 from tidings.runtime import Runtime
+
+STATIC = Path(__file__).parent / "static"
+SDK = Path(__file__).parent.parent / "sdk"
+
+# The page loads only its own files and talks only to this server ('self' covers ws: of the same host).
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def install(app: FastAPI, runtime: Runtime) -> None:
     """Adds the demo routes to ``app`` (the demo-only endpoints only when ``settings.demo`` is on)."""
-    return None
+    demo_on = runtime.settings.demo
+    page = (STATIC / ("index.html" if demo_on else "off.html")).read_text(encoding="utf-8")
+
+    async def demo_page(request: Request) -> HTMLResponse:
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    app.add_route("/demo", demo_page, methods=["GET", "HEAD"], include_in_schema=False)
+    app.mount("/demo/static", StaticFiles(directory=STATIC), name="demo-static")
+    app.mount("/sdk", StaticFiles(directory=SDK), name="sdk")
+    if demo_on:
+        from tidings.demo.api import DemoApp, router
+
+        app.state.demo = DemoApp(runtime)
+        app.include_router(router)

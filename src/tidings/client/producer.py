@@ -1,0 +1,190 @@
+"""The producer SDK: your backend sends events and manages topic subscribers.
+
+    async with ProducerClient("http://127.0.0.1:8080", api_key) as tidings:
+        event_id = await tidings.send({"type": "post.liked", "actor": {"id": "bob"}, "recipients": ["alice"]})
+
+Every event goes out with an ``Idempotency-Key`` (one is generated when the caller gives none), so the
+client's own retries after a lost answer or a timeout never create an event twice: the server answers a
+repeat with the first event's id. Give your own key (e.g. derived from your database row) to make retries
+across process restarts safe too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from tidings.client.http import USER_AGENT, AsyncApi, SyncApi
+from tidings.client.retry import Backoff
+
+Event = Mapping[str, Any]
+BatchResult = dict[str, Any]  # {"id": ..., "status": "accepted"} or {"error": {"code": ..., "message": ...}}
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+def _batch_body(events: Sequence[Event]) -> dict[str, Any]:
+    """Each item keeps its own ``idempotency_key`` or gets a new one, so resending the batch is safe."""
+    return {
+        "events": [
+            {**event, "idempotency_key": event.get("idempotency_key") or new_idempotency_key()}
+            for event in events
+        ]
+    }
+
+
+def _subscriber_path(topic: str, user_id: str) -> str:
+    return f"/v1/topics/{quote(topic, safe='')}/subscribers/{quote(user_id, safe='')}"
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+
+
+class ProducerClient:
+    """Async producer client (httpx). Close it with ``aclose()`` or use it as an async context manager."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        backoff: Backoff | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        trust_env: bool = True,
+        random: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=transport,
+            trust_env=trust_env,
+        )
+        self._api = AsyncApi(http, backoff or Backoff(), random=random, sleep=sleep)
+
+    async def __aenter__(self) -> ProducerClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._api.http.aclose()
+
+    async def send(self, event: Event, idempotency_key: str | None = None) -> str:
+        """Sends one event; returns its id once the server holds it durably (202)."""
+        key = idempotency_key or new_idempotency_key()
+        answer = await self._api.request(
+            "POST", "/v1/events", json=dict(event), headers={"Idempotency-Key": key}
+        )
+        return str(answer["id"])
+
+    async def send_batch(self, events: Sequence[Event]) -> list[BatchResult]:
+        """Sends many events in one request; one result per event, in order (each succeeds or fails alone)."""
+        answer = await self._api.request("POST", "/v1/events/batch", json=_batch_body(events))
+        results: list[BatchResult] = answer["results"]
+        return results
+
+    async def subscribe(self, topic: str, user_id: str) -> bool:
+        """Adds ``user_id`` to ``topic``'s subscribers; returns whether that changed anything."""
+        answer = await self._api.request("PUT", _subscriber_path(topic, user_id))
+        return bool(answer["changed"])
+
+    async def unsubscribe(self, topic: str, user_id: str) -> bool:
+        answer = await self._api.request("DELETE", _subscriber_path(topic, user_id))
+        return bool(answer["changed"])
+
+    async def subscribers(self, topic: str, *, page_size: int = 100) -> AsyncIterator[str]:
+        """Every subscriber of ``topic``, in user-id order, fetched a page at a time."""
+        cursor: str | None = None
+        while True:  # bounded by the topic's size: each page moves the cursor forward
+            params: dict[str, str | int] = {"limit": page_size}
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = await self._api.request(
+                "GET", f"/v1/topics/{quote(topic, safe='')}/subscribers", params=params
+            )
+            for user in page["items"]:
+                yield str(user)
+            cursor = page["next"]
+            if cursor is None:
+                return
+
+
+class SyncProducerClient:
+    """``ProducerClient`` for blocking code (scripts, WSGI apps, Celery tasks)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        backoff: Backoff | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        trust_env: bool = True,
+        random: Callable[[], float] = random.random,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        http = httpx.Client(
+            base_url=base_url,
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=transport,
+            trust_env=trust_env,
+        )
+        self._api = SyncApi(http, backoff or Backoff(), random=random, sleep=sleep)
+
+    def __enter__(self) -> SyncProducerClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._api.http.close()
+
+    def send(self, event: Event, idempotency_key: str | None = None) -> str:
+        key = idempotency_key or new_idempotency_key()
+        answer = self._api.request("POST", "/v1/events", json=dict(event), headers={"Idempotency-Key": key})
+        return str(answer["id"])
+
+    def send_batch(self, events: Sequence[Event]) -> list[BatchResult]:
+        answer = self._api.request("POST", "/v1/events/batch", json=_batch_body(events))
+        results: list[BatchResult] = answer["results"]
+        return results
+
+    def subscribe(self, topic: str, user_id: str) -> bool:
+        return bool(self._api.request("PUT", _subscriber_path(topic, user_id))["changed"])
+
+    def unsubscribe(self, topic: str, user_id: str) -> bool:
+        return bool(self._api.request("DELETE", _subscriber_path(topic, user_id))["changed"])
+
+    def subscribers(self, topic: str, *, page_size: int = 100) -> Iterator[str]:
+        cursor: str | None = None
+        while True:  # bounded by the topic's size
+            params: dict[str, str | int] = {"limit": page_size}
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = self._api.request("GET", f"/v1/topics/{quote(topic, safe='')}/subscribers", params=params)
+            yield from (str(user) for user in page["items"])
+            cursor = page["next"]
+            if cursor is None:
+                return

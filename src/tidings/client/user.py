@@ -1,0 +1,318 @@
+"""The user SDK: one user's inbox and live stream, as an app's Python client (a bot, a test, a desktop app).
+
+    user = UserClient("http://127.0.0.1:8080", token)
+    async with user.stream("ws") as stream:
+        async for notification in stream:
+            print(notification["seq"], notification["data"])
+
+A stream reconnects by itself (full-jitter backoff) and resumes with ``after`` = the last seq it yielded, so
+it yields every notification once, in seq order, across dropped connections and server restarts; anything
+at or below that seq is dropped as a duplicate. It stops for good only on refused credentials
+(``AuthFailedError``), a protocol error (``StreamProtocolError``), or after ``backoff.max_attempts``
+connection attempts in a row that never became ready (``ConnectionFailedError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from tidings.client.errors import (
+    ApiError,
+    AuthFailedError,
+    ConnectionFailedError,
+    StreamProtocolError,
+    api_error,
+)
+from tidings.client.http import USER_AGENT, AsyncApi
+from tidings.client.retry import Backoff
+from tidings.client.sse import SSEDecoder
+from tidings.core.backoff import full_jitter
+
+Notification = dict[str, Any]
+TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+Transport = Literal["ws", "sse"]
+
+STREAM_BACKOFF = Backoff(max_attempts=10, base=0.5, cap=30.0)
+# Close codes after which reconnecting cannot help: the client must change (1008: credentials or origin).
+_AUTH_CLOSE = 1008
+_PROTOCOL_CLOSES = frozenset({1007, 1009})
+
+
+class UserClient:
+    """One user's REST calls and live streams. ``token`` is a JWT, or a function that returns a fresh one
+    (called for every request and connection, so short-lived tokens work)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: TokenSource,
+        *,
+        backoff: Backoff | None = None,
+        stream_backoff: Backoff = STREAM_BACKOFF,
+        idle_timeout: float = 45.0,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        trust_env: bool = True,
+        random: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._stream_backoff = stream_backoff
+        self._idle_timeout = idle_timeout  # three missed server heartbeats (every 15 s when idle)
+        self._trust_env = trust_env
+        self._random = random
+        self._sleep = sleep
+        http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"User-Agent": USER_AGENT},
+            timeout=timeout,
+            transport=transport,
+            trust_env=trust_env,
+        )
+        self._api = AsyncApi(http, backoff or Backoff(), random=random, sleep=sleep)
+
+    async def __aenter__(self) -> UserClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._api.http.aclose()
+
+    async def token(self) -> str:
+        source = self._token
+        if isinstance(source, str):
+            return source
+        value = source()
+        return await value if inspect.isawaitable(value) else value
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {await self.token()}"}
+        return await self._api.request(method, path, headers=headers, **kwargs)
+
+    async def notifications(
+        self,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 50,
+        unread: bool = False,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page ``{"items": [...], "next": cursor or None}``: newest first, or oldest first with ``after``."""
+        params: dict[str, str | int | bool] = {"limit": limit}
+        for name, value in (("after", after), ("before", before), ("cursor", cursor)):
+            if value is not None:
+                params[name] = value
+        if unread:
+            params["unread"] = "true"
+        page: dict[str, Any] = await self._request("GET", "/v1/me/notifications", params=params)
+        return page
+
+    async def unread_count(self) -> dict[str, int]:
+        """``{"unread": n, "unseen": n}``."""
+        counts: dict[str, int] = await self._request("GET", "/v1/me/unread-count")
+        return counts
+
+    async def mark_read(self, seqs: list[int] | None = None, *, up_to: int | None = None) -> int:
+        """Marks ``seqs`` (or every seq up to ``up_to``) read; returns how many changed."""
+        return await self._mark("read", seqs, up_to)
+
+    async def mark_seen(self, seqs: list[int] | None = None, *, up_to: int | None = None) -> int:
+        return await self._mark("seen", seqs, up_to)
+
+    async def _mark(self, field: str, seqs: list[int] | None, up_to: int | None) -> int:
+        if (seqs is None) == (up_to is None):
+            raise ValueError("give exactly one of seqs or up_to")
+        body = {"seqs": seqs} if seqs is not None else {"up_to": up_to}
+        answer = await self._request("POST", f"/v1/me/notifications/{field}", json=body)
+        return int(answer["updated"])
+
+    def stream(self, transport: Transport = "ws", after: int | None = None) -> NotificationStream:
+        """The live stream; ``after`` None starts with what comes next, else with the seqs after it."""
+        if transport not in ("ws", "sse"):
+            raise ValueError("transport must be 'ws' or 'sse'")
+        return NotificationStream(self, transport, after)
+
+    # For NotificationStream: the pieces of one connection.
+
+    def _ws_url(self) -> str:
+        return self.base_url.replace("http", "ws", 1) + "/v1/ws"
+
+    def _connect_ws(self) -> connect:
+        return connect(
+            self._ws_url(),
+            open_timeout=self._api.http.timeout.connect,
+            proxy=True if self._trust_env else None,
+            user_agent_header=USER_AGENT,
+            ping_interval=None,  # the server pings at the application level; silence is watched instead
+        )
+
+
+class _SessionEnded(Exception):
+    """A connection ended in a way that is worth reconnecting after (drop, drain, slow consumer)."""
+
+
+class NotificationStream:
+    """An async iterator of notifications that reconnects and resumes; see the module docstring.
+
+    Use it as ``async with`` (or call ``aclose()``) so the connection is closed when you stop reading.
+    ``last_seq`` is the resume point: pass it as ``after`` to a later stream to continue where this one ended.
+    """
+
+    def __init__(self, client: UserClient, transport: Transport, after: int | None) -> None:
+        self.transport = transport
+        self.last_seq = after
+        self.ready: dict[str, Any] | None = None  # the last ready frame / event
+        self.connects = 0
+        self.duplicates = 0
+        self._client = client
+        self._generator = self._run()
+
+    def __aiter__(self) -> NotificationStream:
+        return self
+
+    async def __anext__(self) -> Notification:
+        return await self._generator.__anext__()
+
+    async def __aenter__(self) -> NotificationStream:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._generator.aclose()
+
+    async def _run(self) -> AsyncGenerator[Notification, None]:
+        backoff = self._client._stream_backoff
+        failures = 0
+        while True:  # bounded: backoff.max_attempts connection attempts in a row without a ready
+            self.connects += 1
+            ready_before = self.ready
+            hint: float | None = None
+            try:
+                # aclosing: when the caller stops reading, the connection closes now, not at garbage collection.
+                async with contextlib.aclosing(self._session()) as session:
+                    async for notification in session:
+                        yield notification
+            except _SessionEnded as ended:
+                hint = ended.__cause__.retry_after if isinstance(ended.__cause__, ApiError) else None
+            failures = 0 if self.ready is not ready_before else failures + 1
+            if failures >= backoff.max_attempts:
+                raise ConnectionFailedError(f"no {self.transport} stream after {failures} attempts")
+            delay = full_jitter(failures, self._client._random(), base=backoff.base, cap=backoff.cap)
+            # A draining server's Retry-After is honoured, within the backoff's patience.
+            await self._client._sleep(max(delay, min(hint or 0.0, backoff.max_wait)))
+
+    def _session(self) -> AsyncGenerator[Notification, None]:
+        return self._ws_session() if self.transport == "ws" else self._sse_session()
+
+    def _on_ready(self, frame: dict[str, Any]) -> None:
+        self.ready = frame
+        if self.last_seq is None:
+            self.last_seq = int(frame["last_seq"])  # "only what comes next": resume from here later
+
+    def _fresh(self, notification: Any) -> bool:
+        """Whether to yield it: a notification at or below the last yielded seq is a duplicate."""
+        seq = notification.get("seq") if isinstance(notification, dict) else None
+        if not isinstance(seq, int):
+            return False
+        if self.last_seq is not None and seq <= self.last_seq:
+            self.duplicates += 1
+            return False
+        self.last_seq = seq
+        return True
+
+    async def _ws_session(self) -> AsyncGenerator[Notification, None]:
+        error: dict[str, Any] = {}
+        try:
+            async with self._client._connect_ws() as ws:
+                auth: dict[str, Any] = {"type": "auth", "token": await self._client.token()}
+                if self.last_seq is not None:
+                    auth["after"] = self.last_seq
+                await ws.send(json.dumps(auth))
+                while True:  # ends with the connection (ConnectionClosed) or silence (TimeoutError)
+                    frame = await self._receive(ws)
+                    kind = frame.get("type")
+                    if kind == "notification" and self._fresh(frame.get("notification")):
+                        yield frame["notification"]
+                    elif kind == "ready":
+                        self._on_ready(frame)
+                    elif kind == "ping":
+                        await ws.send('{"type":"pong"}')
+                    elif kind == "error":
+                        error = frame
+        except ConnectionClosed as exc:
+            _raise_for_close(exc.rcvd.code if exc.rcvd is not None else 1006, error)
+            raise _SessionEnded from exc
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise _SessionEnded from exc
+
+    async def _receive(self, ws: ClientConnection) -> dict[str, Any]:
+        raw = await asyncio.wait_for(ws.recv(), timeout=self._client._idle_timeout)
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            return {}
+        return frame if isinstance(frame, dict) else {}
+
+    async def _sse_session(self) -> AsyncGenerator[Notification, None]:
+        client = self._client
+        headers = {"Authorization": f"Bearer {await client.token()}", "Accept": "text/event-stream"}
+        params = {"after": str(self.last_seq)} if self.last_seq is not None else {}
+        timeout = httpx.Timeout(client._api.http.timeout.connect, read=client._idle_timeout)
+        try:
+            async with client._api.http.stream(
+                "GET", "/v1/stream", headers=headers, params=params, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    _raise_for_status(api_error(response))
+                decoder = SSEDecoder()
+                async for line in response.aiter_lines():
+                    event = decoder.feed(line)
+                    if event is None:
+                        continue
+                    if event.event == "notification":
+                        notification = json.loads(event.data)
+                        if self._fresh(notification):
+                            yield notification
+                    elif event.event == "ready":
+                        self._on_ready(json.loads(event.data))
+                    elif event.event == "error":
+                        break  # slow consumer: resume from the store
+        except (httpx.TransportError, ValueError) as exc:
+            raise _SessionEnded from exc
+        raise _SessionEnded  # the server ended the stream (drain)
+
+
+def _raise_for_close(code: int, error: dict[str, Any]) -> None:
+    reason = str(error.get("code") or f"close_{code}")
+    if code == _AUTH_CLOSE:
+        raise AuthFailedError(401, reason, "the server refused the credentials or origin (close 1008)")
+    if code in _PROTOCOL_CLOSES:
+        raise StreamProtocolError(f"the server closed the stream for a client error ({code}, {reason})")
+
+
+def _raise_for_status(error: ApiError) -> None:
+    if isinstance(error, AuthFailedError) or not (error.retryable or error.status >= 500):
+        raise error
+    raise _SessionEnded from error

@@ -1,0 +1,719 @@
+// @ts-check
+/**
+ * Tidings client for browsers (and Node with a WebSocket/EventSource): one user's live notifications.
+ *
+ * A plain ES module, no build step; served by every Tidings API process at `/sdk/tidings.js`.
+ *
+ *   import { TidingsClient } from "/sdk/tidings.js";
+ *   const client = new TidingsClient({ token: () => getTokenFromMyBackend() });
+ *   client.on("notification", (n) => render(n));
+ *   client.on("unread", ({ unread }) => badge(unread));
+ *   client.start();
+ *
+ * Invariants:
+ * - Resume: the client remembers the last seq it delivered (in `storage`, per app and user) and every
+ *   (re)connection asks for what follows it, so a page reload or a dropped network loses nothing.
+ * - Exactly once, in order: a notification whose seq is not above the last delivered one is dropped.
+ * - Transports: WebSocket first; a WebSocket attempt that fails before `ready` makes the next attempt use
+ *   SSE (with a one-use ticket from `POST /v1/me/stream-tickets`), and whichever transport reaches `ready`
+ *   is kept for later reconnects.
+ * - Reconnects wait `random() * min(cap, base * 2 ** attempt)` ("full jitter"), so a restarted server is
+ *   not hit by all of its clients at once; `attempt` goes back to 0 once a connection is ready.
+ * - Close codes: 1008 (auth or origin refused) stops the client and reports an `auth` error; 1007 and
+ *   1009 (a client bug) stop it too; 1012 (server restarting), 1013 (slow consumer) and everything else
+ *   reconnect.
+ */
+
+/**
+ * A notification as the server sends it (see the contract); fields may be added over time.
+ * @typedef {{
+ *   seq: number, id: string, event_id: string, type: string,
+ *   actors: Array<Record<string, unknown>>, count: number,
+ *   object: Record<string, unknown> | null, data: Record<string, unknown>,
+ *   priority: string, group_key?: string | null, created_at: string,
+ *   read_at: string | null, seen_at: string | null, replaces: number | null
+ * }} Notification
+ */
+
+/** @typedef {{ unread: number, unseen: number }} UnreadCount */
+/** @typedef {{ items: Notification[], next: string | null }} NotificationsPage */
+/** @typedef {{ seqs?: number[], upTo?: number, updated: number, at: string }} MarkChange */
+/** @typedef {"idle" | "connecting" | "open" | "waiting" | "stopped"} ConnectionState */
+/** @typedef {"ws" | "sse"} Transport */
+/** @typedef {{ state: ConnectionState, transport: Transport | null, attempt: number, delay?: number }} StateChange */
+/**
+ * `fatal` errors stopped the client (call `start()` again once fixed); the others are reported while it
+ * keeps trying. `kind`: "auth" (credentials or origin refused), "protocol" (a client bug), "network",
+ * "api" (a REST call failed).
+ * @typedef {{ kind: "auth" | "protocol" | "network" | "api", code: string, message: string, fatal: boolean }} ClientErrorInfo
+ */
+/**
+ * @typedef {{
+ *   notification: Notification,
+ *   read: MarkChange,
+ *   seen: MarkChange,
+ *   unread: UnreadCount,
+ *   ready: { user: string, last_seq: number, transport: Transport },
+ *   state: StateChange,
+ *   error: ClientErrorInfo,
+ *   reset: { lastSeq: number }
+ * }} EventMap
+ */
+
+/** @typedef {{ getItem(key: string): string | null, setItem(key: string, value: string): void, removeItem(key: string): void }} SeqStorage */
+/** @typedef {{ setTimeout(fn: () => void, ms: number): unknown, clearTimeout(handle: any): void }} Timers */
+
+/**
+ * The part of the browser's WebSocket the client uses (so tests can pass a fake).
+ * @typedef {{
+ *   onopen: ((ev: any) => void) | null,
+ *   onmessage: ((ev: any) => void) | null,
+ *   onclose: ((ev: any) => void) | null,
+ *   onerror: ((ev: any) => void) | null,
+ *   send(data: string): void,
+ *   close(code?: number, reason?: string): void
+ * }} SocketLike
+ */
+/** @typedef {new (url: string) => SocketLike} SocketConstructor */
+
+/**
+ * The part of the browser's EventSource the client uses.
+ * @typedef {{
+ *   addEventListener(type: string, listener: (ev: any) => void): void,
+ *   close(): void
+ * }} EventSourceLike
+ */
+/** @typedef {new (url: string) => EventSourceLike} EventSourceConstructor */
+
+/** @typedef {(input: string, init?: { method?: string, headers?: Record<string, string>, body?: string }) => Promise<{ ok: boolean, status: number, json(): Promise<any> }>} FetchLike */
+
+/** @typedef {{ addEventListener(type: string, listener: () => void): void, removeEventListener(type: string, listener: () => void): void }} OnlineEvents */
+
+/**
+ * @typedef {{
+ *   token: string | (() => string | Promise<string>),
+ *   url?: string,
+ *   transport?: "auto" | "ws" | "sse",
+ *   after?: number,
+ *   app?: string,
+ *   user?: string,
+ *   storage?: SeqStorage | null,
+ *   WebSocket?: SocketConstructor,
+ *   EventSource?: EventSourceConstructor,
+ *   fetch?: FetchLike,
+ *   random?: () => number,
+ *   timers?: Timers,
+ *   online?: OnlineEvents | null,
+ *   backoff?: { base?: number, cap?: number },
+ *   idleTimeout?: number,
+ *   countDelay?: number
+ * }} ClientOptions
+ */
+
+const FATAL_CLOSE = new Map([
+  [1007, /** @type {const} */ ("protocol")],
+  [1008, /** @type {const} */ ("auth")],
+  [1009, /** @type {const} */ ("protocol")],
+]);
+const NORMAL_CLOSE = 1000;
+
+/** An error answer of the REST API: `status` is the HTTP status, `code` the API's error code. */
+export class TidingsError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   */
+  constructor(status, code, message) {
+    super(message);
+    this.name = "TidingsError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * The delay (ms) before reconnect number `attempt` (0-based): `rand * min(cap, base * 2 ** attempt)`.
+ * @param {number} attempt
+ * @param {number} rand uniform in [0, 1)
+ * @param {number} [base]
+ * @param {number} [cap]
+ * @returns {number}
+ */
+export function backoffDelay(attempt, rand, base = 500, cap = 30000) {
+  return rand * Math.min(cap, base * 2 ** Math.min(attempt, 60));
+}
+
+/** A `Storage` kept in memory: the default where `localStorage` is missing (Node, some private modes). */
+export class MemoryStorage {
+  constructor() {
+    /** @type {Map<string, string>} */
+    this.map = new Map();
+  }
+  /** @param {string} key */
+  getItem(key) {
+    return this.map.get(key) ?? null;
+  }
+  /** @param {string} key @param {string} value */
+  setItem(key, value) {
+    this.map.set(key, value);
+  }
+  /** @param {string} key */
+  removeItem(key) {
+    this.map.delete(key);
+  }
+}
+
+/**
+ * The storage key of the last delivered seq of one user of one app.
+ * @param {string} app
+ * @param {string} user
+ */
+export function storageKey(app, user) {
+  return `tidings:last-seq:${app}:${user}`;
+}
+
+/**
+ * The unverified `iss` and `sub` of a JWT (only to name the storage key; the server verifies the token).
+ * @param {string} token
+ * @returns {{ app: string, user: string } | null}
+ */
+export function tokenOwner(token) {
+  const part = token.split(".")[1];
+  if (!part) return null;
+  try {
+    const padded = part.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((part.length + 3) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    if (typeof claims.iss === "string" && typeof claims.sub === "string") {
+      return { app: claims.iss, user: claims.sub };
+    }
+  } catch {
+    // not a JWT we can read: the caller falls back to explicit app/user options
+  }
+  return null;
+}
+
+/** @param {any} value */
+function isSeq(value) {
+  return Number.isSafeInteger(value) && value >= 0;
+}
+
+/** @returns {SeqStorage} */
+function defaultStorage() {
+  try {
+    const storage = /** @type {any} */ (globalThis).localStorage;
+    if (storage) return storage;
+  } catch {
+    // localStorage throws where it is disabled
+  }
+  return new MemoryStorage();
+}
+
+/** @returns {OnlineEvents | null} */
+function defaultOnline() {
+  const g = /** @type {any} */ (globalThis);
+  return g.window === g && typeof g.addEventListener === "function" ? g : null;
+}
+
+/** One user's live notifications, with resume, fallback and reconnects; see the module docstring. */
+export class TidingsClient {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    const g = /** @type {any} */ (globalThis);
+    this._tokenSource = options.token;
+    this._base = (options.url ?? g.location?.origin ?? "").replace(/\/+$/, "");
+    this._mode = options.transport ?? "auto";
+    this._initialAfter = options.after;
+    this._fixedOwner = options.app && options.user ? { app: options.app, user: options.user } : null;
+    this._storage = options.storage === undefined ? defaultStorage() : options.storage;
+    /** @type {SocketConstructor | undefined} */
+    this._WebSocket = options.WebSocket ?? g.WebSocket;
+    /** @type {EventSourceConstructor | undefined} */
+    this._EventSource = options.EventSource ?? g.EventSource;
+    /** @type {FetchLike} */
+    this._fetch = options.fetch ?? ((input, init) => g.fetch(input, init));
+    this._random = options.random ?? Math.random;
+    /** @type {Timers} */
+    this._timers = options.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h) };
+    this._online = options.online === undefined ? defaultOnline() : options.online;
+    this._backoffBase = options.backoff?.base ?? 500;
+    this._backoffCap = options.backoff?.cap ?? 30000;
+    this._idleTimeout = options.idleTimeout ?? 45000; // three missed server pings (every 15 s when idle)
+    this._countDelay = options.countDelay ?? 150;
+
+    /** @type {Map<keyof EventMap, Set<(detail: any) => void>>} */
+    this._listeners = new Map();
+    /** @type {ConnectionState} */
+    this._state = "idle";
+    /** @type {Transport | null} */
+    this._transport = null;
+    this._useSse = this._mode === "sse";
+    this._attempt = 0;
+    this._generation = 0; // bumped on every new connection and on close: stale callbacks compare it
+    /** @type {number | null} */
+    this._lastSeq = null;
+    /** @type {string | null} */
+    this._key = null;
+    /** @type {(() => void) | null} */
+    this._closeConnection = null;
+    /** @type {unknown} */
+    this._retryTimer = null;
+    /** @type {unknown} */
+    this._idleTimer = null;
+    /** @type {unknown} */
+    this._countTimer = null;
+    this._onOnline = () => this._reconnectNow();
+    this._onOffline = () => this._dropConnection();
+    /** How many notifications were dropped as already delivered (for diagnostics and tests). */
+    this.duplicates = 0;
+  }
+
+  /** The last seq delivered to this page (or stored by an earlier one), or null before any. */
+  get lastSeq() {
+    return this._lastSeq;
+  }
+
+  get state() {
+    return this._state;
+  }
+
+  /** The transport in use, or the one being tried. */
+  get transport() {
+    return this._transport;
+  }
+
+  /**
+   * Listen to an event; returns a function that removes the listener.
+   * @template {keyof EventMap} K
+   * @param {K} type
+   * @param {(detail: EventMap[K]) => void} listener
+   * @returns {() => void}
+   */
+  on(type, listener) {
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  /** Connect (and keep reconnecting) until `close()` or a fatal error. Calling it again does nothing. */
+  start() {
+    if (this._state !== "idle" && this._state !== "stopped") return this;
+    this._attempt = 0;
+    this._online?.addEventListener("online", this._onOnline);
+    this._online?.addEventListener("offline", this._onOffline);
+    void this._connect();
+    return this;
+  }
+
+  /** Disconnect for good (until `start()`); nothing is lost: the next start resumes after `lastSeq`. */
+  close() {
+    this._stop();
+    this._setState("stopped");
+  }
+
+  /**
+   * Mark notifications read: a seq array, `{ seqs }`, or everything up to a seq (`{ upTo }` or a number).
+   * Emits `read` and a fresh `unread` count. Returns how many changed.
+   * @param {number | number[] | { seqs?: number[], upTo?: number }} target
+   */
+  markRead(target) {
+    return this._mark("read", target);
+  }
+
+  /** Like `markRead`, for the "seen" mark (the bell was opened). @param {number | number[] | { seqs?: number[], upTo?: number }} target */
+  markSeen(target) {
+    return this._mark("seen", target);
+  }
+
+  /** The server's unread and unseen counts; also emitted as `unread`. @returns {Promise<UnreadCount>} */
+  async unreadCount() {
+    const counts = /** @type {UnreadCount} */ (await this._api("GET", "/v1/me/unread-count"));
+    this._emit("unread", counts);
+    return counts;
+  }
+
+  /**
+   * A page of the inbox: newest first, or oldest first with `after`; `next` is the cursor of the next page.
+   * @param {{ after?: number, before?: number, limit?: number, unread?: boolean, cursor?: string }} [query]
+   * @returns {Promise<NotificationsPage>}
+   */
+  async notifications(query = {}) {
+    const params = new URLSearchParams();
+    for (const [name, value] of Object.entries(query)) {
+      if (value !== undefined && value !== null) params.set(name, String(value));
+    }
+    const suffix = params.toString() ? `?${params}` : "";
+    return /** @type {NotificationsPage} */ (await this._api("GET", `/v1/me/notifications${suffix}`));
+  }
+
+  // --- connection lifecycle -------------------------------------------------------------------------------
+
+  async _connect() {
+    const generation = ++this._generation;
+    this._transport = this._useSse ? "sse" : "ws";
+    this._setState("connecting");
+    let token;
+    try {
+      token = await this._token();
+    } catch (error) {
+      if (generation !== this._generation) return;
+      this._report("network", "token_failed", `could not get a token: ${describe(error)}`, false);
+      this._retry(false);
+      return;
+    }
+    if (generation !== this._generation) return;
+    if (this._transport === "ws") this._openWebSocket(token, generation);
+    else await this._openEventSource(token, generation);
+  }
+
+  /** @returns {Promise<string>} */
+  async _token() {
+    const source = this._tokenSource;
+    const token = typeof source === "function" ? await source() : source;
+    this._adoptOwner(this._fixedOwner ?? tokenOwner(token));
+    return token;
+  }
+
+  /** Load the stored seq of the token's user (again, when the user changed). @param {{ app: string, user: string } | null} owner */
+  _adoptOwner(owner) {
+    const key = owner ? storageKey(owner.app, owner.user) : null;
+    if (key === this._key) return;
+    this._key = key;
+    const stored = key && this._storage ? Number(this._storage.getItem(key) ?? NaN) : NaN;
+    this._lastSeq = isSeq(stored) ? stored : null;
+  }
+
+  /** The `after` of the next connection: the last delivered seq, else the option, else none (only new ones). */
+  _after() {
+    return this._lastSeq ?? (isSeq(this._initialAfter) ? /** @type {number} */ (this._initialAfter) : null);
+  }
+
+  /** @param {string} token @param {number} generation */
+  _openWebSocket(token, generation) {
+    if (!this._WebSocket) {
+      this._failed(generation, false);
+      return;
+    }
+    const socket = new this._WebSocket(`${this._base.replace(/^http/, "ws")}/v1/ws`);
+    let ready = false;
+    /** @type {string | null} */
+    let errorCode = null;
+    const live = () => generation === this._generation;
+    this._closeConnection = () => socket.close(NORMAL_CLOSE);
+    socket.onopen = () => {
+      if (!live()) return;
+      const after = this._after();
+      socket.send(JSON.stringify(after === null ? { type: "auth", token } : { type: "auth", token, after }));
+      this._touch(generation);
+    };
+    socket.onmessage = (ev) => {
+      if (!live()) return;
+      this._touch(generation);
+      const frame = parseJson(ev.data);
+      if (!frame) return;
+      if (frame.type === "ready") {
+        ready = true;
+        this._onReady(frame, generation);
+      } else if (frame.type === "notification") this._deliver(frame.notification);
+      else if (frame.type === "ping") socket.send('{"type":"pong"}');
+      else if (frame.type === "error") errorCode = String(frame.code ?? "error");
+    };
+    socket.onclose = (ev) => {
+      if (!live()) return;
+      const code = Number(ev?.code ?? 1006);
+      const fatal = FATAL_CLOSE.get(code);
+      if (fatal) {
+        this._stop();
+        this._report(fatal, errorCode ?? `close_${code}`, `the server closed the connection (${code})`, true);
+        this._setState("stopped");
+        return;
+      }
+      this._failed(generation, ready);
+    };
+    socket.onerror = () => {}; // a close event follows; it decides
+  }
+
+  /** @param {string} token @param {number} generation */
+  async _openEventSource(token, generation) {
+    if (!this._EventSource) {
+      this._failed(generation, false);
+      return;
+    }
+    let ticket;
+    try {
+      ticket = (await this._request("POST", "/v1/me/stream-tickets", undefined, token)).ticket;
+    } catch (error) {
+      if (generation !== this._generation) return;
+      if (error instanceof TidingsError && error.status === 401) {
+        this._stop();
+        this._report("auth", error.code, error.message, true);
+        this._setState("stopped");
+        return;
+      }
+      this._report("network", "ticket_failed", describe(error), false);
+      this._failed(generation, false);
+      return;
+    }
+    if (generation !== this._generation) return;
+    const after = this._after();
+    const query = `ticket=${encodeURIComponent(ticket)}${after === null ? "" : `&after=${after}`}`;
+    const source = new this._EventSource(`${this._base}/v1/stream?${query}`);
+    let ready = false;
+    const live = () => generation === this._generation;
+    this._closeConnection = () => source.close();
+    source.addEventListener("ready", (ev) => {
+      if (!live()) return;
+      const frame = parseJson(ev.data);
+      if (!frame) return;
+      ready = true;
+      this._onReady(frame, generation);
+    });
+    source.addEventListener("notification", (ev) => {
+      if (live()) this._deliver(parseJson(ev.data));
+    });
+    // Both the server's `event: error` (slow consumer) and a dropped connection. The browser would
+    // reconnect by itself with the used ticket (refused), so the client closes it and reconnects itself.
+    source.addEventListener("error", () => {
+      if (!live()) return;
+      source.close();
+      this._failed(generation, ready);
+    });
+  }
+
+  /** @param {any} frame @param {number} generation */
+  _onReady(frame, generation) {
+    const lastSeq = Number(frame.last_seq);
+    const transport = /** @type {Transport} */ (this._transport);
+    if (this._lastSeq !== null && isSeq(lastSeq) && lastSeq < this._lastSeq) {
+      // The server has fewer notifications than this storage remembers (its data was reset): start over
+      // from its last seq, or nothing new would ever pass the duplicate filter.
+      this._remember(lastSeq);
+      this._emit("reset", { lastSeq });
+      this._dropConnection();
+      return;
+    }
+    // The resume point is stored from the start (not only once a notification came), so a page closed
+    // before anything arrived still resumes where it began.
+    if (this._lastSeq === null && isSeq(lastSeq)) this._remember(this._after() ?? lastSeq);
+    this._attempt = 0;
+    this._setState("open");
+    this._emit("ready", { user: String(frame.user), last_seq: lastSeq, transport });
+    this._scheduleCount(0);
+    this._touch(generation);
+  }
+
+  /** @param {any} notification */
+  _deliver(notification) {
+    if (!notification || !isSeq(notification.seq)) return;
+    if (this._lastSeq !== null && notification.seq <= this._lastSeq) {
+      this.duplicates += 1;
+      return;
+    }
+    this._remember(notification.seq);
+    this._emit("notification", /** @type {Notification} */ (notification));
+    this._scheduleCount(this._countDelay);
+  }
+
+  /** @param {number} seq */
+  _remember(seq) {
+    this._lastSeq = seq;
+    if (this._key && this._storage) {
+      try {
+        this._storage.setItem(this._key, String(seq));
+      } catch {
+        // a full or disabled storage only costs resuming after a reload; the live stream goes on
+      }
+    }
+  }
+
+  /**
+   * A connection ended or never became ready: switch transport if it never did (auto mode), then retry.
+   * @param {number} generation @param {boolean} wasReady
+   */
+  _failed(generation, wasReady) {
+    if (generation !== this._generation) return;
+    this._closeConnection = null;
+    this._clearTimer("_idleTimer");
+    if (!wasReady && this._mode === "auto") this._useSse = !this._useSse;
+    this._retry(wasReady);
+  }
+
+  /** @param {boolean} wasReady */
+  _retry(wasReady) {
+    this._generation += 1;
+    const delay = backoffDelay(this._attempt, this._random(), this._backoffBase, this._backoffCap);
+    this._attempt += 1;
+    this._setState("waiting", delay);
+    if (!wasReady) this._report("network", "connect_failed", "could not connect; retrying", false);
+    this._retryTimer = this._timers.setTimeout(() => {
+      this._retryTimer = null;
+      void this._connect();
+    }, delay);
+  }
+
+  /** The network came back: do not wait out the backoff, nor an attempt that began while offline. */
+  _reconnectNow() {
+    if (this._state !== "waiting" && this._state !== "connecting") return;
+    this._clearTimer("_retryTimer");
+    const close = this._closeConnection;
+    this._closeConnection = null;
+    try {
+      close?.();
+    } catch {
+      // it was failing anyway
+    }
+    void this._connect(); // a new generation: the old attempt's callbacks are ignored
+  }
+
+  /** Close the current connection (it is dead, offline, or must start over) and retry with backoff. */
+  _dropConnection() {
+    if (this._state !== "open" && this._state !== "connecting") return;
+    const close = this._closeConnection;
+    this._closeConnection = null;
+    this._clearTimer("_idleTimer");
+    this._generation += 1; // the old connection's callbacks are now ignored
+    try {
+      close?.();
+    } catch {
+      // closing a dead socket may throw; it is being replaced either way
+    }
+    this._retry(true);
+  }
+
+  /** Any frame proves the connection alive; silence for `idleTimeout` means it is dead. @param {number} generation */
+  _touch(generation) {
+    this._clearTimer("_idleTimer");
+    if (this._transport !== "ws") return; // EventSource hides the server's heartbeat comments
+    this._idleTimer = this._timers.setTimeout(() => {
+      if (generation === this._generation) this._dropConnection();
+    }, this._idleTimeout);
+  }
+
+  _stop() {
+    this._generation += 1;
+    for (const name of /** @type {const} */ (["_retryTimer", "_idleTimer", "_countTimer"])) this._clearTimer(name);
+    const close = this._closeConnection;
+    this._closeConnection = null;
+    try {
+      close?.();
+    } catch {
+      // already closed
+    }
+    this._online?.removeEventListener("online", this._onOnline);
+    this._online?.removeEventListener("offline", this._onOffline);
+  }
+
+  /** @param {"_retryTimer" | "_idleTimer" | "_countTimer"} name */
+  _clearTimer(name) {
+    if (this[name] !== null) {
+      this._timers.clearTimeout(this[name]);
+      this[name] = null;
+    }
+  }
+
+  /** @param {ConnectionState} state @param {number} [delay] */
+  _setState(state, delay) {
+    this._state = state;
+    /** @type {StateChange} */
+    const change = { state, transport: this._transport, attempt: this._attempt };
+    if (delay !== undefined) change.delay = delay;
+    this._emit("state", change);
+  }
+
+  // --- REST --------------------------------------------------------------------------------------------------
+
+  /** Refresh the unread count after `delay` ms, at most one refresh pending at a time. @param {number} delay */
+  _scheduleCount(delay) {
+    if (this._countTimer !== null) return;
+    this._countTimer = this._timers.setTimeout(() => {
+      this._countTimer = null;
+      this.unreadCount().catch((error) => this._report("api", "count_failed", describe(error), false));
+    }, delay);
+  }
+
+  /**
+   * @param {"read" | "seen"} field
+   * @param {number | number[] | { seqs?: number[], upTo?: number }} target
+   * @returns {Promise<number>}
+   */
+  async _mark(field, target) {
+    const spec = typeof target === "number" ? { upTo: target } : Array.isArray(target) ? { seqs: target } : target;
+    const body = spec.seqs !== undefined ? { seqs: spec.seqs } : { up_to: spec.upTo };
+    const answer = await this._api("POST", `/v1/me/notifications/${field}`, body);
+    const updated = Number(answer.updated);
+    /** @type {MarkChange} */
+    const change = { updated, at: new Date().toISOString() };
+    if (spec.seqs !== undefined) change.seqs = [...spec.seqs];
+    else change.upTo = spec.upTo;
+    this._emit(field, change);
+    await this.unreadCount();
+    return updated;
+  }
+
+  /** @param {string} method @param {string} path @param {unknown} [body] */
+  async _api(method, path, body) {
+    return this._request(method, path, body, await this._token());
+  }
+
+  /**
+   * @param {string} method @param {string} path @param {unknown} body @param {string} token
+   * @returns {Promise<any>}
+   */
+  async _request(method, path, body, token) {
+    /** @type {Record<string, string>} */
+    const headers = { Authorization: `Bearer ${token}` };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const init = body === undefined ? { method, headers } : { method, headers, body: JSON.stringify(body) };
+    const response = await this._fetch(`${this._base}${path}`, init);
+    const answer = await response.json().catch(() => null);
+    if (!response.ok) {
+      const error = answer?.error ?? {};
+      throw new TidingsError(response.status, String(error.code ?? `http_${response.status}`), String(error.message ?? "request failed"));
+    }
+    return answer;
+  }
+
+  // --- events ------------------------------------------------------------------------------------------------
+
+  /**
+   * @template {keyof EventMap} K
+   * @param {K} type
+   * @param {EventMap[K]} detail
+   */
+  _emit(type, detail) {
+    for (const listener of [...(this._listeners.get(type) ?? [])]) {
+      try {
+        listener(detail);
+      } catch (error) {
+        // One broken listener must not stop the stream (or the other listeners).
+        const g = /** @type {any} */ (globalThis);
+        if (typeof g.reportError === "function") g.reportError(error);
+        else console.error(error);
+      }
+    }
+  }
+
+  /**
+   * @param {ClientErrorInfo["kind"]} kind @param {string} code @param {string} message @param {boolean} fatal
+   */
+  _report(kind, code, message, fatal) {
+    this._emit("error", { kind, code, message, fatal });
+  }
+}
+
+/** @param {unknown} data @returns {any} */
+function parseJson(data) {
+  if (typeof data !== "string") return null;
+  try {
+    return JSON.parse(data);
+  } catch {
+    return null; // not ours to crash on: the server only sends JSON
+  }
+}
+
+/** @param {unknown} error */
+function describe(error) {
+  return error instanceof Error ? error.message : String(error);
+}
