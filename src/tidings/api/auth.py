@@ -160,7 +160,7 @@ async def authenticate_user(runtime: Runtime, token: str, cache: AppCache | None
     claims = _verified_claims(token, app)
     _check_times(claims, runtime.clock.time())
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_ID:
+    if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_ID or _has_control_chars(sub):
         raise AuthError("token sub must be a user id of 1 to 255 characters")
     return app, sub
 
@@ -205,3 +205,8 @@ async def create_app_record(store: Store, name: str, origins: list[str], now: fl
     app = App(validate_app_name(name), hash_key(api_key), jwt_secret, normalized, now)
     await store.apps.create(app)
     return {"app": app.name, "api_key": api_key, "jwt_secret": jwt_secret}
+
+
+def _has_control_chars(value: str) -> bool:
+    """Control characters (NUL included) are refused in ids: not every backend can store them."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)

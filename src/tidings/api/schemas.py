@@ -30,10 +30,12 @@ MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed integers in every store
 
 Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 
-UserId = Annotated[str, Field(min_length=1, max_length=255)]
+# No control characters (NUL included) in ids: every backend must store exactly what it was given.
+NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
+UserId = Annotated[str, Field(min_length=1, max_length=255, pattern=NO_CONTROL_CHARS)]
 Topic = Annotated[str, Field(pattern=TOPIC_PATTERN)]
 AppName = Annotated[str, Field(pattern=APP_NAME_PATTERN)]
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255)]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=NO_CONTROL_CHARS)]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 _OPEN = ConfigDict(extra="allow", strict=True)

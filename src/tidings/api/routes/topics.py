@@ -13,12 +13,12 @@ from fastapi import Path, Query
 from tidings.api import cursors, errors
 from tidings.api.deps import Producer, State
 from tidings.api.routing import json_router
-from tidings.api.schemas import TOPIC_PATTERN, SubscribersPage, Subscription
+from tidings.api.schemas import NO_CONTROL_CHARS, TOPIC_PATTERN, SubscribersPage, Subscription
 
 router = json_router(tags=["topics"])
 
 TopicPath = Annotated[str, Path(pattern=TOPIC_PATTERN, description="e.g. followers:bob")]
-UserPath = Annotated[str, Path(min_length=1, max_length=255)]
+UserPath = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_CONTROL_CHARS)]
 SUBSCRIBER = "/v1/topics/{topic}/subscribers/{user_id}"
 
 
