@@ -166,6 +166,26 @@ async def test_duplicates_from_a_misbehaving_server_are_dropped() -> None:
     assert stream.duplicates == 2
 
 
+async def test_a_server_behind_the_resume_point_is_followed_from_its_last_seq() -> None:
+    """A server whose data was reset (last_seq below ours): the stream starts over from the server's seq."""
+    afters: list[int | None] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        afters.append(json.loads(await ws.recv()).get("after"))
+        await ws.send(json.dumps({"type": "ready", "user": "alice", "last_seq": 1}))
+        if afters[-1] == 1:
+            await ws.send(json.dumps({"type": "notification", "notification": _notification(2)}))
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as fake:
+        port = fake.sockets[0].getsockname()[1]
+        alice = UserClient(f"http://127.0.0.1:{port}", "token", trust_env=False, random=lambda: 0.0)
+        async with alice, alice.stream("ws", after=50) as stream:
+            assert await take(stream, 1) == [2]
+    assert afters == [50, 1]
+    assert stream.resets == 1
+
+
 def _notification(seq: int) -> dict[str, Any]:
     return {"seq": seq, "id": f"n{seq}", "type": "post.liked", "data": {}}
 

@@ -24,7 +24,7 @@ function setup(options = {}) {
     storage,
     timers,
     fetch: http.fetch,
-    WebSocket: FakeWebSocket,
+    WebSocket: options.WebSocket ?? FakeWebSocket,
     EventSource: FakeEventSource,
     random: () => randoms[draw++ % randoms.length],
     online: options.online ?? null,
@@ -189,6 +189,25 @@ describe("WebSocket", () => {
     assert.ok(calls >= 2);
   });
 
+  test("a token function that fails is retried with backoff, and reported", async () => {
+    let calls = 0;
+    const env = setup({
+      token: async () => {
+        calls += 1;
+        if (calls === 1) throw new Error("backend down");
+        return jwt();
+      },
+    });
+    env.client.start();
+    await flush();
+    assert.equal(env.client.state, "waiting");
+    assert.equal(env.seen.error[0].code, "token_failed");
+    assert.equal(FakeWebSocket.instances.length, 0);
+    env.timers.advance(1000);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 1);
+  });
+
   test("silence past the idle timeout counts as a dead connection", async () => {
     const env = setup();
     const ws = await connected(env, 0);
@@ -285,6 +304,21 @@ describe("SSE fallback", () => {
     source.notify(4);
     assert.equal(env.client.transport, "sse");
     assert.deepEqual(env.seen.notification.map((n) => n.seq), [3, 4]);
+  });
+
+  test("a WebSocket the page may not open (constructor throws) falls back to SSE", async () => {
+    class Refusing {
+      constructor() {
+        throw new Error("Refused to connect: Content-Security-Policy");
+      }
+    }
+    const env = setup({ WebSocket: Refusing });
+    env.client.start();
+    await flush();
+    assert.equal(env.seen.error[0].code, "websocket_refused");
+    env.timers.advance(1000);
+    await flush();
+    assert.equal(FakeEventSource.instances.length, 1);
   });
 
   test("a dropped SSE stream is closed and reopened with a new ticket after the last seq", async () => {

@@ -181,6 +181,7 @@ class NotificationStream:
         self.ready: dict[str, Any] | None = None  # the last ready frame / event
         self.connects = 0
         self.duplicates = 0
+        self.resets = 0
         self._client = client
         self._generator = self._run()
 
@@ -226,9 +227,16 @@ class NotificationStream:
         return self._ws_session() if self.transport == "ws" else self._sse_session()
 
     def _on_ready(self, frame: dict[str, Any]) -> None:
+        """Raises ``_SessionEnded`` when the server is behind ``last_seq`` (its data was reset): nothing new
+        would ever pass the duplicate filter, so the stream follows the server from its ``last_seq`` instead."""
         self.ready = frame
+        server_seq = int(frame["last_seq"])
         if self.last_seq is None:
-            self.last_seq = int(frame["last_seq"])  # "only what comes next": resume from here later
+            self.last_seq = server_seq  # "only what comes next": resume from here later
+        elif server_seq < self.last_seq:
+            self.last_seq = server_seq
+            self.resets += 1
+            raise _SessionEnded
 
     def _fresh(self, notification: Any) -> bool:
         """Whether to yield it: a notification at or below the last yielded seq is a duplicate."""

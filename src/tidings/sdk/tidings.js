@@ -360,7 +360,7 @@ export class TidingsClient {
     } catch (error) {
       if (generation !== this._generation) return;
       this._report("network", "token_failed", `could not get a token: ${describe(error)}`, false);
-      this._retry(false);
+      this._retry();
       return;
     }
     if (generation !== this._generation) return;
@@ -396,7 +396,16 @@ export class TidingsClient {
       this._failed(generation, false);
       return;
     }
-    const socket = new this._WebSocket(`${this._base.replace(/^http/, "ws")}/v1/ws`);
+    /** @type {SocketLike} */
+    let socket;
+    try {
+      socket = new this._WebSocket(`${this._base.replace(/^http/, "ws")}/v1/ws`);
+    } catch (error) {
+      // A bad URL, or a Content-Security-Policy without this origin: SSE may still be allowed.
+      this._report("network", "websocket_refused", describe(error), false);
+      this._failed(generation, false);
+      return;
+    }
     let ready = false;
     /** @type {string | null} */
     let errorCode = null;
@@ -536,17 +545,19 @@ export class TidingsClient {
     if (generation !== this._generation) return;
     this._closeConnection = null;
     this._clearTimer("_idleTimer");
-    if (!wasReady && this._mode === "auto") this._useSse = !this._useSse;
-    this._retry(wasReady);
+    if (!wasReady) {
+      if (this._mode === "auto") this._useSse = !this._useSse;
+      this._report("network", "connect_failed", "could not connect; retrying", false);
+    }
+    this._retry();
   }
 
-  /** @param {boolean} wasReady */
-  _retry(wasReady) {
+  /** Wait out the backoff, then connect again (a new generation: late callbacks of the old one are ignored). */
+  _retry() {
     this._generation += 1;
     const delay = backoffDelay(this._attempt, this._random(), this._backoffBase, this._backoffCap);
     this._attempt += 1;
     this._setState("waiting", delay);
-    if (!wasReady) this._report("network", "connect_failed", "could not connect; retrying", false);
     this._retryTimer = this._timers.setTimeout(() => {
       this._retryTimer = null;
       void this._connect();
@@ -579,7 +590,7 @@ export class TidingsClient {
     } catch {
       // closing a dead socket may throw; it is being replaced either way
     }
-    this._retry(true);
+    this._retry();
   }
 
   /** Any frame proves the connection alive; silence for `idleTimeout` means it is dead. @param {number} generation */
