@@ -43,9 +43,10 @@ def test_without_demo_mode_the_page_says_how_to_turn_it_on(plain_server: Tidings
 
 
 def test_the_sdk_is_served_as_javascript_and_revalidated(http: httpx.Client) -> None:
-    """/sdk/tidings.js is a JS module with an ETag, so browsers can cache it and ask again cheaply."""
-    first = http.get("/sdk/tidings.js")
+    """/sdk/tidings.js is a JS module any origin may import, with an ETag so browsers revalidate cheaply."""
+    first = http.get("/sdk/tidings.js", headers={"Origin": "https://app.example"})
     assert first.headers["content-type"].startswith("text/javascript")
+    assert first.headers["access-control-allow-origin"] == "*"  # module scripts from other origins load it
     again = http.get("/sdk/tidings.js", headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304
 

@@ -8,10 +8,11 @@ Without demo mode, ``/demo`` is a short page that says how to turn it on, and ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from tidings.runtime import Runtime
@@ -31,6 +32,16 @@ PAGE_HEADERS = {
 }
 
 
+class PublicFiles(StaticFiles):
+    """Files any origin may load: a page elsewhere imports ``/sdk/tidings.js`` as a module script, which
+    browsers fetch with CORS. The SDK is public code, and no credentials go with it."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+
 def install(app: FastAPI, runtime: Runtime) -> None:
     """Adds the demo routes to ``app`` (the demo-only endpoints only when ``settings.demo`` is on)."""
     demo_on = runtime.settings.demo
@@ -41,7 +52,7 @@ def install(app: FastAPI, runtime: Runtime) -> None:
 
     app.add_route("/demo", demo_page, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/demo/static", StaticFiles(directory=STATIC), name="demo-static")
-    app.mount("/sdk", StaticFiles(directory=SDK), name="sdk")
+    app.mount("/sdk", PublicFiles(directory=SDK), name="sdk")
     if demo_on:
         from tidings.demo.api import DemoApp, router
 
