@@ -47,6 +47,7 @@ class StreamClient:
         self.ready: list[dict[str, Any]] = []
         self.connects = 0
         self.drops = 0
+        self.fruitless = 0  # sessions in a row that delivered nothing new (refused, down, or stuck)
         self.errors: list[str] = []  # connection failures (expected while the server restarts)
         self.violations: list[str] = []  # protocol breaches the checker reports
         self._rng = random.Random(seed)
@@ -75,7 +76,6 @@ class StreamClient:
         return [n["seq"] for n in self.received]
 
     async def _run(self) -> None:
-        failures = 0
         while not self._stopping and self.connects < self._max_connects:
             self.connects += 1
             before = len(self.received)
@@ -86,8 +86,8 @@ class StreamClient:
             except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not the documented shape
                 self.violations.append(f"unreadable frame: {type(exc).__name__}: {exc}")
             # Back off only while nothing gets through (server down or restarting); resume at once otherwise.
-            failures = 0 if len(self.received) > before else failures + 1
-            await asyncio.sleep(self._rng.uniform(0.5, 1.0) * min(0.02 * 2.0 ** min(failures, 10), 0.5))
+            self.fruitless = 0 if len(self.received) > before else self.fruitless + 1
+            await asyncio.sleep(self._rng.uniform(0.5, 1.0) * min(0.02 * 2.0 ** min(self.fruitless, 10), 0.5))
 
     async def _session(self) -> None:
         raise NotImplementedError
