@@ -95,10 +95,18 @@ class Run:
     def accepted(self) -> int:
         return sum(len(p.accepted) for p in self.producers)
 
-    async def produce(self) -> None:
-        """Every producer sends its share sequentially; the producers run concurrently."""
+    def shares(self) -> list[int]:
+        """How many events each producer sends."""
         shares = [self.plan.events // self.plan.producers] * self.plan.producers
         shares[0] += self.plan.events - sum(shares)
+        return shares
+
+    def planned_resends(self) -> int:
+        return sum(round(share * self.plan.resend_ratio) for share in self.shares())
+
+    async def produce(self) -> None:
+        """Every producer sends its share sequentially; the producers run concurrently."""
+        shares = self.shares()
         await asyncio.gather(
             *(self._produce_one(p, n, i) for i, (p, n) in enumerate(zip(self.producers, shares, strict=True)))
         )
