@@ -49,11 +49,15 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Defaults, then ``TIDINGS_<FIELD>`` variables, then ``overrides`` (CLI flags) that are not None."""
+        """Defaults, then ``TIDINGS_<FIELD>`` variables, then ``overrides`` (CLI flags) that are not None.
+
+        ``TIDINGS_<FIELD>_FILE`` names a file holding the value (Docker and Kubernetes secrets), used when
+        ``TIDINGS_<FIELD>`` itself is unset.
+        """
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
-            raw = env.get(f"TIDINGS_{f.name.upper()}")
+            raw = _value(env, f"TIDINGS_{f.name.upper()}")
             if raw is not None:
                 values[f.name] = _parse(f.name, str(f.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -61,6 +65,18 @@ class Settings:
             return cls(**values)  # type: ignore[arg-type]
         except TypeError as exc:
             raise ConfigError(str(exc)) from exc
+
+
+def _value(env: Mapping[str, str], name: str) -> str | None:
+    if name in env:
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from exc
 
 
 def _parse(name: str, kind: str, raw: str) -> object:
