@@ -123,3 +123,12 @@ def test_outbox_matches_a_simple_model(
         assert outbox.overflowed is overflowed
         assert len(outbox) == len(model) <= max_frames
         assert outbox.nbytes == sum(map(len, model)) <= max_bytes
+
+
+def test_pulled_frames_pass_the_limits_but_count_against_later_pushes() -> None:
+    """A backlog page read at the writer's pace is queued whole; live frames behind it see a full outbox."""
+    outbox = Outbox(max_frames=2, max_bytes=10)
+    assert all(outbox.push(b"12345", pulled=True) for _ in range(4))
+    assert (len(outbox), outbox.nbytes, outbox.overflowed) == (4, 20, False)
+    assert not outbox.push(b"x")
+    assert outbox.overflowed

@@ -151,3 +151,17 @@ async def test_drain_ends_every_stream_and_the_last_connection_unsubscribes(tmp_
         await stream.close()
     assert bus.subscriber_count() == 0
     await runtime.store.close()
+
+
+async def test_a_resume_longer_than_the_outbox_is_paced_not_closed(tmp_path: Path) -> None:
+    """A client resuming 1,200 notifications behind, with a 10-frame outbox, gets them all, in order."""
+    runtime = await _runtime(tmp_path, MemoryBus(), outbox_max_frames=10, backlog_page=100)
+    await _notify(runtime, "alice", 1200)
+    stream = _stream(runtime)
+    await stream.open(after=0)
+    seen: list[int] = []
+    await asyncio.wait_for(_collect(stream, seen, until=1200), timeout=10)
+    assert seen == list(range(1, 1201))
+    assert stream.end_reason is None
+    await stream.close()
+    await runtime.store.close()

@@ -48,11 +48,16 @@ class Outbox:
         self._pushed = 0
         self._drained = 0
 
-    def push(self, frame: bytes) -> bool:
-        """Queue ``frame``; False (not queued, ``overflowed`` set) when a limit would be passed."""
+    def push(self, frame: bytes, *, pulled: bool = False) -> bool:
+        """Queue ``frame``; False (not queued, ``overflowed`` set) when a limit would be passed.
+
+        ``pulled`` frames were fetched at the writer's pace (a backlog page, read only once the outbox was
+        empty): they are not subject to the limits, which bound what *accumulates* while a write is under way.
+        """
         if self.overflowed:
             return False  # once over, always over: the connection is to be closed, not trickled
-        if len(self._frames) >= self.max_frames or self._nbytes + len(frame) > self.max_bytes:
+        over = len(self._frames) >= self.max_frames or self._nbytes + len(frame) > self.max_bytes
+        if over and not pulled:
             self.overflowed = True
             return False
         self._frames.append(frame)

@@ -86,13 +86,15 @@ class LiveStream:
         """Frames to write, coalesced per wake-up; ends once ``end_reason`` is set (slow consumer too)."""
         interval = self._runtime.settings.heartbeat_interval
         while self.end_reason is None:
-            if self._fetch_after is not None:
-                await self._fetch()
-                continue
             frames = self._outbox.drain()
             if frames:
                 yield frames  # returns once the shell has written them
                 self._observe_latency()
+                continue
+            if self._fetch_after is not None:
+                # Only with an empty outbox: the backlog is pulled at the pace the client reads it, one page
+                # at a time, so a resume of any length never counts as a slow consumer.
+                await self._fetch()
                 continue
             self._wakeup.clear()
             try:
@@ -109,7 +111,7 @@ class LiveStream:
         rows = await self._runtime.store.inbox.backlog(
             self.app, self.user, after, self._runtime.settings.backlog_page
         )
-        self._apply(self._session.backlog([(row.seq, row.payload) for row in rows]))
+        self._apply(self._session.backlog([(row.seq, row.payload) for row in rows]), pulled=True)
 
     def _on_live(self, message: LiveMessage) -> None:
         if self._session is None or message.kind != "notification":
@@ -126,17 +128,17 @@ class LiveStream:
                 metrics.accepted_to_delivered_seconds.observe(max(0.0, now - accepted_at))
             self._accepted_at.clear()
 
-    def _apply(self, step: Step) -> None:
+    def _apply(self, step: Step, *, pulled: bool = False) -> None:
         for seq, payload in step.send:
-            if not self._push(self._encode(seq, payload)):
+            if not self._push(self._encode(seq, payload), pulled=pulled):
                 return
             self.last_seq = seq
         if step.fetch_after is not None:
             self._fetch_after = step.fetch_after
             self._wakeup.set()
 
-    def _push(self, frame: bytes) -> bool:
-        if self._outbox.push(frame):
+    def _push(self, frame: bytes, *, pulled: bool = False) -> bool:
+        if self._outbox.push(frame, pulled=pulled):
             self._wakeup.set()
             return True
         if self.end_reason is None:
