@@ -28,9 +28,6 @@ pytestmark = pytest.mark.e2e
 # written: 'slow_consumer' + close 1013 (SSE: event: error) every time, 0 notifications delivered; the client
 # resumes with the same seq and is refused the same way forever. Contract, "Live delivery": a client that
 # resumes with the last seq it saw receives every later notification exactly once, in seq order.
-BACKLOG_OVERFLOWS_OUTBOX = pytest.mark.xfail(
-    strict=True, reason="server bug: a resume backlog larger than the outbox is closed 1013 forever"
-)
 
 OUTBOX_MAX_FRAMES = 50
 TRY_AGAIN_LATER = 1013
@@ -49,7 +46,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield served
 
 
-@BACKLOG_OVERFLOWS_OUTBOX
 async def test_a_client_that_stops_reading_is_closed_1013_and_resumes_exactly(server: ServerProcess) -> None:
     """The stalled client is cut off with 1013 and then catches up exactly; the other client never notices."""
     creds = await server.create_app("slow")
@@ -115,7 +111,6 @@ async def _resume_catches_up(server: ServerProcess, transport: str, missed: int,
     assert not check_stream(client, await fetch_inbox(server.base_url, token))
 
 
-@BACKLOG_OVERFLOWS_OUTBOX
 @pytest.mark.parametrize("transport", ["ws", "sse"])
 async def test_a_resume_with_more_missed_than_the_outbox_holds_gets_everything(
     server: ServerProcess, transport: str
@@ -124,7 +119,6 @@ async def test_a_resume_with_more_missed_than_the_outbox_holds_gets_everything(
     await _resume_catches_up(server, transport, 3 * OUTBOX_MAX_FRAMES)
 
 
-@BACKLOG_OVERFLOWS_OUTBOX
 async def test_a_resume_of_over_a_mebibyte_at_default_limits_gets_everything(
     start_server: StartServer,
 ) -> None:
