@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-all lint format typecheck check clean
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.installed
+
+.PHONY: install serve test test-all lint format typecheck js clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,18 +15,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
 install: $(STAMP)
 
-serve: $(STAMP)
-	$(BIN)/tidings serve
+serve: $(STAMP)  ## demo mode on: /demo works out of the box (local use only)
+	$(BIN)/tidings serve --demo
 
-test: $(STAMP)  ## lint, types, then the default suite (no slow soaks)
+test: $(STAMP) $(JS_STAMP)  ## lint, types, then the default suite (no slow soaks)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-test-all: $(STAMP)  ## the default suite plus the slow soak runs
+test-all: $(STAMP) $(JS_STAMP)  ## the default suite plus the slow soak runs
 	$(BIN)/pytest -q -m ''
 
 lint: $(STAMP)
@@ -37,5 +44,8 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+js: $(JS_STAMP)  ## the JS SDK: tsc (strict, checkJs) and node --test
+	cd $(JS) && npm run check
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules

@@ -54,6 +54,7 @@ ensure_tools() {  # servers the tests start themselves, on their own ports
   need_pkg prometheus prometheus
   need_pkg promtool prometheus
   need_pkg chromium chromium
+  need_pkg npm npm
 }
 
 status=0

@@ -104,3 +104,22 @@ async def test_user_routes_need_a_token(api: Api) -> None:
     ]:
         response = await api.client.request(method, path, json={"up_to": 1} if method == "POST" else None)
         assert_error(response, 401, "unauthorized")
+
+
+async def test_a_page_on_another_origin_may_call_the_user_api(api: Api, acme: Tenant) -> None:
+    """CORS: a preflight from any origin is allowed for the bearer header; no cookies are involved."""
+    preflight = await api.client.options(
+        "/v1/me/unread-count",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in preflight.headers
+    answer = await api.client.get(
+        "/v1/me/unread-count", headers={**api.user(acme, "alice"), "Origin": "https://app.example"}
+    )
+    assert answer.headers["access-control-allow-origin"] == "*"

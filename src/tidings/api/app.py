@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from tidings import __version__
 from tidings.api import docs, errors
@@ -58,5 +59,15 @@ def create_app(runtime: Runtime, routers: Sequence[APIRouter] = ROUTERS) -> Fast
     docs.install(app)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(BodyLimitMiddleware, runtime=runtime)
+    # Any origin may call the API from a browser: credentials are bearer headers, never cookies, so a foreign
+    # page gains nothing it could not do with a plain HTTP client. (The WebSocket Origin check is separate.)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        expose_headers=["Retry-After", "Idempotent-Replayed"],
+        max_age=600,
+    )
     app.add_middleware(MetricsMiddleware, routes=lambda: app.router.routes)
     return app
