@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from tidings import __version__
-from tidings.errors import TidingsError
+from tidings.errors import ConfigError, TidingsError
 from tidings.settings import Settings
 
 
@@ -64,7 +64,18 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=float, default=3600.0)
     _backend_flags(token)
     token.set_defaults(handler=_token)
+    bench = commands.add_parser("bench", help="the benchmark suite (tidings bench --help)", add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=_bench)
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        from tidings.bench import main as bench_main
+    except ImportError as exc:
+        raise ConfigError(f"the benchmark suite needs its extra: pip install 'tidings[bench]' ({exc})") from exc
+    return bench_main(list(args.args))
 
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
