@@ -21,14 +21,6 @@ from .producer import Producer
 
 pytestmark = pytest.mark.e2e
 
-# Server bug (found here; remove this mark once fixed, strict makes the fix show up as XPASS -> failure):
-# gateway.stream.LiveStream._fetch reads a backlog page of up to TIDINGS_BACKLOG_PAGE (500) rows and pushes it
-# into the outbox at once, so a resume that is owed more than the outbox's free room (outbox_max_frames, or
-# outbox_max_bytes: at the defaults 500 rows of ~2.1 KB already pass 1 MiB) overflows before a single frame is
-# written: 'slow_consumer' + close 1013 (SSE: event: error) every time, 0 notifications delivered; the client
-# resumes with the same seq and is refused the same way forever. Contract, "Live delivery": a client that
-# resumes with the last seq it saw receives every later notification exactly once, in seq order.
-
 OUTBOX_MAX_FRAMES = 50
 TRY_AGAIN_LATER = 1013
 # The kernel buffers a few MB on loopback before a stalled reader backs up the server (its send buffer grows
