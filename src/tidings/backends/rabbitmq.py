@@ -63,6 +63,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import aiormq
@@ -75,7 +76,6 @@ from aio_pika.abc import (
     AbstractRobustQueue,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
-from yarl import URL
 
 from tidings.backends.idempotent import IdempotentLog
 from tidings.backends.wire import decode_live, encode_live, token
@@ -137,7 +137,7 @@ async def _connect(url: str, role: str, namespace: str) -> AbstractRobustConnect
     """A robust connection named after its role (shown by ``rabbitmqctl list_connections``)."""
     name = f"{namespace}.{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     options: dict[str, Any] = {"client_properties": {"connection_name": name}, "timeout": OP_TIMEOUT}
-    if "reconnect_interval" not in URL(url).query:
+    if "reconnect_interval" not in parse_qs(urlsplit(url).query):
         options["reconnect_interval"] = RECONNECT_INTERVAL
     async with _broker("connect", OP_TIMEOUT * 2):
         connection: AbstractRobustConnection = await aio_pika.connect_robust(url, **options)
