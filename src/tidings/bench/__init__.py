@@ -1,11 +1,101 @@
-"""The benchmark suite (``tidings bench``). Not built yet: this entry point says so instead of pretending."""
+"""The benchmark suite: ``tidings bench``.
+
+``tidings bench run [SCENARIO ...] [--size tiny|full] [--runs N] [--out FILE]`` runs scenarios and writes
+their structured results (JSON) plus a Markdown summary; ``tidings bench report FILE...`` renders saved
+results (table and plot). ``server`` and ``clients`` are the roles of the child processes a run starts.
+Every load is bounded in count and time and goes to 127.0.0.1 only.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 
+import orjson
+
+SCENARIOS = ("fanout", "scaleout", "connections", "latency", "ingest", "celebrity", "resume")
+
 
 def main(argv: Sequence[str]) -> int:
-    print("tidings bench: the benchmark suite is not built yet", file=sys.stderr)
-    return 2
+    args = _parser().parse_args(list(argv))
+    if not hasattr(args, "handler"):
+        _parser().print_help()
+        return 2
+    result: int = args.handler(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidings bench", description="The Tidings benchmark suite.")
+    sub = parser.add_subparsers(title="commands")
+    run = sub.add_parser("run", help="run scenarios; results as JSON and a Markdown table")
+    run.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)"
+    )
+    run.add_argument("--size", choices=("tiny", "full"), default="full")
+    run.add_argument("--runs", type=int, default=3, help="repetitions (medians and ranges are reported)")
+    run.add_argument("--kinds", default="", help="comma-separated server kinds (fan-out); default: all")
+    run.add_argument("--out", default="", help="write the results JSON here")
+    run.add_argument("--postgres", default="", help="PostgreSQL URL for the celebrity fan-out")
+    run.set_defaults(handler=_run)
+    report = sub.add_parser("report", help="render saved results: Markdown table, and a PNG plot")
+    report.add_argument("files", nargs="+")
+    report.add_argument("--plot", default="", help="write the plot here (PNG)")
+    report.set_defaults(handler=_report)
+    server = sub.add_parser("server", help=argparse.SUPPRESS)
+    server.add_argument("kind")
+    server.add_argument("--port", type=int, default=0)
+    server.add_argument("--data", default="")
+    server.add_argument("--payload", type=int, default=200)
+    server.add_argument("--reuse-port", action="store_true")
+    server.set_defaults(handler=_server)
+    clients = sub.add_parser("clients", help=argparse.SUPPRESS)
+    clients.add_argument("spec", help="the client process's arguments, as JSON")
+    clients.set_defaults(handler=_clients)
+    return parser
+
+
+def _uvloop_run(coro: object) -> None:
+    import uvloop
+
+    uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def _server(args: argparse.Namespace) -> int:
+    from tidings.bench.servers import serve
+
+    _uvloop_run(serve(args.kind, args.port, args.data, args.payload, args.reuse_port))
+    return 0
+
+
+def _clients(args: argparse.Namespace) -> int:
+    from tidings.bench.clients import run
+
+    _uvloop_run(run(orjson.loads(args.spec)))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tidings.bench.runner import run_all
+
+    results = asyncio.run(run_all(args))
+    if args.out:
+        with open(args.out, "wb") as f:
+            f.write(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    from tidings.bench.report import markdown
+
+    print(markdown(results))
+    return 0 if all(r.get("ok", True) for r in results.get("results", [])) else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tidings.bench.report import load, markdown, plot
+
+    results = load(args.files)
+    print(markdown(results))
+    if args.plot:
+        plot(results, args.plot)
+    print(f"plot written to {args.plot}" if args.plot else "", file=sys.stderr)
+    return 0

@@ -1,0 +1,200 @@
+"""One measured run of a server under a fleet of load clients, and the facts recorded next to each number.
+
+``Fleet`` starts a server process (or several sharing a port), ``procs`` client processes holding the
+connections, then runs commands and measures: wall time, CPU of each side (so a result says when the
+clients, not the server, ran out of CPU) and the machine's load average at the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tidings.bench.counters import Counters
+from tidings.bench.procs import Child, python_child
+from tidings.bench.servers import sample_payload
+from tidings.core import frames
+
+BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
+NODE_SERVER = BENCH_DIR / "node" / "ws_server.js"
+CLIENT_BOUND = 0.9  # a client process this busy (share of one core) may be what limits a run
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def workdir() -> Path:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    return Path(tempfile.mkdtemp(prefix="tidings-bench-", dir=base))
+
+
+async def prepare_app(data: Path) -> tuple[str, str]:
+    """An app in a fresh embedded store at ``data``; returns (app name, jwt secret)."""
+    from tidings.api.auth import create_app_record
+    from tidings.backends.sqlite import SqliteStore
+    from tidings.bench.servers import bench_settings
+
+    settings = bench_settings(str(data))
+    store = await SqliteStore.open(settings.store_url, settings)
+    try:
+        record = await create_app_record(store, "bench", [], time.time())
+    finally:
+        await store.close()
+    return record["app"], record["jwt_secret"]
+
+
+def proto_of(kind: str) -> str:
+    if kind.startswith("tidings"):
+        return "tidings"
+    if kind == "socketio":
+        return "socketio"
+    if kind.startswith("mosquitto"):
+        return "mqtt"
+    return "plain"
+
+
+def url_of(kind: str, port: int) -> str:
+    if kind == "socketio":
+        return f"ws://127.0.0.1:{port}"  # the client adds socket.io's own path and query
+    path = {"tidings": "/v1/ws", "tidings-uvicorn": "/v1/ws", "starlette": "/ws"}.get(kind, "/")
+    return f"ws://127.0.0.1:{port}{path}"
+
+
+@dataclass
+class Fleet:
+    """Servers and clients of one run; ``close`` stops every process it started, and only those."""
+
+    kind: str
+    connections: int
+    procs: int
+    payload_size: int = 200
+    servers: list[Child] = field(default_factory=list)
+    clients: list[Child] = field(default_factory=list)
+    dir: Path = field(default_factory=workdir)
+    counters: Counters | None = None
+    app: tuple[str, str] = ("", "")
+    port: int = 0
+
+    async def start_servers(self, count: int = 1, **client_args: Any) -> None:
+        self.counters = Counters(self.dir / "counters", self.procs, create=True)
+        if self.kind.startswith("tidings"):
+            self.app = await prepare_app(self.dir / "data")
+        for index in range(count):
+            child = await Child.start(f"{self.kind}-server-{index}", self._server_argv(reuse=count > 1))
+            self.servers.append(child)
+            self.port = (await child.expect("listening", 60))["port"]
+
+    def _server_argv(self, reuse: bool) -> list[str]:
+        if self.kind == "node":
+            text = self.dir / "message.txt"
+            text.write_bytes(frames.encode_notification(sample_payload(self.payload_size)))
+            return ["node", str(NODE_SERVER), str(self.port), str(text)]
+        kind = f"mosquitto:{self.user_prefix}" if self.kind.startswith("mosq") else self.kind
+        argv = ["server", kind, "--port", str(self.port or (1883 if self.kind.startswith("mosq") else 0))]
+        argv += ["--data", str(self.dir / "data"), "--payload", str(self.payload_size)]
+        return python_child(*argv, *(["--reuse-port"] if reuse else []))
+
+    async def start_clients(self, hold: bool = False, timeout: float = 300.0, **extra: Any) -> float:
+        """Opens the connections (spread over the client processes); returns the seconds it took."""
+        share, rest = divmod(self.connections, self.procs)
+        first = 0
+        started = time.perf_counter()
+        for slot in range(self.procs):
+            count = share + (1 if slot < rest else 0)
+            args = {
+                "proto": proto_of(self.kind),
+                "url": url_of(self.kind, self.port),
+                "port": self.port,
+                "count": count,
+                "first_user": first,
+                "user_prefix": self.user_prefix,
+                "app": self.app[0],
+                "secret": self.app[1],
+                "counters": str(self.counters.path if self.counters else ""),
+                "slots": self.procs,
+                "slot": slot,
+                "hold": hold,
+                **extra,
+            }
+            first += count
+            child = await Child.start(f"clients-{slot}", python_child("clients", orjson.dumps(args).decode()))
+            self.clients.append(child)
+        if not hold:
+            await asyncio.gather(*(c.expect("connected", timeout) for c in self.clients))
+        return time.perf_counter() - started
+
+    async def wait_connected(self, target: int, timeout: float = 120.0) -> bool:
+        assert self.counters is not None
+        deadline = time.monotonic() + timeout
+        while self.counters.total_connected() < target and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return self.counters.total_connected() >= target
+
+    async def wait_received(self, target: int, timeout: float) -> bool:
+        assert self.counters is not None
+        deadline = time.monotonic() + timeout
+        while self.counters.total_received() < target and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return self.counters.total_received() >= target
+
+    @property
+    def user_prefix(self) -> str:
+        """User ids (MQTT: topics) of this run: unique on a shared broker, so runs never cross."""
+        return f"tb{os.getpid()}-{id(self) % 10000}/" if self.kind.startswith("mosq") else "u"
+
+    def cpu(self) -> tuple[float, list[float]]:
+        return sum(s.cpu_seconds() for s in self.servers), [c.cpu_seconds() for c in self.clients]
+
+    async def close(self) -> None:
+        for client in self.clients:
+            if client.process.returncode is None:
+                try:
+                    await asyncio.wait_for(client.call({"cmd": "stop"}, "stopped"), 30)
+                except (TimeoutError, RuntimeError, ConnectionError):
+                    pass
+            await client.stop()
+        for server in self.servers:
+            await server.stop()
+        if self.counters is not None:
+            self.counters.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def utilisation(
+    before: tuple[float, list[float]], after: tuple[float, list[float]], wall: float
+) -> dict[str, Any]:
+    """CPU used per wall second by the servers and by the busiest client process (1.0 = one core)."""
+    server = (after[0] - before[0]) / wall if wall > 0 else 0.0
+    clients = [(a - b) / wall for a, b in zip(after[1], before[1], strict=True)] if wall > 0 else []
+    busiest = max(clients, default=0.0)
+    return {
+        "server_cpu": round(server, 3),
+        "client_cpu_max": round(busiest, 3),
+        "client_bound": busiest >= CLIENT_BOUND,
+    }
+
+
+def span_rate(counters: Counters) -> tuple[int, float]:
+    """Frames received and the seconds from the first receipt to the last, over every client process."""
+    slots = [s for s in counters.all() if s.received]
+    if not slots:
+        return 0, 0.0
+    first = min(s.first_ns for s in slots)
+    last = max(s.last_ns for s in slots)
+    return sum(s.received for s in slots), (last - first) / 1e9
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

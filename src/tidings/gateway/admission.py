@@ -1,0 +1,86 @@
+"""Who may open a live WebSocket stream, and how a refusal is worded: shared by every WebSocket shell.
+
+A shell (``websocket.py`` on uvicorn, ``fastws.py`` on a plain asyncio transport) hands over the client's
+first frame and the handshake's ``Origin`` and ``Host`` headers; ``admit`` answers with the app, the user and
+the resume point, or raises ``Refused`` carrying the error code, message and close code to send. Close codes
+come from ``api.errors`` only, so both shells refuse identically.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from tidings.api import errors
+from tidings.api.auth import AppCache, authenticate_user
+from tidings.core import frames
+from tidings.core.models import App
+from tidings.errors import AuthError, FrameError, TidingsError
+from tidings.gateway.stream import EndReason
+from tidings.runtime import Runtime
+
+
+class Refused(Exception):
+    """The stream is refused or ended: send an error frame with ``code``/``message``, then close."""
+
+    def __init__(self, code: str, message: str, close_code: int) -> None:
+        super().__init__(message)
+        self.code, self.message, self.close_code = code, message, close_code
+
+    def error_frame(self) -> bytes:
+        return frames.encode_error(self.code, self.message)
+
+
+DRAINING = Refused("draining", "server is restarting", errors.WS_DRAINING)
+AUTH_TIMEOUT = Refused("auth_timeout", "no auth frame in time", errors.WS_POLICY)
+ALREADY_AUTHENTICATED = Refused("already_authenticated", "auth was already done", errors.WS_POLICY)
+
+
+async def admit(
+    runtime: Runtime,
+    data: str | bytes,
+    origin: str | None,
+    host: str,
+    cache: AppCache | None = None,
+) -> tuple[App, str, int | None]:
+    """Check the first client frame (an auth frame) and the browser's origin; ``Refused`` when not admitted."""
+    try:
+        frame = frames.parse_client_frame(data)
+    except FrameError as exc:
+        raise Refused(exc.code, exc.message, errors.WS_INVALID_FRAME) from None
+    if not isinstance(frame, frames.AuthFrame):
+        raise Refused("auth_required", "the first frame must be an auth frame", errors.WS_POLICY)
+    try:
+        app, user = await authenticate_user(runtime, frame.token, cache)
+    except AuthError as exc:
+        raise Refused(exc.code, "invalid credentials", errors.WS_POLICY) from None
+    if not origin_allowed(origin, host, app):
+        raise Refused("origin_not_allowed", "this origin may not connect", errors.WS_POLICY)
+    return app, user, frame.after
+
+
+def origin_allowed(origin: str | None, host: str, app: App) -> bool:
+    """Browsers send Origin; other clients need not. An app without origins allows only our own origin."""
+    if origin is None:
+        return True
+    if app.origins:
+        return origin in app.origins
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == host
+
+
+def invalid_frame(exc: FrameError) -> Refused:
+    return Refused(exc.code, exc.message, errors.WS_INVALID_FRAME)
+
+
+def failed(exc: TidingsError) -> Refused:
+    """A backend failed under a stream (e.g. the store is unavailable): the client resumes later."""
+    return Refused(exc.code, "try again later", errors.close_code_for(exc))
+
+
+def for_end(reason: EndReason | None) -> Refused | None:
+    """What to tell a client whose stream ended for ``reason`` (None: just close)."""
+    if reason is EndReason.SLOW_CONSUMER:
+        return Refused("slow_consumer", "resume with after=<last seq>", errors.WS_TRY_AGAIN)
+    if reason is EndReason.DRAINING:
+        return Refused("draining", "server is restarting; resume", errors.WS_DRAINING)
+    return None
