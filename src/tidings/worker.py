@@ -18,6 +18,8 @@ from tidings.core.fanout import chunked, plan_writes
 from tidings.core.models import Event, InboxWrite, LiveMessage, StoredNotification
 from tidings.errors import TidingsError
 from tidings.observability import metrics
+from tidings.observability.journal import JOURNAL
+from tidings.observability.tracing import BatchSpans
 from tidings.ports import Delivery
 from tidings.runtime import Runtime
 
@@ -55,22 +57,28 @@ class FanoutWorker:
                 await asyncio.sleep(delay)
 
     async def process(self, deliveries: Sequence[Delivery]) -> None:
-        """Fan a batch of events out into inboxes, publish, then ack the whole batch."""
-        pending: list[InboxWrite] = []
-        for delivery in deliveries:
-            async for writes in self._plan(delivery.event):
-                pending.extend(writes)
-                if len(pending) >= WRITE_CHUNK:
-                    await self._commit(pending)
-                    pending = []
-        if pending:
-            await self._commit(pending)
-        await self._runtime.log.ack(deliveries)
+        """Fan a batch of events out into inboxes, publish, then ack the whole batch.
 
-    async def _plan(self, event: Event) -> AsyncIterator[list[InboxWrite]]:
+        Traced (when on) as one ``worker.fanout`` span per event, open until the ack, with the commit steps
+        under it; see ``tidings.observability.tracing``.
+        """
+        with BatchSpans() as spans:
+            pending: list[InboxWrite] = []
+            for delivery in deliveries:
+                with spans.event(delivery.event):
+                    async for writes in self._plan(delivery.event, spans):
+                        pending.extend(writes)
+                        if len(pending) >= WRITE_CHUNK:
+                            await self._commit(pending, spans)
+                            pending = []
+            if pending:
+                await self._commit(pending, spans)
+            await self._runtime.log.ack(deliveries)
+
+    async def _plan(self, event: Event, spans: BatchSpans) -> AsyncIterator[list[InboxWrite]]:
         if event.recipients is not None:
             writes = plan_writes(event, event.recipients)
-            metrics.fanout_recipients.observe(len(writes))
+            self._fanned_out(event, len(writes), spans)
             for chunk in chunked(writes, WRITE_CHUNK):
                 yield chunk
             return
@@ -83,27 +91,47 @@ class FanoutWorker:
             total += len(users)
             yield plan_writes(event, users)
             after = users[-1]
-        metrics.fanout_recipients.observe(total)
+        self._fanned_out(event, total, spans)
 
-    async def _commit(self, writes: Sequence[InboxWrite]) -> None:
-        stored = await self._runtime.store.inbox.write(writes)
+    def _fanned_out(self, event: Event, recipients: int, spans: BatchSpans) -> None:
+        metrics.fanout_recipients.observe(recipients)
+        metrics.FUNNEL["fanned_out"].inc(recipients)
+        JOURNAL.fanned_out(event, recipients, self._runtime.clock.time())
+        spans.fanned_out(event, recipients)
+
+    async def _commit(self, writes: Sequence[InboxWrite], spans: BatchSpans) -> None:
+        with spans.step("store.write", writes):
+            stored = await self._runtime.store.inbox.write(writes)
         now = self._runtime.clock.time()
         metrics.inbox_writes_total.inc(len(stored))
+        metrics.FUNNEL["stored"].inc(len(stored))
         for write in writes:
             metrics.accepted_to_stored_seconds.observe(max(0.0, now - write.event.accepted_at))
-        await self._publish(writes, stored)
+        await self._publish(writes, stored, spans)
 
-    async def _publish(self, writes: Sequence[InboxWrite], stored: Sequence[StoredNotification]) -> None:
-        messages = [
-            LiveMessage(row.app, row.user, row.seq, row.payload, accepted_at=write.event.accepted_at)
-            for write, row in zip(writes, stored, strict=True)
-        ]
+    async def _publish(
+        self, writes: Sequence[InboxWrite], stored: Sequence[StoredNotification], spans: BatchSpans
+    ) -> None:
         try:
-            await self._runtime.bus.publish(messages)
+            with spans.step("bus.publish", writes) as carriers:
+                # Each message carries the context of its event's publish span: the gateway's delivery span
+                # becomes its child, in whatever process the gateway runs.
+                messages = [
+                    LiveMessage(
+                        row.app,
+                        row.user,
+                        row.seq,
+                        row.payload,
+                        accepted_at=write.event.accepted_at,
+                        trace=carriers.get(write.event.id),
+                    )
+                    for write, row in zip(writes, stored, strict=True)
+                ]
+                await self._runtime.bus.publish(messages)
         except TidingsError as exc:
             # The bus is at-most-once by contract: gateways gap-fill from the inbox, so a failed publish only
             # delays delivery; it must not block the ack (that would re-run the whole fan-out).
-            log.warning("publish_failed", error=exc.code, messages=len(messages))
+            log.warning("publish_failed", error=exc.code, messages=len(writes))
 
     async def _report_lag(self) -> None:
         # Sampled: counting the lag is not free on every engine (the embedded log counts rows).

@@ -1,8 +1,9 @@
 """How a ``LiveMessage`` crosses a network bus, the same on every engine.
 
 One JSON header line, then the notification payload as it was serialized at commit (never re-encoded):
-``{"a": app, "u": user, "s": seq, "k": kind, "t": accepted_at}\\n<payload>``. orjson never writes a raw
-newline, so the first newline ends the header.
+``{"a": app, "u": user, "s": seq, "k": kind, "t": accepted_at}\\n<payload>``, plus ``"tc"``, the W3C trace
+context of the publish (``{"traceparent": ...}``), only when tracing is on. orjson never writes a raw newline,
+so the first newline ends the header.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import base64
 
 import orjson
 
-from tidings.core.models import LiveMessage
+from tidings.core.models import JSON, LiveMessage, trace_carrier
 
 
 def encode_live(message: LiveMessage) -> bytes:
-    header = {
+    header: JSON = {
         "a": message.app,
         "u": message.user,
         "s": message.seq,
         "k": message.kind,
         "t": message.accepted_at,
     }
+    if message.trace is not None:
+        header["tc"] = message.trace
     return orjson.dumps(header) + b"\n" + message.payload
 
 
@@ -41,7 +44,8 @@ def decode_live(data: bytes) -> LiveMessage:
     accepted_at = fields.get("t", 0.0)
     if not isinstance(accepted_at, int | float) or isinstance(accepted_at, bool):
         raise ValueError("envelope header fields")
-    return LiveMessage(app, user, seq, payload, kind, float(accepted_at))
+    # A bad trace context is dropped, never fatal: tracing must not cost a delivery.
+    return LiveMessage(app, user, seq, payload, kind, float(accepted_at), trace_carrier(fields.get("tc")))
 
 
 def token(value: str) -> str:

@@ -16,6 +16,7 @@ from tidings.core.clock import isoformat
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 JSON = dict[str, Any]
+TraceCarrier = dict[str, str]  # W3C trace context headers: traceparent (and tracestate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,25 +46,29 @@ class Event:
     group_key: str | None = None
     priority: Priority = "normal"
     idempotency_key: str | None = None
+    # W3C trace context of the request that accepted it ({"traceparent": ..., "tracestate": ...}), so the
+    # fan-out joins the producer's trace across processes; None when tracing is off.
+    trace: TraceCarrier | None = None
 
 
 def event_to_bytes(event: Event) -> bytes:
-    return orjson.dumps(
-        {
-            "id": event.id,
-            "app": event.app,
-            "type": event.type,
-            "accepted_at": event.accepted_at,
-            "recipients": list(event.recipients) if event.recipients is not None else None,
-            "topic": event.topic,
-            "actor": event.actor,
-            "object": event.object,
-            "data": event.data,
-            "group_key": event.group_key,
-            "priority": event.priority,
-            "idempotency_key": event.idempotency_key,
-        }
-    )
+    obj: JSON = {
+        "id": event.id,
+        "app": event.app,
+        "type": event.type,
+        "accepted_at": event.accepted_at,
+        "recipients": list(event.recipients) if event.recipients is not None else None,
+        "topic": event.topic,
+        "actor": event.actor,
+        "object": event.object,
+        "data": event.data,
+        "group_key": event.group_key,
+        "priority": event.priority,
+        "idempotency_key": event.idempotency_key,
+    }
+    if event.trace is not None:  # absent rather than null: payloads without tracing stay as they were
+        obj["trace"] = event.trace
+    return orjson.dumps(obj)
 
 
 def event_from_bytes(raw: bytes) -> Event:
@@ -82,7 +87,18 @@ def event_from_bytes(raw: bytes) -> Event:
         group_key=obj.get("group_key"),
         priority=obj.get("priority", "normal"),
         idempotency_key=obj.get("idempotency_key"),
+        trace=trace_carrier(obj.get("trace")),
     )
+
+
+def trace_carrier(value: object) -> TraceCarrier | None:
+    """``value`` as a trace carrier when it is a small dict of strings (else None: tracing is best effort,
+    and a malformed carrier must never make an event or a live message unreadable)."""
+    if not isinstance(value, dict) or not 0 < len(value) <= 4:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) and len(v) <= 512 for k, v in value.items()):
+        return None
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +147,7 @@ class LiveMessage:
     payload: bytes
     kind: str = "notification"
     accepted_at: float = 0.0  # when the API accepted the event (for the accepted -> delivered histogram)
+    trace: TraceCarrier | None = None  # W3C trace context of the publish, so delivery joins the event's trace
 
 
 def render_notification(write: InboxWrite, *, seq: int, notification_id: str, created_at: float) -> bytes:

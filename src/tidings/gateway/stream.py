@@ -7,15 +7,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from tidings.core.models import LiveMessage
 from tidings.core.outbox import Outbox
 from tidings.core.session import Session, Step
 from tidings.gateway.hub import Detach
-from tidings.observability import metrics
+from tidings.observability import metrics, tracing
+from tidings.observability.journal import JOURNAL
 from tidings.runtime import Runtime
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
 Encode = Callable[[int, bytes], bytes]
+# A live message on its way to the socket: (accepted_at, its gateway.deliver span when tracing is on).
+Held = tuple[float, "Span | None"]
+UNDELIVERED = {"tidings.delivered": False}  # a delivery span ended without its frame reaching the socket
+MAX_HELD = 256  # live messages remembered while their frame waits (a gap-fill in progress)
 
 
 class EndReason(Enum):
@@ -53,7 +62,10 @@ class LiveStream:
         self._detach: Detach | None = None
         self.end_reason: EndReason | None = None
         self.last_seq = 0
-        self._accepted_at: list[float] = []  # of live frames queued, observed once they are written
+        # Live messages not yet queued as frames (usually for an instant; longer while a gap is filled), and
+        # the notification frames in the outbox: observed (latency, funnel, journal, span end) once written.
+        self._held: dict[int, Held] = {}
+        self._queued: list[tuple[int, Held | None]] = []
 
     async def open(self, after: int | None) -> int:
         """Subscribe, then read the user's last seq: anything committed later arrives live or by gap-fill.
@@ -71,6 +83,11 @@ class LiveStream:
         if self._detach is not None:
             detach, self._detach = self._detach, None
             await detach()
+        self._forget_held()
+        for _seq, held in self._queued:  # queued, never written: the client resumes them from the store
+            if held is not None:
+                tracing.end_span(held[1], attributes=UNDELIVERED)
+        self._queued.clear()
 
     def end(self, reason: EndReason) -> None:
         """Ask the stream to stop (drain, or the client went away); ``batches`` then returns."""
@@ -88,8 +105,9 @@ class LiveStream:
         while self.end_reason is None:
             frames = self._outbox.drain()
             if frames:
+                queued, self._queued = self._queued, []  # exactly the notifications among ``frames``
                 yield frames  # returns once the shell has written them
-                self._observe_latency()
+                self._written(queued)
                 continue
             if self._fetch_after is not None:
                 # Only with an empty outbox: the backlog is pulled at the pace the client reads it, one page
@@ -116,22 +134,45 @@ class LiveStream:
     def _on_live(self, message: LiveMessage) -> None:
         if self._session is None or message.kind != "notification":
             return
-        step = self._session.live(message.seq, message.payload)
-        if step.send and message.accepted_at:
-            self._accepted_at.append(message.accepted_at)
-        self._apply(step)
+        if message.seq > self._session.last_seq and message.seq not in self._held:
+            self._hold(message)
+        self._apply(self._session.live(message.seq, message.payload))
 
-    def _observe_latency(self) -> None:
-        if self._accepted_at:
-            now = self._runtime.clock.time()
-            for accepted_at in self._accepted_at:
-                metrics.accepted_to_delivered_seconds.observe(max(0.0, now - accepted_at))
-            self._accepted_at.clear()
+    def _hold(self, message: LiveMessage) -> None:
+        """Remember a live message until its frame is queued (now, or after a gap-fill from the store)."""
+        if len(self._held) >= MAX_HELD:
+            self._forget_held()  # a long gap-fill: its frames count as resumed rather than live
+        span = None
+        if message.trace is not None:
+            attributes = {"tidings.transport": self.transport, "tidings.seq": message.seq}
+            span = tracing.start_span("gateway.deliver", message.trace, attributes)
+        self._held[message.seq] = (message.accepted_at, span)
+
+    def _forget_held(self) -> None:
+        for _accepted_at, span in self._held.values():
+            tracing.end_span(span, attributes=UNDELIVERED)
+        self._held.clear()
+
+    def _written(self, queued: list[tuple[int, Held | None]]) -> None:
+        """The frames of ``queued`` reached the socket: latency, funnel, journal, and the delivery spans."""
+        if not queued:
+            return
+        now = self._runtime.clock.time()
+        for _seq, held in queued:
+            if held is not None:
+                accepted_at, span = held
+                if accepted_at:
+                    metrics.accepted_to_delivered_seconds.observe(max(0.0, now - accepted_at))
+                tracing.end_span(span)
+        metrics.FUNNEL["delivered_live"].inc(len(queued))
+        sent = ((seq, held is not None) for seq, held in queued)
+        JOURNAL.delivered(self.app, self.user, sent, self.transport, now)
 
     def _apply(self, step: Step, *, pulled: bool = False) -> None:
         for seq, payload in step.send:
             if not self._push(self._encode(seq, payload), pulled=pulled):
                 return
+            self._queued.append((seq, self._held.pop(seq, None)))
             self.last_seq = seq
         if step.fetch_after is not None:
             self._fetch_after = step.fetch_after

@@ -1,39 +1,91 @@
 """Structured logs: JSON lines on stderr, one logger per component, uvicorn's loggers routed through the
-same pipeline. Tokens, keys, tickets and notification bodies are never passed to a logger; as a second line of
-defence ``redact`` drops values under secret-looking keys."""
+same pipeline.
+
+Each line has ``timestamp``, ``level``, ``logger`` (the component: ``tidings.api``, ``tidings.worker``,
+``tidings.gateway.hub``, ``uvicorn.error``...), ``event`` (a short snake_case name) and, while a span is
+current and tracing is on, ``trace_id`` and ``span_id`` (hex, as Jaeger and Tempo show them).
+
+Tokens, keys, tickets and notification bodies are never passed to a logger. As a second line of defence,
+``redact`` replaces values under secret-looking keys, and ``scrub`` masks anything shaped like a JWT or a
+bearer credential inside any string value (logs are rare, so a regex per line costs nothing that matters).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
-SECRET_KEYS = frozenset({"token", "api_key", "jwt_secret", "ticket", "authorization", "password", "secret"})
+from tidings.observability import tracing
+
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "api_key",
+        "jwt",
+        "jwt_secret",
+        "ticket",
+        "authorization",
+        "cookie",
+        "password",
+        "secret",
+        "webhook_secret",
+        "body",
+        "payload",
+    }
+)
+REDACTED = "[redacted]"
+# JWTs (three base64url parts, the first two JSON objects) and "Bearer <credential>".
+_SECRET_SHAPES = re.compile(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*|(?i:bearer)\s+[\w.~+/=-]+")
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
         if key.lower() in SECRET_KEYS:
-            event[key] = "[redacted]"
+            event[key] = REDACTED
     return event
 
 
-def configure(level: str = "INFO", *, json: bool = True) -> None:
+def scrub(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str) and ("eyJ" in value or "earer" in value):
+            event[key] = _SECRET_SHAPES.sub(REDACTED, value)
+    return event
+
+
+def add_trace_ids(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    ids = tracing.current_ids()
+    if ids is not None:
+        event["trace_id"], event["span_id"] = ids
+    return event
+
+
+# One list, changed in place by ``configure``: structlog loggers cached on first use keep a reference to it,
+# so a later ``configure`` (tests, embedders) reaches them too.
+_PROCESSORS: list[Any] = []
+
+
+def configure(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
+    """Route every log line (ours, uvicorn's, libraries') through one pipeline to ``stream`` (stderr)."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
         redact,
+        scrub,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    _PROCESSORS[:] = [*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=_PROCESSORS,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
@@ -43,10 +95,11 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            scrub,  # tracebacks are rendered just above: mask credentials in them too
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

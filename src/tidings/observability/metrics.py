@@ -15,10 +15,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
+from tidings import __version__
+
 REGISTRY = CollectorRegistry()
+# process_cpu_seconds_total, process_open_fds / process_max_fds, process_resident_memory_bytes: the saturation
+# signals (one Python process uses at most one core).
+ProcessCollector(registry=REGISTRY)
 
 # Seconds: from well under a millisecond (in-process paths) to the tens of seconds a backlog can take.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -100,6 +106,23 @@ accepted_to_delivered_seconds = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+
+# The delivery funnel, stage by stage. ``accepted`` counts events; every later stage counts notifications
+# (one per recipient): planned by the fan-out, committed to an inbox, written to a live connection (once per
+# connection: two devices count twice), then marked seen and read by the user.
+FUNNEL_STAGES = ("accepted", "fanned_out", "stored", "delivered_live", "seen", "read")
+funnel_total = Counter(
+    "tidings_funnel_total",
+    "The delivery funnel: events accepted, then notifications fanned out, stored, delivered live, seen, read.",
+    ["stage"],
+    registry=REGISTRY,
+)
+FUNNEL = {stage: funnel_total.labels(stage) for stage in FUNNEL_STAGES}  # every stage exported from the start
+
+build_info = Gauge(
+    "tidings_build_info", "Always 1; the version of this process.", ["version"], registry=REGISTRY
+)
+build_info.labels(__version__).set(1)
 
 
 def render() -> tuple[bytes, str]:

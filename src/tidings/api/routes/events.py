@@ -8,11 +8,12 @@ in flight in this process, 409. A batch answers 200 with one result per item, in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Response
+from fastapi import Depends, Header, Request, Response
 from pydantic import ValidationError
 
 from tidings.api import errors
@@ -20,9 +21,10 @@ from tidings.api.deps import Producer, State
 from tidings.api.routing import json_router
 from tidings.api.schemas import Accepted, BatchEventIn, BatchIn, BatchOut, EventIn, ItemError
 from tidings.core.ids import new_id
-from tidings.core.models import App
+from tidings.core.models import App, Event
 from tidings.errors import IdempotencyMismatchError, LimitExceededError, TidingsError
-from tidings.observability import metrics
+from tidings.observability import metrics, tracing
+from tidings.observability.journal import JOURNAL
 from tidings.ports import Append, Appended
 
 router = json_router(tags=["events"])
@@ -50,22 +52,42 @@ def _check_recipients(event: EventIn, max_recipients: int) -> None:
 
 
 async def _append(
-    state: State, app: App, items: Sequence[tuple[EventIn, str | None]]
+    state: State, request: Request, app: App, items: Sequence[tuple[EventIn, str | None]]
 ) -> list[Appended | Exception]:
-    """Appends events (durable when this returns) and counts the ones that are new."""
+    """Appends events (durable when this returns) and counts the ones that are new.
+
+    Traced as ``api.append``, a server span under the request's ``traceparent``; its context goes into
+    every event (``Event.trace``), so the fan-out, in whatever process, continues the same trace.
+    """
     now = state.runtime.clock.time()
-    appends = [
-        Append(
-            event.to_event(event_id=new_id(now), app=app.name, accepted_at=now, idempotency_key=key),
-            event.body_hash() if key is not None else None,
-        )
-        for event, key in items
-    ]
-    results = await state.runtime.log.append(appends)
+    route = str(getattr(request.scope.get("route"), "path", ""))  # the template, never a raw path
+    attributes = {"http.request.method": request.method, "http.route": route, "tidings.app": app.name}
+    with tracing.server_span("api.append", request.headers, attributes) as span:
+        carrier = tracing.carrier_of(span)
+        appends = [
+            Append(
+                _event(event, new_id(now), app, now, key, carrier),
+                event.body_hash() if key is not None else None,
+            )
+            for event, key in items
+        ]
+        if span is not None:
+            span.set_attribute("tidings.event.ids", [append.event.id for append in appends])
+        results = await state.runtime.log.append(appends)
+    trace_id = carrier["traceparent"][3:35] if carrier else None
     for append, result in zip(appends, results, strict=True):
         if isinstance(result, Appended) and not result.duplicate:
             metrics.events_accepted_total.labels(append.event.priority).inc()
+            metrics.FUNNEL["accepted"].inc()
+            JOURNAL.accepted(append.event, trace_id)
     return results
+
+
+def _event(
+    event: EventIn, event_id: str, app: App, now: float, key: str | None, carrier: dict[str, str] | None
+) -> Event:
+    accepted = event.to_event(event_id=event_id, app=app.name, accepted_at=now, idempotency_key=key)
+    return dataclasses.replace(accepted, trace=carrier) if carrier is not None else accepted
 
 
 @router.post(
@@ -77,13 +99,14 @@ async def _append(
 async def post_event(
     event: EventIn,
     state: State,
+    request: Request,
     response: Response,
     app: Annotated[App, Depends(rate_limited_producer)],
     idempotency_key: KeyHeader = None,
 ) -> Accepted:
     _check_recipients(event, state.runtime.settings.max_recipients)
     with state.in_flight.hold(app.name, [idempotency_key] if idempotency_key is not None else []):
-        (result,) = await _append(state, app, [(event, idempotency_key)])
+        (result,) = await _append(state, request, app, [(event, idempotency_key)])
     if isinstance(result, Exception):
         raise result
     if result.duplicate:
@@ -152,7 +175,7 @@ def _answer(result: Appended | Exception) -> Accepted | ItemError:
     responses=errors.responses(400, 401, 413, 415, 422, 429, 503),
     summary="Send many events; one result per event, in order",
 )
-async def post_batch(batch: BatchIn, state: State, app: Producer) -> BatchOut:
+async def post_batch(batch: BatchIn, state: State, request: Request, app: Producer) -> BatchOut:
     settings = state.runtime.settings
     if len(batch.events) > settings.max_batch_events:
         raise LimitExceededError(f"events: at most {settings.max_batch_events} per batch")
@@ -164,7 +187,9 @@ async def post_batch(batch: BatchIn, state: State, app: Producer) -> BatchOut:
     results: list[Accepted | ItemError | None] = [item.error for item in items]
     if to_append:
         with state.in_flight.hold(app.name, keys):
-            appended = await _append(state, app, [(event, event.idempotency_key) for _, event in to_append])
+            appended = await _append(
+                state, request, app, [(event, event.idempotency_key) for _, event in to_append]
+            )
         for (index, _), result in zip(to_append, appended, strict=True):
             results[index] = _answer(result)
     return BatchOut(results=[_final(results, index, item) for index, item in enumerate(items)])

@@ -1,0 +1,53 @@
+"""The admin page's data: ``GET /admin/api/stats`` (this process's metrics) and ``GET /admin/api/events/{id}``
+(one event's journey). Both take ``Authorization: Bearer $TIDINGS_ADMIN_TOKEN`` and answer 404 while it is
+unset, like every admin route; the page itself (``/admin``) is static and holds no data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Response
+
+from tidings import __version__
+from tidings.admin.journey import journey
+from tidings.api import errors
+from tidings.api.deps import Admin, State
+from tidings.api.schemas import NO_CONTROL_CHARS
+from tidings.errors import NotFoundError
+from tidings.observability import metrics
+from tidings.observability.snapshot import snapshot
+
+router = APIRouter(prefix="/admin/api", dependencies=[Admin], include_in_schema=False)
+
+LAG_TIMEOUT = 2.0
+EventId = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL_CHARS)]
+Filter = Annotated[str | None, Query(min_length=1, max_length=255, pattern=NO_CONTROL_CHARS)]
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json", headers=NO_STORE)
+
+
+@router.get("/stats", responses=errors.responses(401, 404))
+async def stats(state: State) -> Response:
+    """Cumulative counters and histograms of this process, and its gauges now."""
+    runtime = state.runtime
+    # The lag as of this call, as /metrics does; a slow or unreachable log keeps the last value: a stats
+    # read must not fail because of it (/readyz reports that).
+    with contextlib.suppress(Exception):
+        metrics.log_lag.set(await asyncio.wait_for(runtime.log.lag(), LAG_TIMEOUT))
+    body: dict[str, Any] = {"at": runtime.clock.time(), "version": __version__, **snapshot()}
+    return _json(body)
+
+
+@router.get("/events/{event_id}", responses=errors.responses(401, 404, 422))
+async def event_journey(state: State, event_id: EventId, app: Filter = None, user: Filter = None) -> Response:
+    """Where is my notification: accepted, fanned out, each inbox row with its live deliveries, seen, read."""
+    found = await journey(state.runtime.store, event_id, app, user)
+    if found is None:
+        raise NotFoundError("no such event in the store, and this process has not seen it")
+    return _json(found)
