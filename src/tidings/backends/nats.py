@@ -1,0 +1,742 @@
+"""The NATS broker (``nats://``): the event log on JetStream, the live bus on core NATS subjects.
+
+Event log layout. One stream per priority lane, ``{ns}_events_{lane}`` on subject ``{ns}.events.{lane}``: file
+storage, work-queue retention (an acked event leaves the stream, so storage is bounded by the lag), and a
+``DUPLICATE_WINDOW`` in which a re-append with the same ``Nats-Msg-Id`` (= the event id) is dropped by the server.
+Each stream has one durable pull consumer, ``fanout``, shared by every worker process: competing consumers,
+each event handed to one of them at a time. The consumer's AckWait is ``settings.ack_wait``; the last process to
+open the log sets it.
+
+Durability. ``append`` returns once JetStream answered a PubAck for every item: the server wrote the event to
+its file store. That survives the server process being killed; surviving a power cut needs the stream on a
+quorum of servers (``nats://host:4222?replicas=3``) or the server syncing every write (its ``sync`` setting).
+
+Reading. ``read`` takes ``high``, then ``normal``, then ``low``, each with a no-wait pull for just what is still
+wanted, so a flood of low never delays high and a read never takes more than ``max_items``. When nothing is
+there it arms one waiting pull of one event per lane (living ``WAIT_SLICE`` at most, reused by later reads) and
+sleeps until one delivers; what a pull delivers after its read returned is kept for the next read. Every pull
+has a subscription of its own, so its end (a 404/408 status, or its batch filled) is known exactly, and a
+subscription is dropped only once its pull ended: no delivery is thrown away on the client.
+
+Redelivery. Unacked events come again after ``ack_wait`` seconds when this process dies. While it lives, it
+keeps what it holds (delivered, not yet acked) in progress with ``+WPI`` every ``ack_wait / 4`` seconds, for up
+to ``HOLD_LIMIT`` x ``ack_wait`` per event: a long batch is not handed to a second worker while the first still
+works on it, and a worker stuck past that limit loses its events to the others. ``close`` NAKs what it held, so
+a graceful restart hands them out again at once. When ``ack`` returns the server has applied the acks (the last
+of each lane is an AckSync request, and a consumer applies acks in arrival order), so ``lag`` sees them.
+Redelivered events come before newer ones: append order within a lane holds except for redeliveries.
+
+Failure. Every call raises ``UnavailableError`` within ``OP_TIMEOUT`` seconds (at once when the connection is
+known to be down); the connection reconnects by itself, forever, and the same objects work again. Bus
+subscriptions are renewed by the client on reconnect. At least once, as the worker expects: an append that
+raised may still land (the client sends its buffer on reconnect; a retry under the same Idempotency-Key is
+deduped), and a server killed within ~0.1 s of confirming acks may hand those events out again (it writes ack
+state just after confirming). nats-server before 2.10.14 may also deliver an event twice when a redelivery
+meets a pull whose client went away (fixed upstream; ``close`` lets its pulls end first to avoid it).
+
+Live bus. Core NATS, at most once: ``{ns}.live.{token(app)}.{token(user)}``, one NATS subscription per (app,
+user) in this process, shared by that user's handlers. JetStream domains are not supported (``$JS.API``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import orjson
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, ServerError
+
+from tidings.backends.idempotent import IdempotentLog
+from tidings.backends.wire import decode_live, encode_live, token
+from tidings.core.models import PRIORITIES, LiveMessage, Priority, event_from_bytes, event_to_bytes
+from tidings.errors import ConfigError, InvalidInputError, UnavailableError
+from tidings.ports import Append, Appended, Bus, Delivery, EventLog, LiveHandler, Store, Subscription
+from tidings.settings import Settings
+
+log = structlog.get_logger("tidings.nats")
+bus_log = structlog.get_logger("tidings.bus")
+
+CONSUMER = "fanout"
+CREATE_ATTEMPTS = 3  # creating a stream: a transient server error is tried again this many times in all
+OP_TIMEOUT = 3.0  # seconds: the longest any call waits for the server before UnavailableError
+CONNECT_TIMEOUT = 5.0  # seconds: opening a log or bus on an unreachable server
+RECONNECT_WAIT = 1  # seconds between reconnect attempts (the client retries forever)
+PING_INTERVAL = 10  # seconds: a silent server is taken for dead after two unanswered pings
+DUPLICATE_WINDOW = 120.0  # seconds in which JetStream drops a re-append of the same event id
+MAX_ACK_PENDING = 20_000  # events delivered and unacked, over all workers, per lane
+NO_WAIT_TIMEOUT = 0.25  # seconds: a no-wait pull normally ends in one round trip; past this it was held back
+WAIT_SLICE = 1.0  # seconds a waiting pull lives at most: a longer read re-arms; close waits this long at most
+REARM_BACKOFF = 0.1  # seconds before re-arming a waiting pull that ended early with nothing
+HOLD_LIMIT = 10  # in-progress acks keep an event for at most this many ack_waits
+SUB_PENDING_MSGS = 10_000  # per live subscription: past this the client drops (the bus is at most once)
+SUB_PENDING_BYTES = 8 * 1024 * 1024
+LIBRARY_ERRORS = (NatsError, OSError, TimeoutError)
+
+T = TypeVar("T")
+
+
+# --- connection ---------------------------------------------------------------------------------------------
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """``nats://h:p?replicas=3`` -> (the server URL for the client, stream replicas). ``tls://`` stays TLS."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    try:
+        replicas = int(query.get("replicas", ["1"])[0])
+    except ValueError as exc:
+        raise ConfigError("replicas in the NATS URL must be an integer") from exc
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), replicas
+
+
+class Link:
+    """One NATS connection that reconnects by itself, forever. ``check`` raises ``UnavailableError`` while it is
+    down; ``on_change`` callbacks hear every loss and recovery (they must not block)."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.nc = Client()
+        self.on_change: list[Callable[[bool], None]] = []
+        self._error_logged = False
+        self._closing = False
+
+    @classmethod
+    async def connect(cls, url: str, role: str, timeout: float = CONNECT_TIMEOUT) -> Link:
+        """Connects, waiting up to ``timeout`` seconds for the server (it may be starting up)."""
+        link = cls(role)
+        try:
+            async with asyncio.timeout(timeout):
+                await link.nc.connect(
+                    servers=[url],
+                    name=f"tidings-{role}",
+                    connect_timeout=2,
+                    reconnect_time_wait=RECONNECT_WAIT,
+                    max_reconnect_attempts=-1,
+                    ping_interval=PING_INTERVAL,
+                    max_outstanding_pings=2,
+                    error_cb=link._on_error,
+                    disconnected_cb=link._on_down,
+                    reconnected_cb=link._on_up,
+                )
+        except LIBRARY_ERRORS as exc:
+            with contextlib.suppress(*LIBRARY_ERRORS):
+                await link.nc.close()
+            raise UnavailableError(f"NATS is unreachable ({type(exc).__name__})") from exc
+        return link
+
+    def check(self) -> None:
+        if not self.nc.is_connected:
+            raise UnavailableError(f"NATS connection of the {self.role} is down")
+
+    async def call(self, operation: Awaitable[T]) -> T:
+        """Awaits one library call, translating its failures; the library's own timeouts bound it."""
+        try:
+            return await operation
+        except LIBRARY_ERRORS as exc:
+            raise UnavailableError(f"NATS {self.role}: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(*LIBRARY_ERRORS):
+            await self.nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        # Reconnect attempts fail every RECONNECT_WAIT while the server is away: say it once per outage.
+        if not self._error_logged and not self._closing:
+            self._error_logged = True
+            log.warning("nats_error", role=self.role, error=type(exc).__name__)
+
+    async def _on_down(self) -> None:
+        if self._closing:
+            return
+        log.warning("nats_disconnected", role=self.role)
+        self._notify(False)
+
+    async def _on_up(self) -> None:
+        self._error_logged = False
+        log.info("nats_reconnected", role=self.role)
+        self._notify(True)
+
+    def _notify(self, up: bool) -> None:
+        for callback in tuple(self.on_change):
+            callback(up)
+
+
+def status_of(msg: Msg) -> str | None:
+    """The JetStream status of a control message ("404", "408"...), None for an event."""
+    return msg.headers.get("Status") if msg.headers else None
+
+
+# --- event log ----------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Pull:
+    """One pull request in flight with its own reply subject. ``ended`` resolves to None when it ended
+    normally (batch filled, 404 no messages, 408 expired) or to the server's complaint."""
+
+    lane: Lane
+    batch: int
+    expires_at: float  # monotonic: when the server ends it (a waiting pull), or when we stop waiting for it
+    ended: asyncio.Future[str | None]
+    received: int = 0
+    sub: NatsSubscription | None = None
+
+    def end(self, outcome: str | None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(outcome)
+
+
+@dataclass(eq=False)
+class Lane:
+    """One priority lane: its stream, what was delivered to this process and not handed out yet (ordered by
+    stream sequence, since pulls have separate subscriptions), and its waiting pull, if armed."""
+
+    name: Priority
+    stream: str
+    subject: str
+    ready: list[tuple[int, int, Msg]] = field(default_factory=list)  # heap of (stream seq, arrival, msg)
+    waiting: Pull | None = None
+    rearm_at: float = 0.0
+
+    def armed(self, now: float) -> bool:
+        """A waiting pull is out. Past its expiry by OP_TIMEOUT without a word, the server forgot it."""
+        pull = self.waiting
+        return pull is not None and not pull.ended.done() and now < pull.expires_at + OP_TIMEOUT
+
+
+class NatsEventLog:
+    """``ports.EventLog`` on JetStream (see the module docstring); ``open`` wraps it in ``IdempotentLog``."""
+
+    def __init__(self, link: Link, settings: Settings, replicas: int = 1) -> None:
+        self._link = link
+        self._js: JetStreamContext = link.nc.jetstream(timeout=OP_TIMEOUT)
+        self._ns = settings.namespace
+        self._ack_wait = settings.ack_wait
+        self._replicas = replicas
+        self._lanes = [Lane(p, f"{self._ns}_events_{p}", f"{self._ns}.events.{p}") for p in PRIORITIES]
+        self._by_name = {lane.name: lane for lane in self._lanes}
+        self._streams = {lane.stream for lane in self._lanes}
+        self._held: dict[str, float] = {}  # ack subject -> when it arrived: delivered to us, not acked
+        self._puback_inbox = ""
+        self._pubacks: dict[str, asyncio.Future[Msg]] = {}  # token -> its PubAck, while an append waits
+        self._tokens = itertools.count()
+        self._arrivals = itertools.count()
+        self._pull_lock = asyncio.Lock()  # takes and arming, one at a time: two readers never share a pull
+        self._changed = asyncio.Event()  # replaced on every signal: a waiter never misses one
+        self._keeper: asyncio.Task[None] | None = None
+        self._closed = False
+        link.on_change.append(self._on_link_change)
+
+    @classmethod
+    async def open(cls, url: str, settings: Settings, store: Store) -> EventLog:
+        server, replicas = parse_url(url)
+        link = await Link.connect(server, "event-log")
+        log_ = cls(link, settings, replicas)
+        try:
+            await log_.ensure()
+            await log_.start()
+        except BaseException:
+            await link.close()
+            raise
+        return IdempotentLog(log_, store.idempotency)
+
+    async def ensure(self) -> None:
+        """Creates each lane's stream and consumer, or takes them as they are (idempotent)."""
+        for lane in self._lanes:
+            await self._ensure_stream(lane)
+            config = ConsumerConfig(
+                durable_name=CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self._ack_wait,
+                max_ack_pending=MAX_ACK_PENDING,
+            )
+            # An existing consumer takes the new ack_wait: the last process to open the log sets it.
+            await self._link.call(self._js.add_consumer(lane.stream, config))
+
+    async def _ensure_stream(self, lane: Lane) -> None:
+        config = StreamConfig(
+            name=lane.stream,
+            subjects=[lane.subject],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=DUPLICATE_WINDOW,
+            num_replicas=self._replicas,
+        )
+        for attempt in range(1, CREATE_ATTEMPTS + 1):  # bounded
+            try:
+                await self._link.call(self._js.add_stream(config))
+                return
+            except UnavailableError as exc:
+                if isinstance(exc.__cause__, BadRequestError):
+                    # It exists with another configuration (an operator changed it): use it as it is.
+                    log.warning("nats_stream_config_differs", stream=lane.stream)
+                    return
+                # nats-server 2.9 fails a create that races the deletion of the account's last stream (it
+                # removes the streams directory): a transient 500 worth another try.
+                if not isinstance(exc.__cause__, ServerError) or attempt == CREATE_ATTEMPTS:
+                    raise
+            await asyncio.sleep(0.05 * attempt)
+
+    async def start(self) -> None:
+        """Listens for PubAcks and starts the in-progress keeper."""
+        self._puback_inbox = self._link.nc.new_inbox()
+        await self._link.call(self._link.nc.subscribe(f"{self._puback_inbox}.*", cb=self._on_puback))
+        self._keeper = asyncio.create_task(self._keep_in_progress(), name="tidings-nats-in-progress")
+
+    # --- append ---------------------------------------------------------------------------------------------
+
+    async def append(self, items: Sequence[Append]) -> list[Appended | Exception]:
+        """Publishes every item, then waits for all PubAcks. An event id twice in one call is published once.
+
+        The publishes do not yield to the event loop, so a whole call leaves in one socket write.
+        """
+        if not items:
+            return []
+        self._check_open()
+        results: list[Appended | Exception | None] = [None] * len(items)
+        tokens: dict[str, str] = {}  # event id -> PubAck token
+        try:
+            for index, item in enumerate(items):
+                event = item.event
+                lane = self._by_name.get(event.priority)
+                if lane is None:
+                    results[index] = InvalidInputError(f"unknown priority {event.priority!r}")
+                elif event.id in tokens:
+                    results[index] = Appended(event.id, duplicate=True)
+                else:
+                    tokens[event.id] = await self._publish(lane, item)
+            confirmed = await self._confirmations(tokens)
+        finally:
+            for token in tokens.values():
+                self._pubacks.pop(token, None)
+        return [r if r is not None else confirmed[items[i].event.id] for i, r in enumerate(results)]
+
+    async def _publish(self, lane: Lane, item: Append) -> str:
+        token = str(next(self._tokens))
+        self._pubacks[token] = asyncio.get_running_loop().create_future()
+        reply = f"{self._puback_inbox}.{token}"
+        headers = {"Nats-Msg-Id": item.event.id}
+        data = event_to_bytes(item.event)
+        await self._link.call(self._link.nc.publish(lane.subject, data, reply=reply, headers=headers))
+        return token
+
+    async def _confirmations(self, tokens: dict[str, str]) -> dict[str, Appended]:
+        futures = [self._pubacks[token] for token in tokens.values()]
+        if not futures:
+            return {}
+        _, pending = await asyncio.wait(futures, timeout=OP_TIMEOUT)
+        if pending:
+            raise UnavailableError("NATS did not confirm every append in time")
+        return {event_id: _appended(event_id, self._pubacks[t].result()) for event_id, t in tokens.items()}
+
+    async def _on_puback(self, msg: Msg) -> None:
+        future = self._pubacks.get(msg.subject.rpartition(".")[2])
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    # --- read -----------------------------------------------------------------------------------------------
+
+    async def read(self, max_items: int, timeout: float) -> list[Delivery]:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while not self._closed:  # bounded by the deadline: every round waits for a signal or the deadline
+            changed = self._changed
+            got = await self._take(max_items)
+            remaining = deadline - loop.time()
+            if got or remaining <= 0:
+                return got
+            await self._arm(remaining)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            self._link.check()  # woken by a lost connection: say so now rather than at the deadline
+        return []
+
+    async def _take(self, max_items: int) -> list[Delivery]:
+        """Pulls what each lane still lacks, in lane order, then hands out; a failed pull hands out nothing.
+
+        A lane whose waiting pull is still out is not pulled: that pull is first in the server's queue, so it
+        would have had an event of the lane, and a no-wait pull racing it can be held back (see ``_pull_now``).
+        """
+        async with self._pull_lock:
+            counts: list[int] = []
+            for lane in self._lanes:
+                want = max_items - sum(counts)
+                if want <= 0:
+                    break
+                if len(lane.ready) < want and not lane.armed(time.monotonic()):
+                    await self._pull_now(lane, want - len(lane.ready))
+                counts.append(min(want, len(lane.ready)))
+            deliveries: list[Delivery] = []
+            for lane, n in zip(self._lanes, counts, strict=False):
+                deliveries += await self._hand_out(lane, n)
+            return deliveries
+
+    async def _pull_now(self, lane: Lane, batch: int) -> None:
+        pull = await self._start_pull(lane, batch, wait=None)
+        try:
+            async with asyncio.timeout(NO_WAIT_TIMEOUT):
+                outcome = await asyncio.shield(pull.ended)
+        except TimeoutError:
+            self._link.check()
+            # The server (2.9) holds a no-wait pull back when the events it counted were promised to other
+            # waiting pulls, or MAX_ACK_PENDING is reached: it then waits like a waiting pull without expiry.
+            # Keep it as the lane's waiting pull, so what it gets later lands in ``ready`` and nothing is lost.
+            pull.expires_at = math.inf
+            lane.waiting = pull
+            return
+        await self._end_pull(pull)
+        if outcome is not None:
+            raise UnavailableError(f"NATS refused a pull on {lane.stream}: {outcome}")
+
+    async def _arm(self, remaining: float) -> None:
+        """Makes sure each lane has a waiting pull that wakes ``read`` when an event arrives there."""
+        async with self._pull_lock:
+            now = time.monotonic()
+            for lane in self._lanes:
+                if lane.armed(now):
+                    continue
+                if lane.waiting is not None:
+                    await self._end_pull(lane.waiting)
+                    lane.waiting = None
+                if now >= lane.rearm_at:
+                    lane.waiting = await self._start_pull(lane, 1, wait=min(remaining, WAIT_SLICE))
+
+    async def _start_pull(self, lane: Lane, batch: int, *, wait: float | None) -> Pull:
+        """A no-wait pull (``wait`` None: what is there now, then 404/408) or one that waits ``wait`` seconds."""
+        self._link.check()
+        request: dict[str, object] = {"batch": batch}
+        if wait is None:
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(wait * 1e9)
+        ended: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        pull = Pull(lane, batch, time.monotonic() + (NO_WAIT_TIMEOUT if wait is None else wait), ended)
+        inbox = self._link.nc.new_inbox()
+        pull.sub = await self._link.call(self._link.nc.subscribe(inbox, cb=partial(self._on_pull_msg, pull)))
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{lane.stream}.{CONSUMER}"
+        await self._link.call(self._link.nc.publish(subject, orjson.dumps(request), reply=inbox))
+        return pull
+
+    async def _end_pull(self, pull: Pull) -> None:
+        """Drops the subscription of a pull that ended, or that the server forgot (it drops a pull whose reply
+        subject has no interest, so one still out ends too, but what it sent meanwhile is lost until ack_wait)."""
+        pull.end("ended by us")
+        sub, pull.sub = pull.sub, None
+        if sub is not None:
+            with contextlib.suppress(*LIBRARY_ERRORS):
+                await sub.unsubscribe()
+
+    async def _on_pull_msg(self, pull: Pull, msg: Msg) -> None:
+        status = status_of(msg)
+        if status is None and msg.reply:
+            lane = pull.lane
+            heapq.heappush(lane.ready, (ack_fields(msg.reply)[1], next(self._arrivals), msg))
+            self._held[msg.reply] = time.monotonic()
+            pull.received += 1
+            if pull.received >= pull.batch:
+                pull.end(None)
+            if pull is lane.waiting:
+                self._signal()  # an event arrived while readers wait (a no-wait pull's taker awaits it anyway)
+        elif status in ("404", "408"):
+            self._ended(pull, None)
+        elif status is not None and status != "100":  # 100: a heartbeat
+            description = msg.headers.get("Description", "") if msg.headers else ""
+            self._ended(pull, f"{status} {description}")
+
+    def _ended(self, pull: Pull, outcome: str | None) -> None:
+        pull.end(outcome)
+        if pull is not pull.lane.waiting:
+            return  # a no-wait pull: its taker is waiting for it, no reader needs waking
+        now = time.monotonic()
+        if pull.received == 0 and (outcome is not None or now < pull.expires_at - 0.05):
+            pull.lane.rearm_at = now + REARM_BACKOFF  # ended early with nothing: do not spin on it
+        self._signal()  # a waiting reader re-arms the lane
+
+    async def _hand_out(self, lane: Lane, n: int) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        for _ in range(n):
+            _, _, msg = heapq.heappop(lane.ready)
+            try:
+                event = event_from_bytes(msg.data)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                # Not an event of ours (someone published on our subject): ending it beats redelivering it forever.
+                log.error("nats_foreign_message_dropped", stream=lane.stream)
+                self._held.pop(msg.reply, None)
+                await self._send(msg.reply, b"+TERM")
+                continue
+            deliveries.append(Delivery(event, token=msg.reply, lane=lane.name))
+        return deliveries
+
+    # --- ack, lag -------------------------------------------------------------------------------------------
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Returns once the server applied every ack (a lost ack only means one more delivery)."""
+        subjects = [self._ack_subject(d) for d in deliveries]
+        if not subjects:
+            return
+        self._check_open()
+        for subject in subjects:
+            self._held.pop(subject, None)  # acked or not, a retry comes as a new delivery
+        await self._link.call(self._settle(subjects, b"+ACK"))
+
+    async def _settle(self, subjects: list[str], body: bytes) -> None:
+        """Sends ``body`` (+ACK, -NAK) for each delivery and returns once the server applied them all: the last
+        of each lane goes as a request (AckSync), and a consumer applies acks in the order they arrive."""
+        by_stream: dict[str, list[str]] = {}
+        for subject in subjects:
+            by_stream.setdefault(ack_fields(subject)[0], []).append(subject)
+        nc = self._link.nc
+        for group in by_stream.values():
+            for subject in group[:-1]:
+                await nc.publish(subject, body)
+        replies = await asyncio.gather(
+            *(nc.request(group[-1], body, timeout=OP_TIMEOUT) for group in by_stream.values()),
+            return_exceptions=True,
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+
+    def _ack_subject(self, delivery: Delivery) -> str:
+        subject = delivery.token
+        if not (isinstance(subject, str) and ack_fields(subject)[0] in self._streams):
+            raise InvalidInputError("not a delivery of this NATS event log")
+        return subject
+
+    async def lag(self) -> int:
+        """Events not yet acked, from the consumers' own counters: not yet delivered + delivered unacked."""
+        self._check_open()
+        total = 0
+        for lane in self._lanes:
+            info = await self._link.call(self._js.consumer_info(lane.stream, CONSUMER, timeout=OP_TIMEOUT))
+            total += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        return total
+
+    # --- in progress, signals, close ------------------------------------------------------------------------
+
+    async def _keep_in_progress(self) -> None:
+        # Every quarter ack_wait, so a held event hears from us at least every half ack_wait, even late.
+        interval = self._ack_wait / 4
+        limit = HOLD_LIMIT * self._ack_wait
+        while not self._closed:  # ends with the log
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for subject, since in list(self._held.items()):
+                if interval <= now - since < limit and self._link.nc.is_connected:
+                    await self._send(subject, b"+WPI")
+
+    async def _send(self, subject: str, body: bytes) -> None:
+        with contextlib.suppress(*LIBRARY_ERRORS):
+            await self._link.nc.publish(subject, body)
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _on_link_change(self, up: bool) -> None:
+        # Either way the server forgot our waiting pulls (a new connection): re-arm them.
+        for lane in self._lanes:
+            if lane.waiting is not None:
+                lane.waiting.end("connection lost")
+            lane.rearm_at = 0.0
+        self._signal()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UnavailableError("the event log is closed")
+        self._link.check()
+
+    async def close(self) -> None:
+        """Lets the waiting pulls end, then NAKs what this process held (handed out or not, unacked), so it is
+        handed out again at once. Takes up to ``WAIT_SLICE`` seconds when a read was waiting. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._signal()
+        await self._let_waiting_pulls_end()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        held = sorted(self._held, key=lambda s: ack_fields(s)[1])  # NAKed, so redelivered, in stream order
+        self._held.clear()
+        if held and self._link.nc.is_connected:
+            with contextlib.suppress(UnavailableError):
+                await self._link.call(self._settle(held, b"-NAK"))
+        await self._link.close()
+
+    async def _let_waiting_pulls_end(self) -> None:
+        """Waits (bounded by their expiry) for the waiting pulls to end before dropping them. A pull dropped
+        while the server still has it is where the server may route a NAKed event: that event then comes
+        back only after ack_wait, and nats-server before 2.10.14 also hands out another event twice."""
+        now = time.monotonic()
+        # An adopted no-wait pull (expires_at infinite) never ends by itself: not worth waiting for.
+        out = [
+            lane.waiting.ended
+            for lane in self._lanes
+            if lane.waiting is not None and lane.armed(now) and lane.waiting.expires_at < math.inf
+        ]
+        if out and self._link.nc.is_connected:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WAIT_SLICE + 0.2):
+                    await asyncio.wait(out)
+        for lane in self._lanes:
+            if lane.waiting is not None:
+                await self._end_pull(lane.waiting)
+                lane.waiting = None
+
+
+def _appended(event_id: str, puback: Msg) -> Appended:
+    """A JetStream PubAck -> ``Appended``; a refusal (no stream, storage full...) -> ``UnavailableError``."""
+    status = status_of(puback)
+    reply = orjson.loads(puback.data) if puback.data else {}
+    if status is not None or not isinstance(reply, dict) or "error" in reply:
+        raise UnavailableError(f"NATS refused an append: {status or reply.get('error')}")
+    return Appended(event_id, duplicate=bool(reply.get("duplicate")))
+
+
+def ack_fields(ack_subject: str) -> tuple[str, int]:
+    """(stream, stream sequence) of a delivery's ack subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    seq>.<consumer seq>.<ts>.<pending>``, or the newer form with ``<domain>.<account hash>.`` after ``$JS.ACK.``.
+    Anything else -> ("", 0)."""
+    tokens = ack_subject.split(".")
+    if tokens[:2] != ["$JS", "ACK"]:
+        return "", 0
+    try:
+        if len(tokens) == 9:
+            return tokens[2], int(tokens[5])
+        if len(tokens) >= 11:
+            return tokens[4], int(tokens[7])
+    except ValueError:
+        pass
+    return "", 0
+
+
+# --- live bus -----------------------------------------------------------------------------------------------
+
+
+class UserSubscription:
+    """One NATS subscription for one (app, user) in this process, with the handlers of its connections."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.handlers: list[LiveHandler] = []
+        self.sub: NatsSubscription | None = None
+
+    async def dispatch(self, msg: Msg) -> None:
+        try:
+            message = decode_live(msg.data)
+        except ValueError:
+            bus_log.warning("live_message_malformed")
+            return
+        for handler in tuple(self.handlers):  # a copy: a handler may close its own subscription
+            try:
+                handler(message)
+            except Exception:
+                # No user id or payload in the log line: ids and bodies stay out of logs.
+                bus_log.exception("live_handler_failed", app=message.app, kind=message.kind)
+
+
+class NatsLiveSubscription:
+    """A handler's place in a ``UserSubscription``; ``close`` is idempotent."""
+
+    def __init__(self, bus: NatsBus, user: UserSubscription, handler: LiveHandler) -> None:
+        self._bus = bus
+        self._user = user
+        self._handler = handler
+        self._closed = False
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._bus.remove(self._user, self._handler)
+
+
+class NatsBus:
+    """``ports.Bus`` on core NATS subjects (see the module docstring)."""
+
+    def __init__(self, link: Link, settings: Settings) -> None:
+        self._link = link
+        self._prefix = f"{settings.namespace}.live"
+        self._users: dict[str, UserSubscription] = {}
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, settings: Settings) -> Bus:
+        server, _ = parse_url(url)
+        return cls(await Link.connect(server, "live-bus"), settings)
+
+    def subject(self, app: str, user: str) -> str:
+        return f"{self._prefix}.{token(app)}.{token(user)}"
+
+    async def publish(self, messages: Sequence[LiveMessage]) -> None:
+        self._check_open()
+        for message in messages:
+            data = encode_live(message)
+            await self._link.call(self._link.nc.publish(self.subject(message.app, message.user), data))
+
+    async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription:
+        """In place on return: the server has the subscription (a flush round trip) before this returns."""
+        self._check_open()
+        subject = self.subject(app, user)
+        entry = self._users.get(subject)
+        if entry is None:
+            entry = self._users[subject] = UserSubscription(subject)
+            try:
+                entry.sub = await self._link.call(
+                    self._link.nc.subscribe(
+                        subject,
+                        cb=entry.dispatch,
+                        pending_msgs_limit=SUB_PENDING_MSGS,
+                        pending_bytes_limit=SUB_PENDING_BYTES,
+                    )
+                )
+            except UnavailableError:
+                del self._users[subject]
+                raise
+        entry.handlers.append(handler)
+        await self._link.call(self._link.nc.flush(timeout=int(OP_TIMEOUT)))
+        return NatsLiveSubscription(self, entry, handler)
+
+    async def remove(self, entry: UserSubscription, handler: LiveHandler) -> None:
+        with contextlib.suppress(ValueError):
+            entry.handlers.remove(handler)
+        if entry.handlers or self._users.get(entry.subject) is not entry:
+            return
+        del self._users[entry.subject]  # users come and go: keep no empty entries behind
+        sub, entry.sub = entry.sub, None
+        if sub is not None and not self._closed:
+            with contextlib.suppress(*LIBRARY_ERRORS):
+                await sub.unsubscribe()
+
+    def subscriber_count(self) -> int:
+        return sum(len(entry.handlers) for entry in self._users.values())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UnavailableError("the live bus is closed")
+        self._link.check()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._users.clear()
+        await self._link.close()
