@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from tidings.core.models import App, Event, InboxItem, InboxWrite, LiveMessage, Priority, StoredNotification
+from tidings.core.rules import AppRules, Decision, Deferred, UserPreferences
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +74,17 @@ class Inbox(Protocol):
       row exists already creates nothing and returns the existing row. Every new row gets the user's next ``seq``
       (1, 2, 3, ... per (app, user), no gaps), allocated inside the commit, so seq order is commit order. It returns
       one ``StoredNotification`` per write, new or existing, in the order of the writes.
-    - ``backlog`` returns the rows of one user with seq > ``after``, ascending, at most ``limit``.
+    - In the same transaction ``write`` aggregates, defers and records as ``core.aggregation.plan_commit`` plans
+      (a row that joins an aggregate replaces it; offline deliveries go to the ``deferred`` rows under the
+      user's caps; deliver/defer/aggregate decisions go to the decision log), for new rows only.
+    - ``backlog`` returns the rows of one user with seq > ``after``, ascending, at most ``limit``, leaving out
+      replaced rows (so its seqs ascend, not always consecutively).
     - ``page`` lists for the user API: newest first (seq < ``before`` when given), or oldest first when ``after`` is
-      given; ``unread_only`` keeps rows without ``read_at``.
-    - ``counts`` returns (unread, unseen). ``mark`` sets ``read_at``/``seen_at`` (only where unset) on the given
-      seqs, or on every seq <= ``up_to``; returns how many rows changed.
+      given; ``unread_only`` keeps rows without ``read_at``; replaced rows are left out.
+    - ``counts`` returns (unread, unseen) of the rows not replaced. ``mark`` sets ``read_at``/``seen_at`` (only
+      where unset) on the given seqs, or on every seq <= ``up_to``; returns how many rows changed. It also
+      cancels the pending offline deliveries of those seqs (read or seen: no push needed any more), recording
+      each cancellation in the decision log.
     - ``last_seq`` is the user's highest committed seq (0 when none).
     """
 
@@ -127,13 +134,67 @@ class Apps(Protocol):
 class Topics(Protocol):
     """Topic subscriber lists (e.g. a user's followers). ``subscribe``/``unsubscribe`` are idempotent and return
     whether anything changed. ``page`` returns subscriber ids > ``after`` in ascending order, at most ``limit``,
-    so a topic of any size is read in bounded chunks."""
+    so a topic of any size is read in bounded chunks.
+
+    ``subscribe_many`` adds many subscribers in one transaction, idempotently; returns how many were new.
+    ``boundaries`` returns the ids at positions ``every``, 2 x ``every``, ... (at most ``limit`` of them) of
+    the subscribers > ``after`` in ascending order: the ends of chunks of ``every`` subscribers, found by
+    reading ids only (at most ``every`` x ``limit`` index entries), so a fan-out is split without holding
+    the list.
+    """
 
     async def subscribe(self, app: str, topic: str, user: str) -> bool: ...
+
+    async def subscribe_many(self, app: str, topic: str, users: Sequence[str]) -> int: ...
+
+    async def boundaries(
+        self, app: str, topic: str, after: str | None, every: int, limit: int
+    ) -> list[str]: ...
 
     async def unsubscribe(self, app: str, topic: str, user: str) -> bool: ...
 
     async def page(self, app: str, topic: str, after: str | None, limit: int) -> list[str]: ...
+
+
+class Preferences(Protocol):
+    """Users' notification preferences and apps' notification rules (``core.rules``), stored whole.
+
+    ``user`` returns None for a user who never set any; ``users`` returns the preferences of those of ``users``
+    who have some (one query for a fan-out chunk). ``rules`` returns None for an app that never set any.
+    ``set_user``/``set_rules`` replace what was stored.
+    """
+
+    async def user(self, app: str, user: str) -> UserPreferences | None: ...
+
+    async def users(self, app: str, users: Sequence[str]) -> dict[str, UserPreferences]: ...
+
+    async def set_user(self, app: str, user: str, prefs: UserPreferences) -> None: ...
+
+    async def rules(self, app: str) -> AppRules | None: ...
+
+    async def set_rules(self, app: str, rules: AppRules) -> None: ...
+
+
+class Decisions(Protocol):
+    """The decision log and the pending offline deliveries.
+
+    - ``record`` stores decisions made outside an inbox write (drops, suppressions); at most one per (app,
+      event, user, kind, channel): recording one again changes nothing, so a redelivered event adds nothing.
+    - ``for_event`` lists an event's decisions ordered by (user, kind, channel), after the ``after`` key of
+      that order (None: from the start), at most ``limit``; ``user`` given: that user's only.
+    - ``pending`` lists a user's pending offline deliveries (``deferred``), by seq and channel.
+    - ``prune`` forgets decisions made before ``older_than``; returns how many.
+    """
+
+    async def record(self, decisions: Sequence[Decision]) -> None: ...
+
+    async def for_event(
+        self, app: str, event_id: str, *, user: str | None, after: tuple[str, str, str] | None, limit: int
+    ) -> list[Decision]: ...
+
+    async def pending(self, app: str, user: str) -> list[Deferred]: ...
+
+    async def prune(self, older_than: float) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +230,8 @@ class Store(Protocol):
     apps: Apps
     topics: Topics
     idempotency: Idempotency
+    preferences: Preferences
+    decisions: Decisions
 
     async def ping(self) -> None:
         """Raises ``UnavailableError`` when the database cannot be reached."""

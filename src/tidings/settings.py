@@ -38,6 +38,13 @@ class Settings:
     ack_wait: float = 30.0  # broker logs: an unacked delivery is handed out again after this many seconds
     sqlite_synchronous: str = "FULL"  # FULL: a 202 survives power loss, not just a process crash
     demo: bool = False
+    # Social rules (fan-out at scale, overload shedding, the decision log):
+    fanout_chunk: int = 1000  # recipients per inbox transaction, and subscribers per topic chunk job
+    fanout_split: int = 100  # chunk jobs one split job appends (then the next split job takes over)
+    max_bulk_subscribers: int = 10_000  # user ids per PUT /v1/topics/{topic}/subscribers
+    shed_low_lag: int = 50_000  # log lag over which low-priority events are refused (503 + Retry-After)
+    shed_normal_lag: int = 200_000  # ... and normal-priority ones; high priority is never shed
+    decision_retention: float = 7 * 86400.0  # seconds the decision log keeps a decision
 
     @property
     def store_url(self) -> str:

@@ -14,19 +14,18 @@ from collections.abc import AsyncIterator, Sequence
 import structlog
 
 from tidings.core.backoff import full_jitter
-from tidings.core.fanout import chunked, plan_writes
 from tidings.core.models import Event, InboxWrite, LiveMessage, StoredNotification
 from tidings.errors import TidingsError
 from tidings.observability import metrics
 from tidings.observability.journal import JOURNAL
 from tidings.observability.tracing import BatchSpans
+from tidings.planner import Planner
 from tidings.ports import Delivery
 from tidings.runtime import Runtime
 
 log = structlog.get_logger("tidings.worker")
 
 WRITE_CHUNK = 1000  # inbox rows per transaction: bounds memory and lock time for any topic size
-TOPIC_PAGE = 1000  # subscribers read per query: a topic is never loaded whole
 LAG_SAMPLE_INTERVAL = 1.0  # seconds between two reads of the log's lag
 
 
@@ -35,6 +34,7 @@ class FanoutWorker:
         self._runtime = runtime
         self._stop = asyncio.Event()
         self._lag_sampled_at = -LAG_SAMPLE_INTERVAL
+        self._planner = Planner(runtime)
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -76,22 +76,9 @@ class FanoutWorker:
             await self._runtime.log.ack(deliveries)
 
     async def _plan(self, event: Event, spans: BatchSpans) -> AsyncIterator[list[InboxWrite]]:
-        if event.recipients is not None:
-            writes = plan_writes(event, event.recipients)
-            self._fanned_out(event, len(writes), spans)
-            for chunk in chunked(writes, WRITE_CHUNK):
-                yield chunk
-            return
-        assert event.topic is not None
-        total, after = 0, None
-        while True:
-            users = await self._runtime.store.topics.page(event.app, event.topic, after, TOPIC_PAGE)
-            if not users:
-                break
-            total += len(users)
-            yield plan_writes(event, users)
-            after = users[-1]
-        self._fanned_out(event, total, spans)
+        # Recipients, topic chunk jobs, staleness, preferences and their decisions: see tidings.planner.
+        async for writes in self._planner.plan(event, lambda root, n: self._fanned_out(root, n, spans)):
+            yield writes
 
     def _fanned_out(self, event: Event, recipients: int, spans: BatchSpans) -> None:
         metrics.fanout_recipients.observe(recipients)

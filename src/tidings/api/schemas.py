@@ -18,6 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validat
 from tidings.api.auth import normalize_origin
 from tidings.api.errors import ErrorDetail
 from tidings.core.models import Event, Priority
+from tidings.core.rules import (
+    DEFAULT_WINDOW,
+    AppRules,
+    QuietHours,
+    UserPreferences,
+    clock_minutes,
+    known_zones,
+    rules_from_json,
+)
 
 TYPE_PATTERN = r"^[a-z0-9_.:-]{1,64}$"
 TOPIC_PATTERN = r"^[A-Za-z0-9_.:@-]{1,200}$"
@@ -281,3 +290,167 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: str
     checks: dict[str, str]
+
+
+# --- social rules: bulk subscribers, preferences, app rules, decisions ---------------------------------------
+
+CATEGORY_PATTERN = TYPE_PATTERN  # a category is named like an event type (a type is its own category)
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+MAX_CATEGORIES = 200
+MAX_MUTES = 1000
+MAX_WINDOW = 30 * 86400.0  # seconds: aggregation windows, TTLs, cap periods, digest delays
+
+
+class BulkSubscribed(BaseModel):
+    topic: str
+    added: int = Field(description="user ids that were not subscribed yet (0 when the import is repeated)")
+    received: int = Field(description="distinct user ids in the request")
+
+
+class ChannelSwitches(BaseModel):
+    """Channels switched on (true) or off (false); a channel left out keeps its default."""
+
+    model_config = _STRICT
+    in_app: bool | None = None
+    web_push: bool | None = None
+    email: bool | None = None
+    webhook: bool | None = None
+
+    def chosen(self) -> dict[str, bool]:
+        return {name: on for name, on in self.model_dump().items() if on is not None}
+
+
+class Mutes(BaseModel):
+    model_config = _STRICT
+    actors: Annotated[list[UserId], Field(max_length=MAX_MUTES)] = Field(
+        default_factory=list, description="actor ids whose events never notify this user"
+    )
+    objects: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=MAX_MUTES)
+    ] = Field(default_factory=list, description="object ids, or threads (`object.thread`), muted")
+
+
+class QuietHoursIn(BaseModel):
+    """Local times of day in ``time_zone`` (IANA, e.g. ``Europe/Paris``); ``start`` after ``end`` spans
+    midnight. During quiet hours web push and email wait until ``end``; the inbox is still updated."""
+
+    model_config = _STRICT
+    start: Annotated[str, Field(pattern=CLOCK_PATTERN, examples=["22:00"])]
+    end: Annotated[str, Field(pattern=CLOCK_PATTERN, examples=["07:00"])]
+    time_zone: Annotated[str, Field(max_length=64, examples=["Europe/Paris"])]
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in known_zones():
+            raise ValueError("not an IANA time zone name")
+        return value
+
+
+class PreferencesIn(BaseModel):
+    """A user's preferences, replaced whole by ``PUT``."""
+
+    model_config = _STRICT
+    categories: Annotated[
+        dict[Annotated[str, Field(pattern=CATEGORY_PATTERN)], ChannelSwitches],
+        Field(max_length=MAX_CATEGORIES, description="per category, channels on or off"),
+    ] = Field(default_factory=dict)
+    mutes: Mutes = Field(default_factory=Mutes)
+    quiet_hours: QuietHoursIn | None = None
+
+    def to_preferences(self) -> UserPreferences:
+        quiet = self.quiet_hours
+        return UserPreferences(
+            categories={name: switches.chosen() for name, switches in self.categories.items()},
+            muted_actors=frozenset(self.mutes.actors),
+            muted_objects=frozenset(self.mutes.objects),
+            quiet_hours=None
+            if quiet is None
+            else QuietHours(clock_minutes(quiet.start), clock_minutes(quiet.end), quiet.time_zone),
+        )
+
+
+class PreferenceDefaults(BaseModel):
+    channels: dict[str, bool] = Field(description="the app's default per channel")
+    categories: dict[str, dict[str, Any]] = Field(description="categories the app configured")
+
+
+class PreferencesOut(BaseModel):
+    categories: dict[str, dict[str, bool]]
+    mutes: dict[str, list[str]]
+    quiet_hours: dict[str, str] | None
+    defaults: PreferenceDefaults = Field(description="the app's defaults, for a settings screen (read-only)")
+
+
+class CategoryIn(BaseModel):
+    model_config = _STRICT
+    critical: bool = Field(default=False, description="bypasses preferences, mutes, quiet hours and caps")
+    channels: ChannelSwitches = Field(default_factory=ChannelSwitches)
+
+
+class TypeRuleIn(BaseModel):
+    model_config = _STRICT
+    category: Annotated[str, Field(pattern=CATEGORY_PATTERN)] | None = None
+    aggregate_window: Annotated[float, Field(ge=0, le=MAX_WINDOW)] | None = Field(
+        default=None, description="seconds; 0: no aggregation; null: the app's default"
+    )
+    ttl: Annotated[float, Field(gt=0, le=MAX_WINDOW)] | None = Field(
+        default=None,
+        description="seconds after acceptance past which the event is dropped; null: app default",
+    )
+
+
+class CapIn(BaseModel):
+    model_config = _STRICT
+    limit: Annotated[int, Field(ge=0, le=100_000)]
+    per: Annotated[float, Field(gt=0, le=MAX_WINDOW)] = 3600.0
+
+
+class RulesIn(BaseModel):
+    """An app's notification rules, replaced whole by ``PUT /v1/rules``."""
+
+    model_config = _STRICT
+    channels: ChannelSwitches = Field(default_factory=ChannelSwitches, description="app-wide defaults")
+    categories: Annotated[
+        dict[Annotated[str, Field(pattern=CATEGORY_PATTERN)], CategoryIn], Field(max_length=MAX_CATEGORIES)
+    ] = Field(default_factory=dict)
+    types: Annotated[
+        dict[Annotated[str, Field(pattern=TYPE_PATTERN)], TypeRuleIn], Field(max_length=MAX_CATEGORIES)
+    ] = Field(default_factory=dict)
+    caps: dict[Literal["web_push", "email", "webhook"], CapIn] | None = Field(
+        default=None, description="per-user caps of the offline channels; null: the defaults"
+    )
+    aggregate_window: Annotated[float, Field(ge=0, le=MAX_WINDOW)] = DEFAULT_WINDOW
+    digest_delay: Annotated[float, Field(ge=0, le=MAX_WINDOW)] = 3600.0
+    ttl: Annotated[float, Field(gt=0, le=MAX_WINDOW)] | None = None
+
+    def to_rules(self) -> AppRules:
+        return rules_from_json(
+            {
+                "channels": self.channels.chosen(),
+                "categories": {
+                    name: {"critical": c.critical, "channels": c.channels.chosen()}
+                    for name, c in self.categories.items()
+                },
+                "types": {name: t.model_dump() for name, t in self.types.items()},
+                "caps": None if self.caps is None else {n: c.model_dump() for n, c in self.caps.items()},
+                "aggregate_window": self.aggregate_window,
+                "digest_delay": self.digest_delay,
+                "ttl": self.ttl,
+            }
+        )
+
+
+class DecisionOut(BaseModel):
+    user: str | None = Field(description="null: a decision about the whole event (a stale drop)")
+    kind: Literal["drop", "suppress", "deliver", "defer", "aggregate", "cancel"]
+    channel: str | None = Field(description="in_app, web_push, email, webhook; null for drop and suppress")
+    reason: str
+    seq: int | None = Field(description="the user's notification it is about, when there is one")
+    at: str
+    detail: dict[str, Any] | None = None
+
+
+class DecisionsPage(BaseModel):
+    items: list[DecisionOut]
+    next: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")

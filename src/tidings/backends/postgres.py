@@ -51,7 +51,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tidings.backends.postgres_partitions import partition_per_user_tables
-from tidings.backends.postgres_store import PostgresApps, PostgresIdempotency, PostgresInbox, PostgresTopics
+from tidings.backends.postgres_store import (
+    PostgresApps,
+    PostgresDecisions,
+    PostgresIdempotency,
+    PostgresInbox,
+    PostgresPreferences,
+    PostgresTopics,
+)
 from tidings.core.clock import Clock, SystemClock
 from tidings.db import migrate
 from tidings.errors import ConfigError, ConflictError, InvalidInputError, TidingsError, UnavailableError
@@ -245,6 +252,8 @@ class PostgresStore:
         self.apps = PostgresApps(db, clock)
         self.topics = PostgresTopics(db, clock)
         self.idempotency = PostgresIdempotency(db)
+        self.preferences = PostgresPreferences(db, clock)
+        self.decisions = PostgresDecisions(db)
 
     @classmethod
     async def open(

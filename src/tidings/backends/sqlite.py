@@ -27,7 +27,14 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, 
 from sqlalchemy.engine import URL
 
 from tidings.backends.sqlite_log import SqliteEventLog
-from tidings.backends.sqlite_store import SqliteApps, SqliteIdempotency, SqliteInbox, SqliteTopics
+from tidings.backends.sqlite_store import (
+    SqliteApps,
+    SqliteDecisions,
+    SqliteIdempotency,
+    SqliteInbox,
+    SqlitePreferences,
+    SqliteTopics,
+)
 from tidings.core.clock import Clock, SystemClock
 from tidings.db import migrate
 from tidings.errors import ConfigError, ConflictError, TidingsError, UnavailableError
@@ -178,6 +185,8 @@ class SqliteStore:
         self.apps = SqliteApps(db, clock)
         self.topics = SqliteTopics(db, clock)
         self.idempotency = SqliteIdempotency(db)
+        self.preferences = SqlitePreferences(db, clock)
+        self.decisions = SqliteDecisions(db)
 
     @classmethod
     async def open(cls, url: str, settings: Settings, clock: Clock | None = None) -> SqliteStore:

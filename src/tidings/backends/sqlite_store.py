@@ -1,5 +1,6 @@
-"""The storage ports on SQLite: ``SqliteInbox``, ``SqliteApps``, ``SqliteTopics`` (see ``backends/sqlite.py``
-for the file, its threads and its error translation).
+"""The storage ports on SQLite: ``SqliteInbox``, ``SqliteApps``, ``SqliteTopics``, ``SqliteIdempotency``,
+``SqlitePreferences``, ``SqliteDecisions`` (see ``backends/sqlite.py`` for the file, its threads and its error
+translation).
 
 Each public method is one unit of work: a sync function of a ``Connection`` that runs in one transaction on
 the writer thread (writes) or a reader thread (reads). Every query is scoped by ``app``.
@@ -8,18 +9,54 @@ the writer thread (writes) or a reader thread (reads). Every query is scoped by 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from tidings.core import aggregation
 from tidings.core.clock import Clock
 from tidings.core.ids import new_id
-from tidings.core.models import App, InboxItem, InboxWrite, StoredNotification, render_notification
-from tidings.db.schema import apps, idempotency_keys, inbox, stream_tickets, topic_subscribers, user_seqs
+from tidings.core.models import App, InboxItem, InboxWrite, StoredNotification
+from tidings.core.rules import (
+    CANCEL,
+    AppRules,
+    Decision,
+    Deferred,
+    UserPreferences,
+    prefs_from_json,
+    prefs_to_json,
+    rules_from_json,
+    rules_to_json,
+)
+from tidings.db.schema import (
+    app_rules,
+    apps,
+    channel_usage,
+    decisions,
+    deferred,
+    idempotency_keys,
+    inbox,
+    stream_tickets,
+    topic_subscribers,
+    user_preferences,
+    user_seqs,
+)
 from tidings.errors import AppExistsError, ConflictError
 from tidings.ports import Claim
 
@@ -38,7 +75,7 @@ def rows_matching(
     table: Table,
     keys: Sequence[str],
     columns: Sequence[str],
-    values: Sequence[tuple[str, ...]],
+    values: Sequence[tuple[Any, ...]],
 ) -> list[Any]:
     """The rows of ``table`` whose ``keys`` columns equal one of ``values`` (a batch lookup by unique key).
 
@@ -115,38 +152,180 @@ class SqliteInbox:
 
 
 def _write_batch(conn: Connection, *, writes: Sequence[InboxWrite], clock: Clock) -> list[StoredNotification]:
-    """Existing rows come back unchanged; new ones get the next seqs in batch order (see ``ports.Inbox``)."""
+    """Existing rows come back unchanged; new ones get the next seqs in batch order, aggregated, deferred and
+    recorded as ``core.aggregation.plan_commit`` plans (see ``ports.Inbox``)."""
     keys = [(w.app, w.user, w.event.id) for w in writes]
     stored = _existing_rows(conn, list(dict.fromkeys(keys)))
     fresh = {key: w for key, w in zip(keys, writes, strict=True) if key not in stored}
     if fresh:
         now = clock.time()  # read inside the transaction, so created_at follows commit order
-        last = _last_seqs(conn, list(dict.fromkeys((app, user) for app, user, _ in fresh)))
-        rows = []
-        for key, w in fresh.items():
-            seq = last[key[:2]] = last.get(key[:2], 0) + 1  # the user's next seq, in batch order
-            notification_id = new_id(now)
-            payload = render_notification(w, seq=seq, notification_id=notification_id, created_at=now)
-            stored[key] = StoredNotification(w.app, w.user, seq, w.event.id, payload)
-            rows.append(_inbox_row(w, seq, notification_id, payload, now))
-        conn.execute(insert(inbox), rows)
-        _save_last_seqs(conn, {user_key: last[user_key] for user_key in {key[:2] for key in fresh}})
+        users = list(dict.fromkeys((app, user) for app, user, _ in fresh))
+        last = _last_seqs(conn, users)
+        current = _current_aggregates(conn, fresh.values())
+        plan = aggregation.plan_commit(
+            list(fresh.values()),
+            last=last,
+            current=current,
+            pending=_pending_of(conn, [(a, u, c.seq) for (a, u, _), c in current.items()]),
+            usage=_usage_of(conn, fresh.values()),
+            now=now,
+            new_id=lambda: new_id(now),
+        )
+        _apply_plan(conn, plan, now)
+        _save_last_seqs(conn, {user_key: last[user_key] for user_key in users})
+        stored.update(plan.stored)
     return [stored[key] for key in keys]
 
 
-def _inbox_row(
-    write: InboxWrite, seq: int, notification_id: str, payload: bytes, now: float
-) -> dict[str, object]:
+def _current_aggregates(
+    conn: Connection, writes: Iterable[InboxWrite]
+) -> dict[aggregation.GroupKey, aggregation.Current]:
+    """The newest row of each group the writes may join (the newest row of a group is never replaced)."""
+    groups = list(
+        dict.fromkeys(
+            (w.app, w.user, w.event.group_key)
+            for w in writes
+            if w.event.group_key is not None and w.aggregate_window > 0
+        )
+    )
+    found: dict[aggregation.GroupKey, aggregation.Current] = {}
+    for start in range(0, len(groups), LOOKUP_CHUNK):
+        chunk = groups[start : start + LOOKUP_CHUNK]
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[-1]] * (size - len(chunk))
+        params = tuple(v for key in chunk for v in key)
+        for app, user, group, seq, payload, started in conn.exec_driver_sql(_current_sql(size), params):
+            current = aggregation.current_from_row(seq, payload, started)
+            if current is not None:
+                found[(app, user, group)] = current
+    return found
+
+
+@functools.lru_cache(maxsize=32)
+def _current_sql(rows: int) -> str:
+    # max(seq) of a group is one probe of ux_inbox_group (app, user_id, group_key, seq).
+    values = ", ".join(["(?, ?, ?)"] * rows)
+    return (
+        "SELECT t.app, t.user_id, t.group_key, t.seq, t.payload, t.group_started_at "
+        f"FROM (VALUES {values}) AS k CROSS JOIN inbox AS t "
+        "ON t.app = k.column1 AND t.user_id = k.column2 AND t.seq = ("
+        "SELECT max(g.seq) FROM inbox AS g "
+        "WHERE g.app = k.column1 AND g.user_id = k.column2 AND g.group_key = k.column3)"
+    )
+
+
+def _pending_of(
+    conn: Connection, rows: Sequence[aggregation.RowKey]
+) -> dict[aggregation.RowKey, list[Deferred]]:
+    if not rows:
+        return {}
+    columns = ("app", "user_id", "seq", "channel", "event_id", "due_at", "reason", "digest")
+    found: dict[aggregation.RowKey, list[Deferred]] = {}
+    for r in rows_matching(conn, deferred, ("app", "user_id", "seq"), columns, rows):
+        item = Deferred(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+        items = found.setdefault((item.app, item.user, item.seq), [])
+        if item not in items:  # lookups are padded with repeats
+            items.append(item)
+    return found
+
+
+def _usage_of(
+    conn: Connection, writes: Iterable[InboxWrite]
+) -> dict[aggregation.UsageKey, aggregation.Usage]:
+    keys = list(dict.fromkeys((w.app, w.user, p.channel) for w in writes for p in w.channels if p.cap > 0))
+    if not keys:
+        return {}
+    columns = ("app", "user_id", "channel", "window_start", "count")
+    rows = rows_matching(conn, channel_usage, ("app", "user_id", "channel"), columns, keys)
+    return {(a, u, c): aggregation.Usage(start, count) for a, u, c, start, count in rows}
+
+
+def _apply_plan(conn: Connection, plan: aggregation.CommitPlan, now: float) -> None:
+    conn.execute(insert(inbox), [_inbox_row(row, now) for row in plan.rows])
+    c = inbox.c
+    if plan.replaced:
+        mark = update(inbox).where(
+            c.app == bindparam("k_app"), c.user_id == bindparam("k_user"), c.seq == bindparam("k_seq")
+        )
+        conn.execute(mark.values(replaced_by=bindparam("k_new")), _row_params(plan.replaced))
+    if plan.moved:
+        d = deferred.c
+        move = update(deferred).where(
+            d.app == bindparam("k_app"), d.user_id == bindparam("k_user"), d.seq == bindparam("k_seq")
+        )
+        conn.execute(move.values(seq=bindparam("k_new")), _row_params(plan.moved))
+    if plan.deferred:
+        conn.execute(insert(deferred), [deferred_row(item, now) for item in plan.deferred])
+    if plan.usage:
+        _save_usage(conn, plan.usage)
+    record_decisions(conn, plan.decisions)
+
+
+def _row_params(pairs: Sequence[tuple[aggregation.RowKey, int]]) -> list[dict[str, object]]:
+    return [{"k_app": a, "k_user": u, "k_seq": seq, "k_new": new} for (a, u, seq), new in pairs]
+
+
+def _inbox_row(row: aggregation.NewRow, now: float) -> dict[str, object]:
     return {
-        "app": write.app,
-        "user_id": write.user,
-        "seq": seq,
-        "id": notification_id,
-        "event_id": write.event.id,
-        "payload": payload,
-        "group_key": write.event.group_key,
+        "app": row.write.app,
+        "user_id": row.write.user,
+        "seq": row.seq,
+        "id": row.id,
+        "event_id": row.write.event.id,
+        "payload": row.payload,
+        "group_key": row.write.event.group_key,
+        "created_at": now,
+        "replaces": row.replaces,
+        "replaced_by": row.replaced_by,
+        "group_started_at": row.group_started_at,
+    }
+
+
+def deferred_row(item: Deferred, now: float) -> dict[str, object]:
+    return {
+        "app": item.app,
+        "user_id": item.user,
+        "seq": item.seq,
+        "channel": item.channel,
+        "event_id": item.event_id,
+        "due_at": item.due_at,
+        "reason": item.reason,
+        "digest": item.digest,
         "created_at": now,
     }
+
+
+def _save_usage(conn: Connection, usage: dict[aggregation.UsageKey, aggregation.Usage]) -> None:
+    upsert = sqlite_insert(channel_usage)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[channel_usage.c.app, channel_usage.c.user_id, channel_usage.c.channel],
+        set_={"window_start": upsert.excluded.window_start, "count": upsert.excluded.count},
+    )
+    rows = [
+        {"app": a, "user_id": u, "channel": ch, "window_start": used.window_start, "count": used.count}
+        for (a, u, ch), used in usage.items()
+    ]
+    conn.execute(upsert, rows)
+
+
+def decision_row(decision: Decision) -> dict[str, object]:
+    return {
+        "app": decision.app,
+        "event_id": decision.event_id,
+        "user_id": decision.user,
+        "kind": decision.kind,
+        "channel": decision.channel,
+        "reason": decision.reason,
+        "seq": decision.seq,
+        "detail": orjson.dumps(decision.detail).decode() if decision.detail is not None else None,
+        "at": decision.at,
+    }
+
+
+def record_decisions(conn: Connection, items: Sequence[Decision]) -> None:
+    """Inserts decisions; one already recorded for its (app, event, user, kind, channel) stays as it is."""
+    if items:
+        conn.execute(sqlite_insert(decisions).on_conflict_do_nothing(), [decision_row(d) for d in items])
 
 
 def _existing_rows(conn: Connection, keys: Sequence[InboxKey]) -> dict[InboxKey, StoredNotification]:
@@ -175,11 +354,16 @@ def _of_user(app: str, user: str) -> ColumnElement[bool]:
     return and_(inbox.c.app == app, inbox.c.user_id == user)
 
 
+def _shown(app: str, user: str) -> ColumnElement[bool]:
+    """The user's rows that nothing replaced: what backlogs, lists and counts see."""
+    return and_(_of_user(app, user), inbox.c.replaced_by.is_(None))
+
+
 def _backlog(conn: Connection, *, app: str, user: str, after: int, limit: int) -> list[StoredNotification]:
     c = inbox.c
     query = (
         select(c.seq, c.event_id, c.payload)
-        .where(_of_user(app, user), c.seq > after)
+        .where(_shown(app, user), c.seq > after)
         .order_by(c.seq)
         .limit(limit)
     )
@@ -198,7 +382,7 @@ def _page(
 ) -> list[InboxItem]:
     """Oldest first from ``after`` when it is given, else newest first (below ``before`` when given)."""
     c = inbox.c
-    query = select(c.seq, c.payload, c.read_at, c.seen_at).where(_of_user(app, user)).limit(limit)
+    query = select(c.seq, c.payload, c.read_at, c.seen_at).where(_shown(app, user)).limit(limit)
     if after is not None:
         query = query.where(c.seq > after)
     if before is not None:
@@ -213,7 +397,7 @@ def _counts(conn: Connection, *, app: str, user: str) -> tuple[int, int]:
     c = inbox.c
     unread = func.count().filter(c.read_at.is_(None))
     unseen = func.count().filter(c.seen_at.is_(None))
-    row = conn.execute(select(unread, unseen).where(_of_user(app, user))).one()
+    row = conn.execute(select(unread, unseen).where(_shown(app, user))).one()
     return int(row[0]), int(row[1])
 
 
@@ -227,7 +411,8 @@ def _mark(
     up_to: int | None,
     at: float,
 ) -> int:
-    """Sets the field only where it is unset (the first read time stays); ``seqs`` and ``up_to`` add up."""
+    """Sets the field only where it is unset (the first read time stays); ``seqs`` and ``up_to`` add up.
+    Cancels the pending offline deliveries of those seqs (see ``ports.Inbox``)."""
     column = inbox.c.read_at if field == "read" else inbox.c.seen_at
     unset = update(inbox).where(_of_user(app, user), column.is_(None)).values({column: at})
     changed = 0
@@ -236,7 +421,26 @@ def _mark(
     wanted = sorted(set(seqs or ()))
     for start in range(0, len(wanted), LOOKUP_CHUNK):  # bounded statement size for any list length
         changed += conn.execute(unset.where(inbox.c.seq.in_(wanted[start : start + LOOKUP_CHUNK]))).rowcount
+    _cancel_pending(conn, app, user, field, wanted, up_to, at)
     return changed
+
+
+def _cancel_pending(
+    conn: Connection, app: str, user: str, field: str, seqs: Sequence[int], up_to: int | None, at: float
+) -> None:
+    """Deletes the pending deliveries of the marked seqs and records each cancellation."""
+    d = deferred.c
+    mine = and_(d.app == app, d.user_id == user)
+    selections = [d.seq <= up_to] if up_to is not None else []
+    selections += [d.seq.in_(seqs[i : i + LOOKUP_CHUNK]) for i in range(0, len(seqs), LOOKUP_CHUNK)]
+    for which in selections:
+        gone = conn.execute(delete(deferred).where(mine, which).returning(d.seq, d.channel, d.event_id)).all()
+        record_decisions(conn, [cancel_decision(app, user, field, row, at) for row in gone])
+
+
+def cancel_decision(app: str, user: str, field: str, row: Any, at: float) -> Decision:
+    reason = f"the user has {field} the notification: no {row.channel} needed"
+    return Decision(app, row.event_id, user, CANCEL, reason, row.channel, row.seq, at)
 
 
 def _last_seq(conn: Connection, *, app: str, user: str) -> int:
@@ -336,6 +540,34 @@ class SqliteTopics:
     async def page(self, app: str, topic: str, after: str | None, limit: int) -> list[str]:
         return await self._db.read(partial(_topic_page, app=app, topic=topic, after=after, limit=limit))
 
+    async def subscribe_many(self, app: str, topic: str, users: Sequence[str]) -> int:
+        if not users:
+            return 0
+        now = self._clock.time()
+        rows = [{"app": app, "topic": topic, "user_id": u, "created_at": now} for u in dict.fromkeys(users)]
+        return await self._db.write(partial(_subscribe_many, rows=rows))
+
+    async def boundaries(self, app: str, topic: str, after: str | None, every: int, limit: int) -> list[str]:
+        query = boundaries_query(app, topic, after, every, limit)
+        return await self._db.read(lambda conn: list(conn.execute(query).scalars()))
+
+
+def _subscribe_many(conn: Connection, *, rows: list[dict[str, object]]) -> int:
+    # executemany: the rowcount is the sum over the rows, i.e. the rows that were new.
+    return int(conn.execute(sqlite_insert(topic_subscribers).on_conflict_do_nothing(), rows).rowcount)
+
+
+def boundaries_query(app: str, topic: str, after: str | None, every: int, limit: int) -> Any:
+    """Every ``every``-th subscriber id after ``after`` (see ``ports.Topics.boundaries``); the same SQL serves
+    SQLite and PostgreSQL: a bounded scan of the primary key, numbered by a window function."""
+    c = topic_subscribers.c
+    scan = select(c.user_id).where(c.app == app, c.topic == topic).order_by(c.user_id).limit(every * limit)
+    if after is not None:
+        scan = scan.where(c.user_id > after)
+    ids = scan.subquery("ids")
+    numbered = select(ids.c.user_id, func.row_number().over(order_by=ids.c.user_id).label("n")).subquery("n")
+    return select(numbered.c.user_id).where(numbered.c.n % every == 0).order_by(numbered.c.user_id)
+
 
 def _subscribe(conn: Connection, *, app: str, topic: str, user: str, clock: Clock) -> bool:
     row = {"app": app, "topic": topic, "user_id": user, "created_at": clock.time()}
@@ -403,3 +635,108 @@ def _claim_row(claim: Claim) -> dict[str, str]:
 
 def _prune_keys(conn: Connection, *, older_than: float) -> int:
     return conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < older_than)).rowcount
+
+
+# --- preferences and app rules ------------------------------------------------------------------------------
+
+
+class SqlitePreferences:
+    """``ports.Preferences``: each user's preferences and each app's rules as one JSON document."""
+
+    def __init__(self, db: SqliteDatabase, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def user(self, app: str, user: str) -> UserPreferences | None:
+        return (await self.users(app, [user])).get(user)
+
+    async def users(self, app: str, users: Sequence[str]) -> dict[str, UserPreferences]:
+        if not users:
+            return {}
+        keys = [(app, user) for user in dict.fromkeys(users)]
+        columns = ("user_id", "body")
+        rows = await self._db.read(
+            lambda conn: rows_matching(conn, user_preferences, ("app", "user_id"), columns, keys)
+        )
+        return {user: prefs_from_json(orjson.loads(body)) for user, body in rows}
+
+    async def set_user(self, app: str, user: str, prefs: UserPreferences) -> None:
+        row = {"app": app, "user_id": user, "body": orjson.dumps(prefs_to_json(prefs)).decode()}
+        await self._db.write(partial(_upsert_body, table=user_preferences, row=row, now=self._clock.time()))
+
+    async def rules(self, app: str) -> AppRules | None:
+        query = select(app_rules.c.body).where(app_rules.c.app == app)
+        body = await self._db.read(lambda conn: conn.execute(query).scalar())
+        return None if body is None else rules_from_json(orjson.loads(body))
+
+    async def set_rules(self, app: str, rules: AppRules) -> None:
+        row = {"app": app, "body": orjson.dumps(rules_to_json(rules)).decode()}
+        await self._db.write(partial(_upsert_body, table=app_rules, row=row, now=self._clock.time()))
+
+
+def _upsert_body(conn: Connection, *, table: Table, row: Mapping[str, str], now: float) -> None:
+    upsert = sqlite_insert(table).values({**row, "updated_at": now})
+    keys = list(table.primary_key.columns)
+    conn.execute(
+        upsert.on_conflict_do_update(index_elements=keys, set_={"body": row["body"], "updated_at": now})
+    )
+
+
+# --- the decision log and pending offline deliveries ----------------------------------------------------------
+
+
+class SqliteDecisions:
+    """``ports.Decisions``."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def record(self, items: Sequence[Decision]) -> None:
+        if items:
+            await self._db.write(lambda conn: record_decisions(conn, items))
+
+    async def for_event(
+        self, app: str, event_id: str, *, user: str | None, after: tuple[str, str, str] | None, limit: int
+    ) -> list[Decision]:
+        query = decisions_query(app, event_id, user=user, after=after, limit=limit)
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        return [decision_of(row) for row in rows]
+
+    async def pending(self, app: str, user: str) -> list[Deferred]:
+        query = pending_query(app, user)
+        return [deferred_of(row) for row in await self._db.read(lambda conn: conn.execute(query).all())]
+
+    async def prune(self, older_than: float) -> int:
+        statement = delete(decisions).where(decisions.c.at < older_than)
+        return await self._db.write(lambda conn: int(conn.execute(statement).rowcount))
+
+
+def decisions_query(
+    app: str, event_id: str, *, user: str | None, after: tuple[str, str, str] | None, limit: int
+) -> Any:
+    """An event's decisions in (user, kind, channel) order: keyset pages along the primary key."""
+    c = decisions.c
+    query = select(decisions).where(c.app == app, c.event_id == event_id)
+    if user is not None:
+        query = query.where(c.user_id == user)
+    if after is not None:
+        query = query.where(tuple_(c.user_id, c.kind, c.channel) > tuple_(*after))
+    return query.order_by(c.user_id, c.kind, c.channel).limit(limit)
+
+
+def decision_of(row: Any) -> Decision:
+    detail = orjson.loads(row.detail) if row.detail is not None else None
+    return Decision(
+        row.app, row.event_id, row.user_id, row.kind, row.reason, row.channel, row.seq, row.at, detail
+    )
+
+
+def pending_query(app: str, user: str) -> Any:
+    d = deferred.c
+    return select(deferred).where(d.app == app, d.user_id == user).order_by(d.seq, d.channel)
+
+
+def deferred_of(row: Any) -> Deferred:
+    return Deferred(
+        row.app, row.user_id, row.seq, row.channel, row.event_id, row.due_at, row.reason, bool(row.digest)
+    )

@@ -117,6 +117,19 @@ def encode_notification(payload: bytes) -> bytes:
     return b'{"type":"notification","notification":' + payload + b"}"
 
 
+def encode_read(field: str, *, seqs: list[int] | None, up_to: int | None, unread: int, unseen: int) -> bytes:
+    """``{"type":"read","field":"read"|"seen","seqs":[…]|"up_to":N,"unread":n,"unseen":n}``: a read or seen
+    mark made by any of the user's clients, with the counts after it (read-sync). SSE sends the same JSON as
+    ``event: read``."""
+    obj: dict[str, object] = {"type": "read", "field": field}
+    if seqs is not None:
+        obj["seqs"] = seqs
+    if up_to is not None:
+        obj["up_to"] = up_to
+    obj["unread"], obj["unseen"] = unread, unseen
+    return _dumps(obj)
+
+
 def encode_error(code: str, message: str) -> bytes:
     """``{"type":"error","code":…,"message":…}``: sent before the server closes the connection."""
     return _dumps({"type": "error", "code": code, "message": message})

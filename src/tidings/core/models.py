@@ -31,6 +31,23 @@ class App:
 
 
 @dataclass(frozen=True, slots=True)
+class FanoutPart:
+    """A share of one topic event's fan-out, put back on the log as a job of its own (see ``tidings.planner``).
+
+    ``split``: find the boundaries of the subscribers after ``after``, one every chunk, and append a ``chunk``
+    job per range (and the next ``split`` when there are more); ``chunk``: fan out to the subscribers in
+    (``after``, ``until``] (``until`` None: to the end). ``root`` is the producer's event id: inbox rows and
+    decisions carry it. ``index`` numbers the chunks, so a redelivered split appends the same job ids again.
+    """
+
+    kind: Literal["split", "chunk"]
+    root: str
+    index: int = 0
+    after: str | None = None
+    until: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """What a producer sent, as accepted (durable) by the API."""
 
@@ -49,6 +66,7 @@ class Event:
     # W3C trace context of the request that accepted it ({"traceparent": ..., "tracestate": ...}), so the
     # fan-out joins the producer's trace across processes; None when tracing is off.
     trace: TraceCarrier | None = None
+    part: FanoutPart | None = None  # set on the fan-out jobs a large topic event is split into
 
 
 def event_to_bytes(event: Event) -> bytes:
@@ -68,6 +86,9 @@ def event_to_bytes(event: Event) -> bytes:
     }
     if event.trace is not None:  # absent rather than null: payloads without tracing stay as they were
         obj["trace"] = event.trace
+    if event.part is not None:
+        part = event.part
+        obj["part"] = [part.kind, part.root, part.index, part.after, part.until]
     return orjson.dumps(obj)
 
 
@@ -88,7 +109,15 @@ def event_from_bytes(raw: bytes) -> Event:
         priority=obj.get("priority", "normal"),
         idempotency_key=obj.get("idempotency_key"),
         trace=trace_carrier(obj.get("trace")),
+        part=_part(obj.get("part")),
     )
+
+
+def _part(value: object) -> FanoutPart | None:
+    if not isinstance(value, list):
+        return None
+    kind, root, index, after, until = value
+    return FanoutPart(kind, root, index, after, until)
 
 
 def trace_carrier(value: object) -> TraceCarrier | None:
@@ -102,12 +131,38 @@ def trace_carrier(value: object) -> TraceCarrier | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelPlan:
+    """An offline delivery (web push, email, webhook) the fan-out decided for one notification.
+
+    ``due_at`` None: due at once, unless the user's cap for the channel (``cap`` per ``cap_window`` seconds;
+    0: no cap) is used up, when the store defers it into a digest due at the end of the cap window.
+    """
+
+    channel: str
+    reason: str
+    due_at: float | None = None
+    digest: bool = False
+    cap: int = 0
+    cap_window: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class InboxWrite:
-    """One planned inbox row: what the fan-out decided, before the store gives it a seq."""
+    """One planned inbox row: what the fan-out decided, before the store gives it a seq.
+
+    ``aggregate_window`` > 0 (seconds) makes the row join the user's current aggregate of the event's
+    ``group_key`` (and type) when that aggregate started less than the window ago: the store then commits a
+    new row that ``replaces`` it, with the latest ``max_actors`` actors and the summed ``count``.
+    ``channels`` are the offline deliveries decided for it; ``reason`` why it reaches the inbox (decision log).
+    """
 
     app: str
     user: str
     event: Event
+    aggregate_window: float = 0.0
+    max_actors: int = 3
+    channels: tuple[ChannelPlan, ...] = ()
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,17 +205,29 @@ class LiveMessage:
     trace: TraceCarrier | None = None  # W3C trace context of the publish, so delivery joins the event's trace
 
 
-def render_notification(write: InboxWrite, *, seq: int, notification_id: str, created_at: float) -> bytes:
-    """The notification JSON a user sees, serialized once (see module docstring)."""
+def render_notification(
+    write: InboxWrite,
+    *,
+    seq: int,
+    notification_id: str,
+    created_at: float,
+    actors: list[JSON] | None = None,
+    count: int = 1,
+    replaces: int | None = None,
+) -> bytes:
+    """The notification JSON a user sees, serialized once (see module docstring). An aggregate passes its
+    ``actors`` (latest first), ``count`` (events merged) and the seq it ``replaces``."""
     event = write.event
+    if actors is None:
+        actors = [event.actor] if event.actor is not None else []
     return orjson.dumps(
         {
             "seq": seq,
             "id": notification_id,
             "event_id": event.id,
             "type": event.type,
-            "actors": [event.actor] if event.actor is not None else [],
-            "count": 1,
+            "actors": actors,
+            "count": count,
             "object": event.object,
             "data": event.data,
             "priority": event.priority,
@@ -168,6 +235,6 @@ def render_notification(write: InboxWrite, *, seq: int, notification_id: str, cr
             "created_at": isoformat(created_at),
             "read_at": None,
             "seen_at": None,
-            "replaces": None,
+            "replaces": replaces,
         }
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -81,8 +82,16 @@ inbox = Table(
     Column("read_at", Float, nullable=True),
     Column("seen_at", Float, nullable=True),
     Column("replaces", BigInteger, nullable=True),
+    # Aggregation (``core.aggregation``): the seq of the row that replaced this one (then it no longer counts
+    # as unread and backlogs leave it out), and when this row's group started (NULL: not joinable).
+    Column("replaced_by", BigInteger, nullable=True),
+    Column("group_started_at", Float, nullable=True),
     PrimaryKeyConstraint("app", "user_id", "seq"),
     UniqueConstraint("app", "user_id", "event_id", name="ux_inbox_event"),
+    # The lookup of a user's current aggregate of a group. Declared as a (trivially true) unique constraint
+    # rather than an index so that it is part of the table's DDL, which the PostgreSQL hash partitioning
+    # recreates (postgres_partitions.py), and it starts with the partition key as PostgreSQL requires.
+    UniqueConstraint("app", "user_id", "group_key", "seq", name="ux_inbox_group"),
 )
 
 topic_subscribers = Table(
@@ -115,4 +124,72 @@ idempotency_keys = Table(
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("app", "key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
+# --- social rules (migration 0003) ---------------------------------------------------------------------------
+
+# An app's notification rules (``core.rules.AppRules`` as JSON); an app without a row has the defaults.
+app_rules = Table(
+    "app_rules",
+    metadata,
+    Column("app", String(64), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# A user's preferences (``core.rules.UserPreferences`` as JSON); a user without a row has none.
+user_preferences = Table(
+    "user_preferences",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "user_id"),
+)
+
+# The decision log (``core.rules.Decision``): one row per (event, user, kind, channel); user '' = the event.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("seq", BigInteger, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "event_id", "user_id", "kind", "channel"),
+    Index("ix_decisions_at", "at"),
+)
+
+# Pending offline deliveries (``core.rules.Deferred``) for senders that do not exist yet: due at ``due_at``.
+deferred = Table(
+    "deferred",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("digest", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "user_id", "seq", "channel"),
+    Index("ix_deferred_due_at", "due_at"),
+)
+
+# Per-user cap counters of the offline channels: deliveries in the fixed window starting at window_start.
+channel_usage = Table(
+    "channel_usage",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("window_start", Float, nullable=False),
+    Column("count", Integer, nullable=False),
+    PrimaryKeyConstraint("app", "user_id", "channel"),
 )

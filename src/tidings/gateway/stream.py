@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from tidings.core import frames
 from tidings.core.models import LiveMessage
 from tidings.core.outbox import Outbox
 from tidings.core.session import Session, Step
@@ -132,7 +133,14 @@ class LiveStream:
         self._apply(self._session.backlog([(row.seq, row.payload) for row in rows]), pulled=True)
 
     def _on_live(self, message: LiveMessage) -> None:
-        if self._session is None or message.kind != "notification":
+        if self._session is None:
+            return
+        if message.kind in ("read", "seen"):
+            # Read-sync: a mark made by one of the user's clients, as the frame the API made (core.frames).
+            sync = message.payload if self.transport != "sse" else frames.sse_event("read", message.payload)
+            self.push_control(sync)
+            return
+        if message.kind != "notification":
             return
         if message.seq > self._session.last_seq and message.seq not in self._held:
             self._hold(message)

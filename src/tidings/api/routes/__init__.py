@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tidings.api.routes import admin, events, me, ops, topics
+from tidings.api.routes import admin, decisions, events, me, ops, preferences, topics
 
-ROUTERS: tuple[APIRouter, ...] = (events.router, topics.router, me.router, admin.router, ops.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    events.router,
+    decisions.router,
+    topics.router,
+    me.router,
+    preferences.router,
+    admin.router,
+    ops.router,
+)

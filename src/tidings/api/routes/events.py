@@ -22,12 +22,53 @@ from tidings.api.routing import json_router
 from tidings.api.schemas import Accepted, BatchEventIn, BatchIn, BatchOut, EventIn, ItemError
 from tidings.core.ids import new_id
 from tidings.core.models import App, Event
-from tidings.errors import IdempotencyMismatchError, LimitExceededError, TidingsError
+from tidings.errors import IdempotencyMismatchError, LimitExceededError, TidingsError, UnavailableError
 from tidings.observability import metrics, tracing
 from tidings.observability.journal import JOURNAL
 from tidings.ports import Append, Appended
 
 router = json_router(tags=["events"])
+
+LAG_TTL = 1.0  # seconds the log's lag is reused for admission: counting it is not free on every engine
+
+
+class OverloadedError(UnavailableError):
+    """The event log is too far behind for this priority (503 with Retry-After): low first, then normal."""
+
+    code = "overloaded"
+
+
+class LagGate:
+    """Load shedding by priority: past ``shed_low_lag`` events in the log not yet fanned out, low-priority
+    events are refused; past ``shed_normal_lag``, normal ones too; high priority is never shed here (the
+    per-key rate limit still applies). Refused means not accepted: the producer retries after Retry-After."""
+
+    def __init__(self) -> None:
+        self._lag = 0
+        self._read_at: float | None = None
+
+    async def shed(self, state: State) -> frozenset[str]:
+        """The priorities refused right now."""
+        runtime = state.runtime
+        now = runtime.clock.monotonic()
+        if self._read_at is None or now - self._read_at >= LAG_TTL:
+            self._lag, self._read_at = await runtime.log.lag(), now
+        settings = runtime.settings
+        if self._lag > settings.shed_normal_lag:
+            return frozenset({"low", "normal"})
+        return frozenset({"low"}) if self._lag > settings.shed_low_lag else frozenset()
+
+
+async def shed_priorities(request: Request, state: State) -> frozenset[str]:
+    gate = getattr(request.app.state, "lag_gate", None)
+    if gate is None:
+        gate = request.app.state.lag_gate = LagGate()
+    return await gate.shed(state)
+
+
+def _overloaded(priority: str) -> OverloadedError:
+    return OverloadedError(f"overloaded: {priority}-priority events are refused for now", retry_after=5.0)
+
 
 KeyHeader = Annotated[
     str | None,
@@ -105,6 +146,8 @@ async def post_event(
     idempotency_key: KeyHeader = None,
 ) -> Accepted:
     _check_recipients(event, state.runtime.settings.max_recipients)
+    if event.priority in await shed_priorities(request, state):
+        raise _overloaded(event.priority)
     with state.in_flight.hold(app.name, [idempotency_key] if idempotency_key is not None else []):
         (result,) = await _append(state, request, app, [(event, idempotency_key)])
     if isinstance(result, Exception):
@@ -175,13 +218,16 @@ def _answer(result: Appended | Exception) -> Accepted | ItemError:
     responses=errors.responses(400, 401, 413, 415, 422, 429, 503),
     summary="Send many events; one result per event, in order",
 )
-async def post_batch(batch: BatchIn, state: State, request: Request, app: Producer) -> BatchOut:
+async def post_batch(
+    batch: BatchIn, state: State, request: Request, response: Response, app: Producer
+) -> BatchOut:
     settings = state.runtime.settings
     if len(batch.events) > settings.max_batch_events:
         raise LimitExceededError(f"events: at most {settings.max_batch_events} per batch")
     state.limiter.check(app.api_key_hash, len(batch.events))
     items = [_validate_item(raw, settings.max_recipients) for raw in batch.events]
     _resolve_keys(items, state, app)
+    _shed(items, await shed_priorities(request, state), response)
     to_append = [(index, item.event) for index, item in enumerate(items) if item.event is not None]
     keys = [event.idempotency_key for _, event in to_append if event.idempotency_key is not None]
     results: list[Accepted | ItemError | None] = [item.error for item in items]
@@ -193,6 +239,15 @@ async def post_batch(batch: BatchIn, state: State, request: Request, app: Produc
         for (index, _), result in zip(to_append, appended, strict=True):
             results[index] = _answer(result)
     return BatchOut(results=[_final(results, index, item) for index, item in enumerate(items)])
+
+
+def _shed(items: list[_Item], shed: frozenset[str], response: Response) -> None:
+    """Items of a shed priority are refused one by one (``overloaded``); the answer carries Retry-After."""
+    for item in items:
+        if item.event is not None and item.event.priority in shed:
+            error = _overloaded(item.event.priority)
+            item.event, item.error = None, _item_error(error.code, error.message)
+            response.headers["Retry-After"] = errors.retry_after(error.retry_after)
 
 
 def _final(results: list[Accepted | ItemError | None], index: int, item: _Item) -> Accepted | ItemError:

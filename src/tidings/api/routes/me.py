@@ -1,10 +1,16 @@
 """A user's own inbox: list, counts, read/seen marks, and stream tickets for browsers' SSE.
 
 Every query is scoped to the (app, user) of the caller's token: there is no way to name another user.
+
+Read-sync: a read or seen mark is published on the live bus (kind ``read``/``seen``) with the counts after it,
+so every live connection of the user (any device) learns it at once; the store also cancels the marked
+notifications' pending pushes and emails. The bus is at most once: a client that misses one still has the
+counts from ``/v1/me/unread-count``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Annotated, Literal
 
@@ -16,8 +22,9 @@ from tidings.api.auth import hash_key
 from tidings.api.deps import State, User
 from tidings.api.routing import json_router
 from tidings.api.schemas import MAX_SEQ, Marked, MarkIn, NotificationsPage, StreamTicket, UnreadCount
-from tidings.core.models import App
-from tidings.errors import InvalidInputError
+from tidings.core import frames
+from tidings.core.models import App, LiveMessage
+from tidings.errors import InvalidInputError, TidingsError
 from tidings.observability import metrics
 
 router = json_router(tags=["me"])
@@ -79,8 +86,18 @@ async def _mark(
     updated = await state.runtime.store.inbox.mark(
         app.name, user, field, seqs=body.seqs, up_to=body.up_to, at=at
     )
+    await _sync(state, app.name, user, field, body)
     metrics.FUNNEL[field].inc(updated)  # rows marked now: a repeated mark counts nothing twice
     return Marked(updated=updated)
+
+
+async def _sync(state: State, app: str, user: str, field: Literal["read", "seen"], body: MarkIn) -> None:
+    """Tell the user's live connections (read-sync); best effort, like every live message."""
+    unread, unseen = await state.runtime.store.inbox.counts(app, user)
+    frame = frames.encode_read(field, seqs=body.seqs, up_to=body.up_to, unread=unread, unseen=unseen)
+    # The mark is committed whatever the bus does: a client that missed the frame can ask for the counts.
+    with contextlib.suppress(TidingsError):
+        await state.runtime.bus.publish([LiveMessage(app, user, 0, frame, kind=field)])
 
 
 @router.post(

@@ -2,18 +2,28 @@
 
 ``PUT`` and ``DELETE`` are idempotent and answer 200 either way; ``changed`` tells whether anything did.
 ``GET`` lists subscribers in ascending user-id order, a page at a time, with an opaque cursor.
+``PUT /v1/topics/{topic}/subscribers`` with a JSON list of user ids imports many at once (one transaction,
+at most ``max_bulk_subscribers`` ids), idempotently: ids already subscribed are left as they are.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Body, Path, Query
 
 from tidings.api import cursors, errors
 from tidings.api.deps import Producer, State
 from tidings.api.routing import json_router
-from tidings.api.schemas import NO_CONTROL_CHARS, TOPIC_PATTERN, SubscribersPage, Subscription
+from tidings.api.schemas import (
+    NO_CONTROL_CHARS,
+    TOPIC_PATTERN,
+    BulkSubscribed,
+    SubscribersPage,
+    Subscription,
+    UserId,
+)
+from tidings.errors import LimitExceededError
 
 router = json_router(tags=["topics"])
 
@@ -51,3 +61,25 @@ async def subscribers(
     more = len(users) > limit
     users = users[:limit]
     return SubscribersPage(items=users, next=cursors.encode({"after": users[-1]}) if more else None)
+
+
+@router.put(
+    "/v1/topics/{topic}/subscribers",
+    responses=errors.responses(400, 401, 413, 415, 422, 503),
+    summary="Subscribe many users at once (a bulk import of followers); idempotent",
+    description="The body is a JSON list of user ids, at most `max_bulk_subscribers` (default 10,000) of "
+    "them; duplicates count once. Ids already subscribed are left as they are, so repeating an import (or a "
+    "part of one, after a failure) is safe. The whole list is added in one transaction: all or nothing.",
+)
+async def subscribe_many(
+    topic: TopicPath,
+    users: Annotated[list[UserId], Body(min_length=1, description="user ids")],
+    app: Producer,
+    state: State,
+) -> BulkSubscribed:
+    limit = state.runtime.settings.max_bulk_subscribers
+    distinct = list(dict.fromkeys(users))
+    if len(distinct) > limit:
+        raise LimitExceededError(f"at most {limit} user ids per request")
+    added = await state.runtime.store.topics.subscribe_many(app.name, topic, distinct)
+    return BulkSubscribed(topic=topic, added=added, received=len(distinct))
