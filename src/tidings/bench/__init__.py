@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import orjson
 
-SCENARIOS = ("fanout", "scaleout", "connections", "latency", "ingest", "celebrity", "resume")
+SCENARIOS = ("fanout", "scaleout", "connections", "latency", "ingest", "celebrity", "resume", "growth")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -51,6 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--payload", type=int, default=200)
     server.add_argument("--reuse-port", action="store_true")
     server.set_defaults(handler=_server)
+    stack = sub.add_parser("stack", help=argparse.SUPPRESS)
+    stack.add_argument("--data", required=True)
+    stack.add_argument("--roles", default="api,worker,gateway")
+    stack.add_argument("--ws", choices=("fastws", "uvicorn"), default="fastws")
+    stack.set_defaults(handler=_stack)
+    producer = sub.add_parser("producer", help=argparse.SUPPRESS)
+    producer.add_argument("spec", help="the producer's arguments, as JSON")
+    producer.set_defaults(handler=_producer)
+    celebrity = sub.add_parser("celebrity", help=argparse.SUPPRESS)
+    celebrity.add_argument("spec", help="the celebrity run's arguments, as JSON")
+    celebrity.set_defaults(handler=_celebrity)
     clients = sub.add_parser("clients", help=argparse.SUPPRESS)
     clients.add_argument("spec", help="the client process's arguments, as JSON")
     clients.set_defaults(handler=_clients)
@@ -67,6 +78,27 @@ def _server(args: argparse.Namespace) -> int:
     from tidings.bench.servers import serve
 
     _uvloop_run(serve(args.kind, args.port, args.data, args.payload, args.reuse_port))
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from tidings.bench.stack import serve_stack
+
+    _uvloop_run(serve_stack(args.data, args.roles, args.ws))
+    return 0
+
+
+def _producer(args: argparse.Namespace) -> int:
+    from tidings.bench.producer import run
+
+    _uvloop_run(run(orjson.loads(args.spec)))
+    return 0
+
+
+def _celebrity(args: argparse.Namespace) -> int:
+    from tidings.bench.celebrity import run
+
+    _uvloop_run(run(orjson.loads(args.spec)))
     return 0
 
 

@@ -38,19 +38,32 @@ def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="tidings-bench-", dir=base))
 
 
-async def prepare_app(data: Path) -> tuple[str, str]:
-    """An app in a fresh embedded store at ``data``; returns (app name, jwt secret)."""
+async def prepare_app(data: Path, users: int = 0, rows_per_user: int = 0) -> dict[str, str]:
+    """An app in a fresh embedded store at ``data`` (``{"app", "api_key", "jwt_secret"}``), and optionally
+    ``rows_per_user`` committed notifications for each of ``users`` users (a backlog to resume)."""
     from tidings.api.auth import create_app_record
-    from tidings.backends.sqlite import SqliteStore
+    from tidings.backends import open_store
     from tidings.bench.servers import bench_settings
 
     settings = bench_settings(str(data))
-    store = await SqliteStore.open(settings.store_url, settings)
+    store = await open_store(settings.store_url, settings)
     try:
         record = await create_app_record(store, "bench", [], time.time())
+        await _seed(store, record["app"], users, rows_per_user)
     finally:
         await store.close()
-    return record["app"], record["jwt_secret"]
+    return record
+
+
+async def _seed(store: Any, app: str, users: int, rows_per_user: int) -> None:
+    from tidings.core.models import Event, InboxWrite
+
+    writes = []
+    for k in range(rows_per_user):
+        event = Event(id=f"seed{k:04d}", app=app, type="post.liked", accepted_at=time.time(), data={"k": k})
+        writes.extend(InboxWrite(app, f"u{i}", event) for i in range(users))
+    for start in range(0, len(writes), 2000):
+        await store.inbox.write(writes[start : start + 2000])
 
 
 def proto_of(kind: str) -> str:
@@ -82,19 +95,32 @@ class Fleet:
     clients: list[Child] = field(default_factory=list)
     dir: Path = field(default_factory=workdir)
     counters: Counters | None = None
-    app: tuple[str, str] = ("", "")
+    app: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    ws_port: int = 0
+    rows_per_user: int = 0  # a backlog per user, committed before the server starts (resume storm)
+    stack_roles: str = (
+        ""  # start a whole Tidings process (stack.py) with these roles instead of a server kind
+    )
 
     async def start_servers(self, count: int = 1, **client_args: Any) -> None:
         self.counters = Counters(self.dir / "counters", self.procs, create=True)
         if self.kind.startswith("tidings"):
-            self.app = await prepare_app(self.dir / "data")
+            users = self.connections if self.rows_per_user else 0
+            self.app = await prepare_app(self.dir / "data", users, self.rows_per_user)
         for index in range(count):
             child = await Child.start(f"{self.kind}-server-{index}", self._server_argv(reuse=count > 1))
             self.servers.append(child)
-            self.port = (await child.expect("listening", 60))["port"]
+            listening = await child.expect("listening", 60)
+            self.port = listening["port"]
+            self.ws_port = listening.get("ws_port", self.port)
 
     def _server_argv(self, reuse: bool) -> list[str]:
+        if self.stack_roles:
+            shell = "uvicorn" if self.kind == "tidings-uvicorn" else "fastws"
+            return python_child(
+                "stack", "--data", str(self.dir / "data"), "--roles", self.stack_roles, "--ws", shell
+            )
         if self.kind == "node":
             text = self.dir / "message.txt"
             text.write_bytes(frames.encode_notification(sample_payload(self.payload_size)))
@@ -113,13 +139,13 @@ class Fleet:
             count = share + (1 if slot < rest else 0)
             args = {
                 "proto": proto_of(self.kind),
-                "url": url_of(self.kind, self.port),
+                "url": url_of(self.kind, self.ws_port or self.port),
                 "port": self.port,
                 "count": count,
                 "first_user": first,
                 "user_prefix": self.user_prefix,
-                "app": self.app[0],
-                "secret": self.app[1],
+                "app": self.app.get("app", ""),
+                "secret": self.app.get("jwt_secret", ""),
                 "counters": str(self.counters.path if self.counters else ""),
                 "slots": self.procs,
                 "slot": slot,

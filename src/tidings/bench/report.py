@@ -1,0 +1,169 @@
+"""Results -> a Markdown table (median and range of the runs, per scenario and kind) and a PNG plot."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tidings.bench.harness import median
+
+# The headline number of each scenario, and its unit.
+METRIC = {
+    "fanout": ("rate", "deliveries/s"),
+    "connections": ("bytes_per_connection", "bytes/conn"),
+    "latency": ("p99_ms", "p99 ms"),
+    "ingest": ("rate", "events/s"),
+    "celebrity": ("seconds", "s"),
+    "resume": ("seconds", "s"),
+    "growth": ("rate", "deliveries/s (recipients: rows/s)"),
+}
+
+
+def load(files: Sequence[str]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"results": []}
+    for name in files:
+        data = orjson.loads(Path(name).read_bytes())
+        merged.setdefault("machine", data.get("machine"))
+        merged["results"].extend(data["results"])
+    return merged
+
+
+def group_key(result: dict[str, Any]) -> tuple[str, str]:
+    kind = str(result.get("kind", ""))
+    if result.get("scenario") == "fanout" and result.get("servers", 1) > 1:
+        kind += f" x{result['servers']}"
+    if result.get("scenario") == "connections":
+        kind += f" @{result.get('connections')}"
+    return str(result.get("scenario")), kind
+
+
+def summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (scenario, kind): median and range of the headline metric over successful runs."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        groups[group_key(result)].append(result)
+    rows = []
+    for (scenario, kind), runs in groups.items():
+        field, unit = METRIC.get(scenario, ("", ""))
+        values = [
+            float(r[field]) for r in runs if r.get("ok", True) and field in r and r.get("complete", True)
+        ]
+        rows.append(
+            {
+                "scenario": scenario,
+                "kind": kind,
+                "unit": unit,
+                "runs": len(runs),
+                "ok_runs": len(values),
+                "median": median(values) if values else None,
+                "low": min(values, default=None),
+                "high": max(values, default=None),
+                "load": [r.get("load") for r in runs],
+                "client_bound": any(r.get("client_bound") for r in runs),
+                "extra": _extra(scenario, runs),
+            }
+        )
+    return rows
+
+
+def _extra(scenario: str, runs: list[dict[str, Any]]) -> str:
+    ok = [r for r in runs if r.get("ok", True)]
+    if not ok:
+        return "; ".join(sorted({str(r.get("error", "failed"))[:80] for r in runs}))
+    if scenario == "fanout":
+        per_cpu = [r["rate"] / r["server_cpu"] for r in ok if r.get("server_cpu")]
+        text = (
+            f"{median(per_cpu):,.0f}/CPU-s, server CPU {median([r['server_cpu'] for r in ok]):.2f}"
+            if per_cpu
+            else ""
+        )
+        writes = [r["frames_per_write"] for r in ok if "frames_per_write" in r]
+        return text + (f", {median(writes):.1f} frames/write" if writes else "")
+    if scenario == "latency":
+        return "p50 {:.1f} / p999 {:.1f} ms at {:,.0f} ev/s".format(
+            median([r["p50_ms"] for r in ok]),
+            median([r["p999_ms"] for r in ok]),
+            median([r["achieved_rate"] for r in ok]),
+        )
+    if scenario == "connections":
+        return f"{min(r['held'] for r in ok):,} held, RSS {median([r['server_rss_mb'] for r in ok]):.0f} MB"
+    if scenario == "celebrity":
+        return f"{median([r['rows_per_second'] for r in ok]):,.0f} rows/s"
+    if scenario in ("ingest", "resume") and any("server_cpu" in r for r in ok):
+        return f"server CPU {median([r.get('server_cpu', 0.0) for r in ok]):.2f}"
+    return ""
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    rows = summary(data["results"])
+    lines = [
+        "| scenario | kind | median | range | unit | runs ok | load (1-min avg) | notes |",
+        "|---|---|---:|---|---|---|---|---|",
+    ]
+    for row in rows:
+        loads = ", ".join(f"{x:.1f}" for x in row["load"] if x is not None)
+        note = row["extra"] + ("; CLIENT-BOUND in a run" if row["client_bound"] else "")
+        lines.append(
+            f"| {row['scenario']} | {row['kind']} | {_fmt(row['median'])} | {_fmt(row['low'])}–{_fmt(row['high'])} "
+            f"| {row['unit']} | {row['ok_runs']}/{row['runs']} | {loads} | {note} |"
+        )
+    lines += ["", *ratios(rows)]
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """The gateway's fan-out rate over each baseline's, from the medians of the same run set."""
+    fanout = {r["kind"]: r["median"] for r in rows if r["scenario"] == "fanout" and r["median"]}
+    ours = fanout.get("tidings")
+    if not ours:
+        return []
+    return [f"- tidings / {kind}: {ours / value:.2f}×" for kind, value in fanout.items() if kind != "tidings"]
+
+
+def plot(data: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary(data["results"]) if r["scenario"] == "fanout" and r["median"]]
+    growth = [r for r in data["results"] if r.get("scenario") == "growth" and r.get("ok", True)]
+    figure, axes = plt.subplots(1, 3 if growth else 1, figsize=(15 if growth else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    rows.sort(key=lambda r: r["median"])
+    ax.barh([r["kind"] for r in rows], [r["median"] for r in rows], xerr=_errors(rows), color="#4a7ab5")
+    ax.set_xlabel("unicast deliveries/s, 1,000 clients, ~200 B (median, range)")
+    ax.set_title("Fan-out, one server process")
+    for index, (axis, field) in enumerate((("connections", "connections"), ("payload", "payload")), start=1):
+        if growth:
+            points = sorted(
+                (r[field], r["rate"], r.get("server_cpu") or 0) for r in growth if r.get("axis") == axis
+            )
+            sub = axes[0][index]
+            sub.plot([p[0] for p in points], [p[1] for p in points], "o-", label="deliveries/s")
+            sub.plot(
+                [p[0] for p in points],
+                [p[1] / p[2] if p[2] else 0 for p in points],
+                "s--",
+                label="per server CPU-second",
+            )
+            sub.set_xscale("log")
+            sub.set_xlabel(f"{field} ({'clients' if axis == 'connections' else 'bytes per frame'})")
+            sub.set_title(f"tidings gateway vs {field}")
+            sub.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _errors(rows: list[dict[str, Any]]) -> list[list[float]]:
+    return [[r["median"] - r["low"] for r in rows], [r["high"] - r["median"] for r in rows]]

@@ -1,0 +1,221 @@
+"""What ``tidings bench run`` runs at each size, how often, and the facts about the machine stored with it.
+
+``full`` is the measurement (minutes); ``tiny`` is the smoke size CI runs to keep the harness working (seconds
+per scenario): it checks that results come out well-formed, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tidings.bench import SCENARIOS, scenarios
+from tidings.bench.fanout import PER_CONN, FanoutSpec, run_fanout
+from tidings.bench.harness import BENCH_DIR
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+FANOUT_KINDS = ("tidings", "raw", "tidings-uvicorn", "starlette", "socketio", "node", "mosquitto")
+
+Job = tuple[str, Callable[[], Awaitable[dict[str, Any]]]]
+
+
+def available(kind: str) -> bool:
+    """Node needs ``ws`` installed in bench/ (``npm install`` there); Mosquitto must listen on 1883."""
+    if kind == "node":
+        return shutil.which("node") is not None and (BENCH_DIR / "node_modules" / "ws").is_dir()
+    if kind == "mosquitto":
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", 1883)) == 0
+    return True
+
+
+def postgres_reachable(url: str) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", 5432)) == 0 and url.startswith("postgresql://")
+
+
+def jobs(names: list[str], size: str, kinds: list[str], postgres: str) -> list[Job]:
+    tiny = size == "tiny"
+    out: list[Job] = []
+    if "fanout" in names:
+        for kind in kinds or [k for k in FANOUT_KINDS if not tiny or k in ("tidings", "raw", "starlette")]:
+            if available(kind):
+                per = 10 if tiny else PER_CONN[kind]
+                spec = FanoutSpec(
+                    kind, connections=20 if tiny else 1000, per_conn=per, client_procs=1 if tiny else 2
+                )
+                out.append((f"fanout {kind}", lambda spec=spec: run_fanout(spec)))
+    if "scaleout" in names:
+        for servers in (1, 2):
+            spec = FanoutSpec(
+                "tidings", 20 if tiny else 1000, 10 if tiny else 600, servers=servers, client_procs=2
+            )
+            out.append((f"scaleout x{servers}", lambda spec=spec: run_fanout(spec)))
+    if "connections" in names:
+        plan = [("tidings", 30)] if tiny else [("tidings", 10_000), ("tidings", 19_000)]
+        plan += (
+            []
+            if tiny
+            else [(k, 10_000) for k in ("tidings-uvicorn", "starlette", "raw", "node") if available(k)]
+        )
+        for kind, n in plan:
+            procs = 1 if tiny else 4
+            out.append(
+                (f"connections {kind} {n}", lambda k=kind, n=n, p=procs: scenarios.run_connections(k, n, p))
+            )
+    if "latency" in names:
+        for kind in ("tidings",) if tiny else ("tidings", "tidings-uvicorn"):
+            rate, secs, conns = (200, 1.0, 20) if tiny else (5000, 5.0, 1000)
+            out.append(
+                (
+                    f"latency {kind}",
+                    lambda k=kind, r=rate, s=secs, c=conns: scenarios.run_latency(k, r, 25, s, c),
+                )
+            )
+    if "ingest" in names:
+        secs = 1.0 if tiny else 5.0
+        out.append(("ingest single", lambda: scenarios.run_ingest(0, 4 if tiny else 32, secs)))
+        out.append(("ingest batch", lambda: scenarios.run_ingest(100, 2 if tiny else 8, secs)))
+    if "celebrity" in names:
+        followers = 2_000 if tiny else 1_000_000
+        out.append(("celebrity sqlite", lambda: scenarios.run_celebrity("sqlite", followers)))
+        if postgres_reachable(postgres):
+            out.append(("celebrity postgresql", lambda: scenarios.run_celebrity(postgres, followers)))
+    if "growth" in names:
+        out.extend(growth_jobs(tiny))
+    if "resume" in names:
+        for kind in ("tidings",) if tiny else ("tidings", "tidings-uvicorn"):
+            n, backlog = (20, 3) if tiny else (10_000, 10)
+            out.append(
+                (
+                    f"resume {kind}",
+                    lambda k=kind, n=n, b=backlog: scenarios.run_resume(k, n, b, 1 if tiny else 2),
+                )
+            )
+    return out
+
+
+def growth_jobs(tiny: bool) -> list[Job]:
+    """How the gateway's cost grows with connections and payload size, and fan-out's with recipients."""
+
+    async def fanout(axis: str, connections: int, payload: int) -> dict[str, Any]:
+        per = 10 if tiny else min(600, 300_000 // connections)
+        result = await run_fanout(
+            FanoutSpec("tidings", connections, per, payload=payload, client_procs=1 if tiny else 2)
+        )
+        return {
+            **result,
+            "scenario": "growth",
+            "axis": axis,
+            "kind": f"tidings {axis}={connections if axis == 'connections' else payload}",
+        }
+
+    async def recipients(n: int) -> dict[str, Any]:
+        result = await scenarios.run_celebrity("sqlite", n)
+        return {
+            **result,
+            "scenario": "growth",
+            "axis": "recipients",
+            "kind": f"sqlite recipients={n}",
+            "rate": result["rows_per_second"],
+        }
+
+    out: list[Job] = []
+    for n in (10, 20) if tiny else (100, 1000, 5000):
+        out.append((f"growth connections={n}", lambda n=n: fanout("connections", n, 200)))
+    for size in (64, 1000) if tiny else (64, 200, 1000, 4000):
+        out.append(
+            (f"growth payload={size}", lambda size=size: fanout("payload", 20 if tiny else 1000, size))
+        )
+    for n in (100, 1000) if tiny else (10_000, 100_000):
+        out.append((f"growth recipients={n}", lambda n=n: recipients(n)))
+    return out
+
+
+def machine() -> dict[str, Any]:
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "-"
+
+    node = (
+        subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        if shutil.which("node")
+        else "-"
+    )
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        "?",
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "node": node,
+        "versions": {
+            n: version(n)
+            for n in (
+                "tidings",
+                "uvicorn",
+                "starlette",
+                "websockets",
+                "uvloop",
+                "picows",
+                "python-socketio",
+                "orjson",
+            )
+        },
+        "open_files_limit": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[0],
+    }
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    names = args.scenarios or list(SCENARIOS)
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))} (known: {', '.join(SCENARIOS)})")
+    kinds = [k for k in args.kinds.split(",") if k]
+    planned = jobs(names, args.size, kinds, args.postgres or POSTGRES)
+    results: list[dict[str, Any]] = []
+    started = time.time()
+    # Runs are interleaved (every job once, then again...): a change in the machine's load hits all alike.
+    for run in range(args.runs):
+        for label, job in planned:
+            print(
+                f"[bench] run {run + 1}/{args.runs}: {label} (load {os.getloadavg()[0]:.2f})",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                result = await job()
+            except Exception as exc:  # one broken scenario must not lose the others' results
+                result = {
+                    "scenario": label.split()[0],
+                    "kind": " ".join(label.split()[1:]),
+                    "ok": False,
+                    "error": repr(exc),
+                }
+            result["run"] = run + 1
+            results.append(result)
+    return {
+        "started": started,
+        "size": args.size,
+        "runs": args.runs,
+        "machine": machine(),
+        "command": sys.argv,
+        "results": results,
+    }
