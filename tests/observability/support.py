@@ -101,7 +101,7 @@ class Stack:
             done += len(deliveries)
         raise AssertionError(f"the log was not drained in {rounds} rounds")
 
-    async def connect(self, app: str, user: str, transport: str = "ws") -> Client:
+    async def connect(self, app: str, user: str, transport: str = "ws", after: int | None = None) -> Client:
         stream = LiveStream(
             self.runtime,
             app,
@@ -110,7 +110,7 @@ class Stack:
             encode=lambda _seq, payload: frames.encode_notification(payload),
             heartbeat=frames.encode_ping,
         )
-        await stream.open(after=None)
+        await stream.open(after)
         client = Client(stream)
         self.clients.append(client)
         return client

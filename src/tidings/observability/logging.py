@@ -39,8 +39,30 @@ SECRET_KEYS = frozenset(
     }
 )
 REDACTED = "[redacted]"
-# JWTs (three base64url parts, the first two JSON objects) and "Bearer <credential>".
-_SECRET_SHAPES = re.compile(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*|(?i:bearer)\s+[\w.~+/=-]+")
+# JWTs (three base64url parts, the first two JSON objects), "Bearer <credential>", and credentials in query
+# strings (stream tickets travel as ?ticket=).
+_SECRET_SHAPES = re.compile(
+    r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*"
+    r"|(?i:bearer)\s+[\w.~+/=-]+"
+    r"|(?i:ticket|token|api_key|key|secret|password|signature|sig)=[^&\s\"']+"
+)
+_SHAPE_HINTS = ("eyJ", "earer", "=")
+# Libraries that log request URLs, SQL parameters or frames at INFO/DEBUG (bodies, tickets, tokens): kept at
+# WARNING whatever the level, so DEBUG for Tidings never means user data in the log.
+QUIET = (
+    "alembic",
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "httpx",
+    "httpcore",
+    "websockets",
+    "aio_pika",
+    "aiormq",
+    "nats",
+    "redis",
+    "urllib3",
+)
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -52,7 +74,7 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
 
 def scrub(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if isinstance(value, str) and ("eyJ" in value or "earer" in value):
+        if isinstance(value, str) and any(hint in value for hint in _SHAPE_HINTS):
             event[key] = _SECRET_SHAPES.sub(REDACTED, value)
     return event
 
@@ -104,7 +126,8 @@ def configure(level: str = "INFO", *, json: bool = True, stream: TextIO | None =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations run at every start: keep it quiet
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
