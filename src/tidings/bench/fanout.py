@@ -18,6 +18,7 @@ from tidings.bench.harness import Fleet, load_average, span_rate, utilisation
 # Messages per connection for each kind at full size: about 3-8 s of work each, bounded for the slow ones.
 PER_CONN = {
     "tidings": 600,
+    "tidings-gc": 600,
     "tidings-uvicorn": 100,
     "starlette": 100,
     "socketio": 15,

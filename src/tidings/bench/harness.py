@@ -79,7 +79,7 @@ def proto_of(kind: str) -> str:
 def url_of(kind: str, port: int) -> str:
     if kind == "socketio":
         return f"ws://127.0.0.1:{port}"  # the client adds socket.io's own path and query
-    path = {"tidings": "/v1/ws", "tidings-uvicorn": "/v1/ws", "starlette": "/ws"}.get(kind, "/")
+    path = "/v1/ws" if kind.startswith("tidings") else {"starlette": "/ws"}.get(kind, "/")
     return f"ws://127.0.0.1:{port}{path}"
 
 

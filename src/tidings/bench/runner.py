@@ -23,7 +23,7 @@ from tidings.bench.fanout import PER_CONN, FanoutSpec, run_fanout
 from tidings.bench.harness import BENCH_DIR
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-FANOUT_KINDS = ("tidings", "raw", "tidings-uvicorn", "starlette", "socketio", "node", "mosquitto")
+FANOUT_KINDS = ("tidings", "tidings-gc", "raw", "tidings-uvicorn", "starlette", "socketio", "node", "mosquitto")
 
 Job = tuple[str, Callable[[], Awaitable[dict[str, Any]]]]
 
@@ -155,10 +155,8 @@ def machine() -> dict[str, Any]:
         if shutil.which("node")
         else "-"
     )
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        "?",
-    )
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -1,0 +1,185 @@
+"""``gateway.fastws``: the /v1/ws protocol over a real socket, as a client sees it (same as the ASGI shell)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from tidings.api.auth import create_app_record, mint_user_token
+from tidings.backends.memory import MemoryBus
+from tidings.backends.sqlite import SqliteStore
+from tidings.core.models import App, Event, InboxWrite, LiveMessage
+from tidings.gateway.fastws import FastGateway, encode_frames, frame_header
+from tidings.gateway.hub import Hub
+from tidings.runtime import Runtime
+from tidings.settings import Settings
+
+
+@dataclass
+class Gateway:
+    runtime: Runtime
+    gateway: FastGateway
+    app: App
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.gateway.port}/v1/ws"
+
+    def token(self, user: str) -> str:
+        return mint_user_token(self.app, user, 3600, time.time())
+
+    async def notify(self, user: str, n: int) -> None:
+        """What the worker does: commit inbox rows, then publish them on the bus."""
+        for i in range(n):
+            event = Event(id=f"{user}-{i}-{time.monotonic_ns()}", app="a", type="t", accepted_at=time.time())
+            rows = await self.runtime.store.inbox.write([InboxWrite("a", user, event)])
+            await self.runtime.bus.publish([LiveMessage(r.app, r.user, r.seq, r.payload) for r in rows])
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    settings = Settings(data=str(tmp_path), sqlite_synchronous="NORMAL", auth_timeout=0.5, outbox_max_frames=20)
+    store = await SqliteStore.open(settings.store_url, settings)
+    await create_app_record(store, "a", ["https://app.example"], time.time())
+    app = await store.apps.get("a")
+    assert app is not None
+    bus = MemoryBus()
+    runtime = Runtime(settings=settings, store=store, log=store.embedded_log(settings), bus=bus)
+    runtime.hub = Hub(bus)
+    gateway = FastGateway(runtime, "127.0.0.1", 0)
+    await gateway.start()
+    yield Gateway(runtime, gateway, app)
+    await gateway.close(timeout=1.0)
+    await runtime.log.close()
+    await store.close()
+
+
+async def _auth(ws: ClientConnection, token: str, after: int | None = None) -> dict[str, object]:
+    frame: dict[str, object] = {"type": "auth", "token": token}
+    if after is not None:
+        frame["after"] = after
+    await ws.send(orjson.dumps(frame).decode())
+    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), 5)))
+
+
+async def _next(ws: ClientConnection) -> dict[str, object]:
+    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), 5)))
+
+
+async def _closed_with(ws: ClientConnection) -> tuple[dict[str, object], int | None]:
+    error = await _next(ws)
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 5)
+    return error, ws.close_code
+
+
+async def test_auth_then_ready_then_live_notifications_in_order(gw: Gateway) -> None:
+    """A client that authenticates gets ready with its last seq, then each notification once, in order."""
+    await gw.notify("alice", 2)
+    async with connect(gw.url) as ws:
+        assert await _auth(ws, gw.token("alice")) == {"type": "ready", "user": "alice", "last_seq": 2}
+        await gw.notify("alice", 3)
+        seqs = [(await _next(ws))["notification"]["seq"] for _ in range(3)]  # type: ignore[index]
+    assert seqs == [3, 4, 5]
+
+
+async def test_resume_with_after_sends_the_backlog_first(gw: Gateway) -> None:
+    """Reconnecting with after=1 replays 2..N from the store before anything live."""
+    await gw.notify("bob", 4)
+    async with connect(gw.url) as ws:
+        await _auth(ws, gw.token("bob"), after=1)
+        seqs = [(await _next(ws))["notification"]["seq"] for _ in range(3)]  # type: ignore[index]
+    assert seqs == [2, 3, 4]
+
+
+async def test_ping_frame_is_answered_with_pong(gw: Gateway) -> None:
+    """The application-level ping gets a pong."""
+    async with connect(gw.url) as ws:
+        await _auth(ws, gw.token("carol"))
+        await ws.send('{"type":"ping"}')
+        assert await _next(ws) == {"type": "pong"}
+
+
+async def test_bad_token_is_refused_with_1008(gw: Gateway) -> None:
+    """An invalid token gets an error frame, then close code 1008."""
+    async with connect(gw.url) as ws:
+        await ws.send('{"type":"auth","token":"not-a-jwt"}')
+        error, code = await _closed_with(ws)
+    assert error["type"] == "error"
+    assert code == 1008
+
+
+async def test_no_auth_frame_in_time_is_closed(gw: Gateway) -> None:
+    """A client that never authenticates is told auth_timeout and closed (1008)."""
+    async with connect(gw.url) as ws:
+        error, code = await _closed_with(ws)
+    assert error["code"] == "auth_timeout"
+    assert code == 1008
+
+
+async def test_foreign_origin_is_refused(gw: Gateway) -> None:
+    """A browser page from an origin the app does not allow cannot connect."""
+    async with connect(gw.url, origin="https://evil.example") as ws:  # type: ignore[arg-type]
+        await ws.send(orjson.dumps({"type": "auth", "token": gw.token("dave")}).decode())
+        error, code = await _closed_with(ws)
+    assert error["code"] == "origin_not_allowed"
+    assert code == 1008
+
+
+async def test_invalid_frame_after_auth_closes_with_1007(gw: Gateway) -> None:
+    """Garbage after auth ends the connection with 1007."""
+    async with connect(gw.url) as ws:
+        await _auth(ws, gw.token("erin"))
+        await ws.send("not json")
+        error, code = await _closed_with(ws)
+    assert error["type"] == "error"
+    assert code == 1007
+
+
+async def test_other_paths_are_not_found(gw: Gateway) -> None:
+    """Only /v1/ws upgrades; any other path is a 404 handshake refusal."""
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(f"ws://127.0.0.1:{gw.gateway.port}/elsewhere"):
+            pass
+    assert refused.value.response.status_code == 404
+
+
+async def test_drain_tells_clients_to_resume_elsewhere(gw: Gateway) -> None:
+    """Closing the gateway ends open streams with 1012 (draining)."""
+    async with connect(gw.url) as ws:
+        await _auth(ws, gw.token("frank"))
+        closing = asyncio.create_task(gw.gateway.close(timeout=2.0))
+        error, code = await _closed_with(ws)
+        await closing
+    assert error["code"] == "draining"
+    assert code == 1012
+
+
+async def test_queued_frames_leave_in_one_write(gw: Gateway) -> None:
+    """Frames queued for a connection while it was busy are coalesced: fewer writes than frames."""
+    async with connect(gw.url) as ws:
+        await _auth(ws, gw.token("gina"))
+        events = [Event(id=f"g{i}", app="a", type="t", accepted_at=time.time()) for i in range(10)]
+        rows = await gw.runtime.store.inbox.write([InboxWrite("a", "gina", e) for e in events])
+        await gw.runtime.bus.publish([LiveMessage(r.app, r.user, r.seq, r.payload) for r in rows])
+        seqs = [(await _next(ws))["notification"]["seq"] for _ in range(10)]  # type: ignore[index]
+    assert seqs == list(range(1, 11))
+    stats = gw.gateway.statistics()
+    assert stats.frames_sent == 11  # ready + 10
+    assert stats.writes <= 3  # ready, then the ten in one write (or two, if a store read raced the bus)
+
+
+def test_frame_headers_follow_rfc6455_length_encoding() -> None:
+    """Server text frames use the 7-bit, 16-bit and 64-bit length forms at the RFC's boundaries."""
+    assert frame_header(125) == bytes((0x81, 125))
+    assert frame_header(126) == bytes((0x81, 126, 0, 126))
+    assert frame_header(65536) == bytes((0x81, 127)) + (65536).to_bytes(8, "big")
+    assert encode_frames([b"a", b"bc"]) == b"\x81\x01a\x81\x02bc"
