@@ -29,7 +29,9 @@ def _sane_fanout(result: dict[str, Any], published: int) -> None:
     assert isinstance(result["client_bound"], bool)
 
 
-@pytest.mark.parametrize("kind", ["tidings", "tidings-gc", "raw", "starlette", "tidings-uvicorn", "socketio", "node", "mosquitto"])
+@pytest.mark.parametrize(
+    "kind", ["tidings", "tidings-gc", "raw", "starlette", "tidings-uvicorn", "socketio", "node", "mosquitto"]
+)
 async def test_fanout_delivers_every_message_for_each_server_kind(kind: str) -> None:
     """Every server kind delivers all published messages and the run reports a rate and CPU shares."""
     if not available(kind):
@@ -94,15 +96,50 @@ async def test_resume_storm_scenario_resumes_every_client() -> None:
 def test_report_renders_a_table_ratios_and_a_plot(tmp_path: Path) -> None:
     """Saved results become a Markdown table with ratios and a PNG plot."""
     results = [
-        {"scenario": "fanout", "kind": "tidings", "rate": 200.0, "server_cpu": 0.5, "load": 1.0, "complete": True},
-        {"scenario": "fanout", "kind": "tidings", "rate": 100.0, "server_cpu": 0.5, "load": 1.2, "complete": True},
-        {"scenario": "fanout", "kind": "raw", "rate": 100.0, "server_cpu": 0.4, "load": 1.1, "complete": True},
-        {"scenario": "growth", "axis": "payload", "payload": 64, "rate": 10.0, "server_cpu": 0.1, "kind": "t"},
-        {"scenario": "growth", "axis": "payload", "payload": 512, "rate": 9.0, "server_cpu": 0.1, "kind": "t2"},
+        {
+            "scenario": "fanout",
+            "kind": "tidings",
+            "rate": 200.0,
+            "server_cpu": 0.5,
+            "load": 1.0,
+            "complete": True,
+        },
+        {
+            "scenario": "fanout",
+            "kind": "tidings",
+            "rate": 100.0,
+            "server_cpu": 0.5,
+            "load": 1.2,
+            "complete": True,
+        },
+        {
+            "scenario": "fanout",
+            "kind": "raw",
+            "rate": 100.0,
+            "server_cpu": 0.4,
+            "load": 1.1,
+            "complete": True,
+        },
+        {
+            "scenario": "growth",
+            "axis": "payload",
+            "payload": 64,
+            "rate": 10.0,
+            "server_cpu": 0.1,
+            "kind": "t",
+        },
+        {
+            "scenario": "growth",
+            "axis": "payload",
+            "payload": 512,
+            "rate": 9.0,
+            "server_cpu": 0.1,
+            "kind": "t2",
+        },
     ]
     text = report.markdown({"results": results})
     assert "| fanout | tidings | 150 |" in text
-    assert "tidings / raw: 1.50×" in text
+    assert "tidings / raw: 1.50x" in text
     report.plot({"results": results}, str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
 

@@ -46,7 +46,9 @@ class Gateway:
 
 @pytest.fixture
 async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
-    settings = Settings(data=str(tmp_path), sqlite_synchronous="NORMAL", auth_timeout=0.5, outbox_max_frames=20)
+    settings = Settings(
+        data=str(tmp_path), sqlite_synchronous="NORMAL", auth_timeout=0.5, outbox_max_frames=20
+    )
     store = await SqliteStore.open(settings.store_url, settings)
     await create_app_record(store, "a", ["https://app.example"], time.time())
     app = await store.apps.get("a")
@@ -183,3 +185,99 @@ def test_frame_headers_follow_rfc6455_length_encoding() -> None:
     assert frame_header(126) == bytes((0x81, 126, 0, 126))
     assert frame_header(65536) == bytes((0x81, 127)) + (65536).to_bytes(8, "big")
     assert encode_frames([b"a", b"bc"]) == b"\x81\x01a\x81\x02bc"
+
+
+async def test_protocol_ping_is_answered_and_fragments_are_joined(gw: Gateway) -> None:
+    """A WebSocket-level ping gets its pong, and an auth frame sent in fragments is understood."""
+    async with connect(gw.url) as ws:
+        pong = await ws.ping()
+        await asyncio.wait_for(pong, 5)
+        auth = orjson.dumps({"type": "auth", "token": gw.token("hank")}).decode()
+        await ws.send([auth[:10], auth[10:30], auth[30:]])
+        assert (await _next(ws))["type"] == "ready"
+
+
+async def test_client_close_is_answered_with_the_same_handshake(gw: Gateway) -> None:
+    """A client that closes gets a clean close (1000) and the server drops the stream."""
+    async with connect(gw.url) as ws:
+        await _auth(ws, gw.token("ivy"))
+        await ws.close()
+    assert ws.close_code == 1000
+    for _ in range(50):
+        if not gw.gateway.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert not gw.gateway.connections
+
+
+async def test_a_frame_over_the_size_limit_closes_with_1009(gw: Gateway) -> None:
+    """A client frame larger than max_frame_bytes is refused with 1009."""
+    async with connect(gw.url, max_size=None) as ws:
+        await ws.send("x" * (gw.runtime.settings.max_frame_bytes + 1))
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == 1009
+
+
+async def _raw_exchange(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    try:
+        return await asyncio.wait_for(reader.read(4096), 5)
+    finally:
+        writer.close()
+
+
+_UPGRADE = (
+    b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (_UPGRADE + b"Sec-WebSocket-Version: 13\r\n\r\n", b"101"),
+        (_UPGRADE + b"Sec-WebSocket-Version: 8\r\n\r\n", b"426"),
+        (b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+        (b"POST /v1/ws HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    ],
+)
+async def test_handshakes_are_checked(gw: Gateway, request_head: bytes, status: bytes) -> None:
+    """Only a GET with a valid key and version 13 upgrades; the RFC 6455 sample key gets its known accept."""
+    answer = await _raw_exchange(gw.gateway.port, request_head)
+    assert answer.split(b" ")[1] == status
+    if status == b"101":
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in answer
+
+
+async def test_unmasked_client_frame_is_a_protocol_error(gw: Gateway) -> None:
+    """Clients must mask their frames: an unmasked one is answered with close 1002."""
+    answer = await _raw_exchange(
+        gw.gateway.port, _UPGRADE + b"Sec-WebSocket-Version: 13\r\n\r\n" + b"\x81\x02hi"
+    )
+    close = answer[answer.index(b"\r\n\r\n") + 4 :]
+    assert close[0] == 0x88
+    assert int.from_bytes(close[2:4], "big") == 1002
+
+
+def test_frame_reader_joins_fragments_and_enforces_limits() -> None:
+    """The sans-I/O reader: fragments become one message; bad frames raise with the right close code."""
+    from websockets.utils import apply_mask
+
+    from tidings.gateway.wswire import FrameReader, WireError
+
+    def masked(first: int, payload: bytes) -> bytes:
+        mask = b"\x01\x02\x03\x04"
+        return bytes((first, 0x80 | len(payload))) + mask + apply_mask(payload, mask)
+
+    reader = FrameReader(max_size=16)
+    data = masked(0x01, b"ab") + masked(0x89, b"p") + masked(0x80, b"cd")
+    assert reader.feed(data[:3]) == []
+    assert reader.feed(data[3:]) == [(0x9, b"p"), (0x1, b"abcd")]
+    with pytest.raises(WireError) as too_big:
+        FrameReader(max_size=4).feed(masked(0x81, b"abcdef"))
+    assert too_big.value.code == 1009
+    with pytest.raises(WireError) as stray:
+        FrameReader(max_size=16).feed(masked(0x80, b"x"))
+    assert stray.value.code == 1002

@@ -105,5 +105,9 @@ async def run(args: dict[str, Any]) -> None:
     for conn in connections:
         conn.close()
     if args.get("record"):
-        Path(args["record"]).write_text("".join(f"{e} {t}\n" for e, t in records))
+        _write_records(Path(args["record"]), records)
     emit("done", seconds=elapsed, rate=counts["accepted"] / elapsed, **counts)
+
+
+def _write_records(path: Path, records: list[tuple[str, int]]) -> None:
+    path.write_text("".join(f"{event_id} {at}\n" for event_id, at in records))

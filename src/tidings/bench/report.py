@@ -114,7 +114,7 @@ def markdown(data: dict[str, Any]) -> str:
         loads = ", ".join(f"{x:.1f}" for x in row["load"] if x is not None)
         note = row["extra"] + ("; CLIENT-BOUND in a run" if row["client_bound"] else "")
         lines.append(
-            f"| {row['scenario']} | {row['kind']} | {_fmt(row['median'])} | {_fmt(row['low'])}–{_fmt(row['high'])} "
+            f"| {row['scenario']} | {row['kind']} | {_fmt(row['median'])} | {_fmt(row['low'])}..{_fmt(row['high'])} "
             f"| {row['unit']} | {row['ok_runs']}/{row['runs']} | {loads} | {note} |"
         )
     lines += ["", *ratios(rows)]
@@ -127,7 +127,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
     ours = fanout.get("tidings")
     if not ours:
         return []
-    return [f"- tidings / {kind}: {ours / value:.2f}×" for kind, value in fanout.items() if kind != "tidings"]
+    return [f"- tidings / {kind}: {ours / value:.2f}x" for kind, value in fanout.items() if kind != "tidings"]
 
 
 def plot(data: dict[str, Any], path: str) -> None:

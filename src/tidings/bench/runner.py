@@ -18,12 +18,23 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from tidings.bench import SCENARIOS, scenarios
 from tidings.bench.fanout import PER_CONN, FanoutSpec, run_fanout
 from tidings.bench.harness import BENCH_DIR
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-FANOUT_KINDS = ("tidings", "tidings-gc", "raw", "tidings-uvicorn", "starlette", "socketio", "node", "mosquitto")
+FANOUT_KINDS = (
+    "tidings",
+    "tidings-gc",
+    "raw",
+    "tidings-uvicorn",
+    "starlette",
+    "socketio",
+    "node",
+    "mosquitto",
+)
 
 Job = tuple[str, Callable[[], Awaitable[dict[str, Any]]]]
 
@@ -189,7 +200,13 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     kinds = [k for k in args.kinds.split(",") if k]
     planned = jobs(names, args.size, kinds, args.postgres or POSTGRES)
     results: list[dict[str, Any]] = []
-    started = time.time()
+    header = {
+        "started": time.time(),
+        "size": args.size,
+        "runs": args.runs,
+        "machine": machine(),
+        "command": sys.argv,
+    }
     # Runs are interleaved (every job once, then again...): a change in the machine's load hits all alike.
     for run in range(args.runs):
         for label, job in planned:
@@ -209,11 +226,12 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 }
             result["run"] = run + 1
             results.append(result)
-    return {
-        "started": started,
-        "size": args.size,
-        "runs": args.runs,
-        "machine": machine(),
-        "command": sys.argv,
-        "results": results,
-    }
+            print(f"[bench] {orjson.dumps(result).decode()}", file=sys.stderr, flush=True)
+            if args.out:  # after every job: an interrupted run keeps what it measured
+                _save(args.out, {**header, "results": results})
+    return {**header, "results": results}
+
+
+def _save(path: str, data: dict[str, Any]) -> None:
+    with open(path, "wb") as f:
+        f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))

@@ -98,7 +98,9 @@ async def tidings_runtime(data: str, **settings: object) -> tuple[Runtime, Recor
 class TidingsKind:
     """The gateway; ``shell`` is ``fastws`` or ``uvicorn`` (the ASGI shell)."""
 
-    def __init__(self, data: str, shell: str, payload: bytes, reuse_port: bool, gc_tuned: bool = False) -> None:
+    def __init__(
+        self, data: str, shell: str, payload: bytes, reuse_port: bool, gc_tuned: bool = False
+    ) -> None:
         self.data, self.shell, self.payload, self.reuse_port = data, shell, payload, reuse_port
         self.gc_tuned = gc_tuned
         self.runtime: Runtime | None = None
@@ -462,5 +464,9 @@ async def _profiled(kind: Any, command: dict[str, Any]) -> None:
     result = await drive(kind, command["connections"], command["per_conn"], command["window"], counters)
     profiler.stop()
     counters.close()
-    Path(command["out"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    _write_text(command["out"], profiler.output_text(unicode=False, color=False, show_all=False))
     emit("profile", **result)
+
+
+def _write_text(path: str, text: str) -> None:
+    Path(path).write_text(text)

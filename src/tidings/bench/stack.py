@@ -26,7 +26,10 @@ async def serve_stack(data: str, roles: str, ws_server: str) -> None:
     from tidings.worker import FanoutWorker
 
     wanted = set(roles.split(","))
-    settings = bench_settings(data, rate_per_key=UNLIMITED, rate_burst=UNLIMITED, heartbeat_interval=15.0)
+    # The defaults (durable commits: sqlite_synchronous FULL; heartbeats), but no producer rate limit.
+    settings = bench_settings(
+        data, rate_per_key=UNLIMITED, rate_burst=UNLIMITED, heartbeat_interval=15.0, sqlite_synchronous="FULL"
+    )
     runtime = await open_runtime(settings)
     runtime.hub = runtime.hub or Hub(runtime.bus)
     asgi_roles = (wanted - {"gateway"}) | (

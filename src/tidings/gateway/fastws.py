@@ -2,9 +2,8 @@
 
 Why it exists (docs/decisions/0002-gateway-websocket-server.md): the ASGI shell sends one message per
 ``send_text`` through uvicorn and websockets, which bounds a process at a fraction of what the socket can take.
-Here the opening handshake and the client's frames go through websockets' sans-I/O ``ServerProtocol`` (the
-RFC 6455 details: key check, masking, control frames, size limit, close handshake), while server frames are
-framed by this module and every frame queued for a connection leaves in ONE ``transport.write``.
+Here the RFC 6455 wire (handshake, client frames, server frame headers) comes from the sans-I/O
+``gateway.wswire``, and every frame queued for a connection leaves in ONE ``transport.write``.
 
 The protocol is the same as ``websocket.py``'s: admission (auth frame, origin) comes from ``gateway.admission``
 and the stream from ``gateway.stream.LiveStream``; this module only moves bytes. Invariants:
@@ -19,24 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
 
 import structlog
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
-from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 from tidings.api import errors
 from tidings.api.auth import AppCache
 from tidings.core import frames
 from tidings.errors import FrameError, TidingsError
-from tidings.gateway import admission
+from tidings.gateway import admission, wswire
 from tidings.gateway.admission import Refused
 from tidings.gateway.stream import EndReason, LiveStream
+from tidings.gateway.wswire import WireError
 from tidings.observability import metrics
 from tidings.runtime import Runtime
 
@@ -47,25 +41,15 @@ CLOSE_TIMEOUT = 5.0  # seconds a peer has to answer our close frame before the s
 MAX_EARLY_MESSAGES = 16  # client messages buffered while the auth frame is being checked
 BACKLOG = 4096  # pending TCP connections: a reconnect storm must not be refused by the kernel
 
-_TEXT_SHORT = [bytes((0x81, n)) for n in range(126)]  # FIN + text opcode, 7-bit length: the common case
-_TEXT_16 = struct.Struct("!BBH")
-_TEXT_64 = struct.Struct("!BBQ")
-
-
-def frame_header(size: int) -> bytes:
-    """The header of an unmasked, final text frame of ``size`` payload bytes (a server frame)."""
-    if size < 126:
-        return _TEXT_SHORT[size]
-    if size < 65536:
-        return _TEXT_16.pack(0x81, 126, size)
-    return _TEXT_64.pack(0x81, 127, size)
+frame_header = wswire.text_frame_header
 
 
 def encode_frames(batch: list[bytes]) -> bytes:
     """Text frames for ``batch``, back to back: what one write sends."""
+    header = wswire.text_frame_header
     parts: list[bytes] = []
     for payload in batch:
-        parts.append(frame_header(len(payload)))
+        parts.append(header(len(payload)))
         parts.append(payload)
     return b"".join(parts)
 
@@ -129,22 +113,42 @@ class FastGateway:
 
 
 class _Connection(asyncio.Protocol):
-    """One client socket: handshake -> auth frame -> stream, then the close handshake."""
+    """One client socket: handshake -> auth frame -> stream, then the close handshake.
+
+    States: ``_reader`` None and ``_handshake`` bytes while the request is read; then frames go to
+    ``_reader``; ``_closing`` once our close frame is out (nothing else is written after it).
+    """
+
+    __slots__ = (
+        "_closing",
+        "_early",
+        "_gateway",
+        "_handshake",
+        "_host",
+        "_origin",
+        "_reader",
+        "_runtime",
+        "_stream",
+        "_task",
+        "_timer",
+        "_transport",
+        "_writable",
+    )
 
     def __init__(self, gateway: FastGateway) -> None:
         self._gateway = gateway
         self._runtime = gateway.runtime
-        self._ws = ServerProtocol(max_size=self._runtime.settings.max_frame_bytes)
         self._transport: asyncio.Transport | None = None
+        self._handshake: bytes | None = b""  # the request head read so far; None once answered
+        self._reader: wswire.FrameReader | None = None
         self._origin: str | None = None
         self._host = ""
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._stream: LiveStream | None = None
         self._early: list[bytes] | None = None  # messages that arrived while auth was checked
-        self._fragments: list[bytes] = []
         self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
-        self._refused = False
+        self._closing = False
 
     # --- asyncio.Protocol -----------------------------------------------------------------------------------
 
@@ -156,18 +160,18 @@ class _Connection(asyncio.Protocol):
         self._timer = loop.call_later(self._runtime.settings.auth_timeout, self._auth_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        self._ws.receive_data(data)
-        for event in self._ws.events_received():
-            if isinstance(event, Request):
-                self._on_request(event)
-            elif isinstance(event, Frame):
-                self._on_frame(event)
-        self._flush()
+        if self._handshake is not None:
+            data = self._on_handshake(self._handshake + data)
+        if self._reader is None or not data:
+            return
+        try:
+            for opcode, payload in self._reader.feed(data):
+                self._on_frame(opcode, payload)
+        except WireError as exc:
+            self._close(exc.code, exc.reason)
 
     def eof_received(self) -> bool | None:
-        self._ws.receive_eof()
-        self._flush()
-        return None  # the transport closes itself
+        return None  # the transport closes itself; connection_lost ends the stream
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gateway.forget(self)
@@ -191,7 +195,7 @@ class _Connection(asyncio.Protocol):
         """Graceful shutdown: streams end with 1012 through the hub; anyone not streaming yet is told here."""
         if self._stream is not None:
             self._stream.end(EndReason.DRAINING)
-        elif self._ws.state is State.OPEN:
+        elif self._reader is not None:
             self._refuse(admission.DRAINING)
         elif self._transport is not None:
             self._transport.close()
@@ -202,36 +206,35 @@ class _Connection(asyncio.Protocol):
 
     # --- handshake and client frames --------------------------------------------------------------------------
 
-    def _on_request(self, request: Request) -> None:
-        if urlsplit(request.path).path != PATH:
-            response = self._ws.reject(404, "Not Found\n")
-        else:
-            response = self._ws.accept(request)
-        self._ws.send_response(response)
-        if response.status_code != 101:
-            return
-        self._origin = request.headers.get("Origin")
-        self._host = request.headers.get("Host", "")
+    def _on_handshake(self, buffer: bytes) -> bytes:
+        """Answers the request once its head is complete; returns the bytes after it (the first frames)."""
+        handshake = wswire.read_handshake(buffer, PATH)
+        if handshake is None:
+            self._handshake = buffer
+            return b""
+        self._handshake = None
+        assert self._transport is not None
+        self._transport.write(handshake.response)
+        if not handshake.accepted:
+            self._transport.close()
+            return b""
+        self._origin, self._host = handshake.origin, handshake.host
+        self._reader = wswire.FrameReader(self._runtime.settings.max_frame_bytes)
         if self._runtime.draining:
             self._refuse(admission.DRAINING)
+        return handshake.rest
 
-    def _on_frame(self, frame: Frame) -> None:
-        if frame.opcode is Opcode.CLOSE:
+    def _on_frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == wswire.OP_CLOSE:
             if self._stream is not None:
                 self._stream.end(EndReason.CLIENT_GONE)
-            return
-        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-            return  # ping/pong: the protocol object answers pings itself
-        self._fragments.append(bytes(frame.data))
-        if sum(map(len, self._fragments)) > frames.MAX_CLIENT_FRAME_BYTES:
-            self._refuse(admission.invalid_frame(FrameError("frame too large")))
-        elif frame.fin:
-            message, self._fragments = b"".join(self._fragments), []
-            self._on_message(message)
+            self._close(1000 if not self._closing else None)  # answer theirs, or theirs answered ours
+        elif opcode == wswire.OP_PING:
+            self._send_control(wswire.control_frame(wswire.OP_PONG, payload))
+        elif opcode in (wswire.OP_TEXT, wswire.OP_BINARY) and not self._closing:
+            self._on_message(payload)
 
     def _on_message(self, message: bytes) -> None:
-        if self._refused:
-            return
         if self._task is None:
             self._cancel_timer()
             self._early = []
@@ -258,7 +261,7 @@ class _Connection(asyncio.Protocol):
 
     def _auth_timed_out(self) -> None:
         self._timer = None
-        if self._ws.state is State.OPEN:
+        if self._reader is not None:
             self._refuse(admission.AUTH_TIMEOUT)
         else:
             self.abort()  # not even a handshake in time
@@ -274,14 +277,16 @@ class _Connection(asyncio.Protocol):
         except Refused as refused:
             self._refuse(refused)
             return
-        if self._refused:
+        first = b""  # the coroutine frame lives as long as the stream: keep none of the token
+        if self._closing:
             return
+        self._origin = None
         stream = self._stream = LiveStream(
             runtime,
             app.name,
             user,
             transport="ws",
-            encode=lambda _seq, payload: frames.encode_notification(payload),
+            encode=_encode_notification,
             heartbeat=frames.encode_ping,
         )
         for message in self._early or ():
@@ -315,7 +320,7 @@ class _Connection(asyncio.Protocol):
 
     def _write(self, batch: list[bytes]) -> None:
         transport = self._transport
-        if self._refused or transport is None or transport.is_closing():
+        if self._closing or transport is None or transport.is_closing():
             return
         transport.write(encode_frames(batch))
         gateway = self._gateway
@@ -323,29 +328,35 @@ class _Connection(asyncio.Protocol):
         gateway.writes += 1
         gateway.sent_metric.inc(len(batch))
 
+    def _send_control(self, frame: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame)
+
     def _refuse(self, refused: Refused) -> None:
         """An error frame, then the close frame; the socket closes once the peer answers or time is up."""
         if self._stream is not None:
             self._stream.end(EndReason.CLIENT_GONE)
-        if self._refused or self._ws.state is not State.OPEN:
+        if self._closing or self._reader is None:
             return
-        self._refused = True
-        self._ws.send_text(refused.error_frame())
-        self._ws.send_close(refused.close_code)
-        self._flush()
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
+        payload = refused.error_frame()
+        self._send_control(wswire.text_frame_header(len(payload)) + payload)
+        self._close(refused.close_code)
 
-    def _flush(self) -> None:
-        transport = self._transport
-        if transport is None:
-            return
-        for data in self._ws.data_to_send():
-            if data:
-                if not transport.is_closing():
-                    transport.write(data)
-            else:
-                transport.close()  # end of the close handshake, or a refused handshake
+    def _close(self, code: int | None, reason: str = "") -> None:
+        """Our close frame (``code`` None: none, theirs answered ours), then the socket closes: at once when
+        the handshake is complete, else after ``CLOSE_TIMEOUT`` at the latest."""
+        if self._stream is not None:
+            self._stream.end(EndReason.CLIENT_GONE)
+        complete = self._closing or code is None
+        if code is not None and not self._closing:
+            self._closing = True
+            self._send_control(wswire.close_frame(code, reason))
+        self._cancel_timer()
+        if complete or code in (wswire.CLOSE_PROTOCOL_ERROR, wswire.CLOSE_TOO_BIG) or code == 1000:
+            if self._transport is not None:
+                self._transport.close()  # after the buffered frames are flushed
+        else:
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
 
     def _release_writer(self) -> None:
         waiter, self._writable = self._writable, None
@@ -356,3 +367,7 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _encode_notification(_seq: int, payload: bytes) -> bytes:
+    return frames.encode_notification(payload)
