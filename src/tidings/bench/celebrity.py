@@ -29,7 +29,7 @@ async def _load_followers_sqlite(store: Any, app: str, n: int) -> None:
 
 
 async def _load_followers_postgres(url: str, schema: str, app: str, n: int) -> None:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     conn = await asyncpg.connect(url, server_settings={"search_path": schema})
     try:

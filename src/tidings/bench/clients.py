@@ -48,7 +48,7 @@ def _ws_listener(tally: Tally, proto: str, auth: bytes | None, expect: int, reco
 
     greetings = {"plain": 0, "tidings": 1, "socketio": 2}[proto]
 
-    class Listener(WSListener):  # type: ignore[misc]
+    class Listener(WSListener):
         """Counts frames after the protocol's greeting (tidings: ready; socket.io: open, then connect).
 
         Established means greeted; with ``expect`` > 0 it means ``expect`` frames arrived (a finished resume).

@@ -60,7 +60,7 @@ async def prepare_app(data: Path, users: int = 0, rows_per_user: int = 0) -> dic
 async def _seed(store: Any, app: str, users: int, rows_per_user: int) -> None:
     from tidings.core.models import Event, InboxWrite
 
-    writes = []
+    writes: list[InboxWrite] = []
     for k in range(rows_per_user):
         event = Event(id=f"seed{k:04d}", app=app, type="post.liked", accepted_at=time.time(), data={"k": k})
         writes.extend(InboxWrite(app, f"u{i}", event) for i in range(users))

@@ -38,6 +38,10 @@ def group_key(result: dict[str, Any]) -> tuple[str, str]:
         kind += f" x{result['servers']}"
     if result.get("scenario") == "connections":
         kind += f" @{result.get('connections')}"
+    if result.get("scenario") == "latency":
+        kind += f" @{result.get('rate')}/s"
+    if result.get("scenario") == "ingest":
+        kind += f" x{result.get('batch')}" if result.get("batch") else ""
     return str(result.get("scenario")), kind
 
 

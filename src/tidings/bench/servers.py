@@ -23,14 +23,15 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
+import uvicorn
 
+from tidings.backends import open_log, open_store
 from tidings.backends.memory import MemoryBus, MemorySubscription
-from tidings.backends.sqlite import SqliteStore
 from tidings.bench.counters import Counters
 from tidings.bench.procs import commands, emit
 from tidings.core import frames
@@ -88,9 +89,9 @@ def sample_payload(size: int = 200) -> bytes:
 
 async def tidings_runtime(data: str, **settings: object) -> tuple[Runtime, RecordingBus]:
     s = bench_settings(data, **settings)
-    store = await SqliteStore.open(s.store_url, s)
+    store = await open_store(s.store_url, s)
     bus = RecordingBus()
-    runtime = Runtime(settings=s, store=store, log=store.embedded_log(s), bus=bus)
+    runtime = Runtime(settings=s, store=store, log=await open_log("memory://", s, store), bus=bus)
     runtime.hub = Hub(bus)
     return runtime, bus
 
@@ -152,6 +153,14 @@ class TidingsKind:
             await self.runtime.store.close()
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the bench stops its processes itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
@@ -167,8 +176,6 @@ def tune_gc() -> None:
 
 
 async def _start_uvicorn(owner: Any, app: Any, port: int) -> int:
-    import uvicorn
-
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -181,8 +188,7 @@ async def _start_uvicorn(owner: Any, app: Any, port: int) -> int:
         ws_ping_interval=None,
         backlog=4096,
     )
-    server = owner._uvicorn = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = owner._uvicorn = _QuietServer(config)
     asyncio.get_running_loop().create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn has no start-up event
         await asyncio.sleep(0.01)
@@ -242,7 +248,7 @@ class SocketioKind:
         self._uvicorn: Any = None
 
     async def start(self, port: int) -> int:
-        import socketio
+        import socketio  # type: ignore[import-untyped]
 
         sio = self.sio = socketio.AsyncServer(async_mode="asgi", ping_interval=600, ping_timeout=600)
 
