@@ -173,7 +173,9 @@ def replica_logs(children: Children) -> str:
 # Had the inbox write failed instead (a store outage), the same batch would stay away from the inboxes as long.
 STUCK = pytest.mark.xfail(
     raises=StuckDeliveries,
-    strict=False,  # it depends on an ack being in flight at the moment the broker dies (most runs)
+    # Shown only by a run where an ack was in flight when the broker died, and where the worker holding the
+    # batch is not the one killed later (its leases then lapse): about half the runs on this machine.
+    strict=False,
     reason="a worker that gives up on a batch leaves it leased to itself: the log's lag does not drain",
 )
 BROKERS = [pytest.param("redis", marks=STUCK), pytest.param("nats", marks=STUCK), "rabbitmq"]
@@ -206,9 +208,8 @@ async def test_nothing_accepted_is_lost_or_shown_twice_when_worker_gateway_and_b
     assert not problems, "\n".join(problems[:40])
     assert sum(p.resends for p in run.producers) == run.planned_resends()  # each answered with the first id
     assert all(faults.connections), f"clients not spread over the gateways: {faults.connections}"
-    assert (
-        resumed(run, faults) >= faults.held_by_killed_gateway
-    )  # each client of the killed gateway came back
+    came_back = resumed(run, faults)
+    assert came_back >= faults.held_by_killed_gateway, "a client of the killed gateway never came back"
     accepted = [
         await metric(topology.port_of(a), "tidings_events_accepted_total") for a in topology.replicas["api"]
     ]
