@@ -173,8 +173,9 @@ def replica_logs(children: Children) -> str:
 # Had the inbox write failed instead (a store outage), the same batch would stay away from the inboxes as long.
 STUCK = pytest.mark.xfail(
     raises=StuckDeliveries,
-    # Shown only by a run where an ack was in flight when the broker died, and where the worker holding the
-    # batch is not the one killed later (its leases then lapse): about half the runs on this machine.
+    # Shown only by a run where an ack was in flight when the broker died and the worker holding that batch is
+    # not the one killed afterwards (its leases lapse when it dies). With the crash before the broker restart
+    # most runs showed it; in this order (which keeps both faults mid-run on any machine), few do.
     strict=False,
     reason="a worker that gives up on a batch leaves it leased to itself: the log's lag does not drain",
 )
