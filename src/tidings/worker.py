@@ -15,7 +15,7 @@ import structlog
 
 from tidings.core.backoff import full_jitter
 from tidings.core.models import Event, InboxWrite, LiveMessage, StoredNotification
-from tidings.errors import TidingsError
+from tidings.errors import TidingsError, UnavailableError
 from tidings.observability import metrics
 from tidings.observability.journal import JOURNAL
 from tidings.observability.tracing import BatchSpans
@@ -27,6 +27,7 @@ log = structlog.get_logger("tidings.worker")
 
 WRITE_CHUNK = 1000  # inbox rows per transaction: bounds memory and lock time for any topic size
 LAG_SAMPLE_INTERVAL = 1.0  # seconds between two reads of the log's lag
+POISON_ATTEMPTS = 5  # failed runs of a batch before its events are tried one by one
 
 
 class FanoutWorker:
@@ -42,19 +43,40 @@ class FanoutWorker:
 
     async def run(self) -> None:
         attempt = 0
+        batch: Sequence[Delivery] = ()
         while not self._stop.is_set():
             try:
-                deliveries = await self._runtime.log.read(self._runtime.settings.worker_batch, timeout=0.5)
-                if deliveries:
-                    await self.process(deliveries)
+                if not batch:
+                    batch = await self._runtime.log.read(self._runtime.settings.worker_batch, timeout=0.5)
+                if batch:
+                    await self._process_or_isolate(batch, attempt)
+                    batch = ()
                     await self._report_lag()
                 attempt = 0
             except TidingsError as exc:
-                # The backend is down: keep the deliveries unacked (redelivered later) and back off.
+                # A backend failed mid-batch: keep the batch in hand and run it again after a backoff. Running it
+                # again is idempotent (inbox writes by event id), and the log still holds its deliveries for
+                # this process: reading on instead would leave them leased here, unacked, for a long time.
                 delay = full_jitter(attempt, random.random(), base=0.2, cap=10.0)
-                log.warning("fanout_retry", error=exc.code, delay=round(delay, 3))
+                log.warning("fanout_retry", error=exc.code, delay=round(delay, 3), events=len(batch))
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    async def _process_or_isolate(self, batch: Sequence[Delivery], attempt: int) -> None:
+        """The batch, or, once it failed a few times for a reason other than a backend being down, each event
+        on its own, so one event no store accepts (a poison message) cannot stop the others forever."""
+        if attempt < POISON_ATTEMPTS:
+            await self.process(batch)
+            return
+        for delivery in batch:
+            try:
+                await self.process([delivery])
+            except UnavailableError:
+                raise
+            except TidingsError as exc:
+                log.error("poison_event_dropped", event_id=delivery.event.id, error=exc.code)
+                metrics.events_rejected_total.labels("poison").inc()
+                await self._runtime.log.ack([delivery])
 
     async def process(self, deliveries: Sequence[Delivery]) -> None:
         """Fan a batch of events out into inboxes, publish, then ack the whole batch.
