@@ -39,7 +39,6 @@ from tidings.core.rules import (
     decide,
     stale_reason,
 )
-from tidings.observability import metrics
 from tidings.ports import Append, Preferences
 from tidings.runtime import Runtime
 
@@ -105,7 +104,6 @@ class Planner:
         stale = stale_reason(root, rules, self._runtime.clock.time())
         if stale is not None:
             await self._record([Decision(root.app, root.id, "", DROP, stale, at=self._runtime.clock.time())])
-            metrics.events_rejected_total.labels("stale").inc()
             return
         if event.part is not None and event.part.kind == "split":
             await self._split(event, event.part)

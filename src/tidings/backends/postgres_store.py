@@ -43,10 +43,10 @@ from tidings.backends.sqlite_store import (
     decisions_query,
     deferred_of,
     pending_query,
+    prune_statements,
 )
 from tidings.core import aggregation
 from tidings.core.clock import Clock
-from tidings.core.ids import new_id
 from tidings.core.models import App, InboxItem, InboxWrite, StoredNotification
 from tidings.core.rules import (
     AppRules,
@@ -214,7 +214,7 @@ async def _write_batch(
             pending=await _pending_of(conn, [(a, u, c.seq) for (a, u, _), c in current.items()]),
             usage=await _usage_of(conn, fresh.values()),
             now=now,
-            new_id=lambda: new_id(now),
+            new_id=aggregation.id_source(now),
         )
         await _apply_plan(conn, plan, now)
         await _save_counters(conn, {user: last[user] for user in {key[:2] for key in fresh}})
@@ -242,11 +242,14 @@ async def _current_aggregates(
     newest = (
         select(func.max(n.seq))
         .where(n.app == wanted.c.app, n.user_id == wanted.c.user_id, n.group_key == wanted.c.group_key)
+        .correlate(wanted)
         .scalar_subquery()
     )
     c = inbox.c
-    query = select(wanted.c.group_key, c.app, c.user_id, c.seq, c.payload, c.group_started_at).join(
-        inbox, and_(c.app == wanted.c.app, c.user_id == wanted.c.user_id, c.seq == newest)
+    # max(seq) of a group is one probe of ux_inbox_group (app, user_id, group_key, seq).
+    joined = wanted.join(inbox, and_(c.app == wanted.c.app, c.user_id == wanted.c.user_id, c.seq == newest))
+    query = select(wanted.c.group_key, c.app, c.user_id, c.seq, c.payload, c.group_started_at).select_from(
+        joined
     )
     found: dict[aggregation.GroupKey, aggregation.Current] = {}
     for row in await conn.execute(query):
@@ -816,5 +819,8 @@ class PostgresDecisions:
         return [deferred_of(row) for row in await self._db.read(partial(_all, query=query))]
 
     async def prune(self, older_than: float) -> int:
-        statement = delete(decisions).where(decisions.c.at < older_than)
-        return await self._db.write(partial(_rowcount, statement=statement))
+        return await self._db.write(partial(_prune, older_than=older_than))
+
+
+async def _prune(conn: AsyncConnection, *, older_than: float) -> int:
+    return sum([int((await conn.execute(s)).rowcount) for s in prune_statements(older_than)])

@@ -19,7 +19,6 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
-    bindparam,
     delete,
     func,
     insert,
@@ -31,7 +30,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tidings.core import aggregation
 from tidings.core.clock import Clock
-from tidings.core.ids import new_id
 from tidings.core.models import App, InboxItem, InboxWrite, StoredNotification
 from tidings.core.rules import (
     CANCEL,
@@ -169,7 +167,7 @@ def _write_batch(conn: Connection, *, writes: Sequence[InboxWrite], clock: Clock
             pending=_pending_of(conn, [(a, u, c.seq) for (a, u, _), c in current.items()]),
             usage=_usage_of(conn, fresh.values()),
             now=now,
-            new_id=lambda: new_id(now),
+            new_id=aggregation.id_source(now),
         )
         _apply_plan(conn, plan, now)
         _save_last_seqs(conn, {user_key: last[user_key] for user_key in users})
@@ -241,91 +239,107 @@ def _usage_of(
 
 
 def _apply_plan(conn: Connection, plan: aggregation.CommitPlan, now: float) -> None:
-    conn.execute(insert(inbox), [_inbox_row(row, now) for row in plan.rows])
-    c = inbox.c
+    insert_many(conn, "inbox", INBOX_COLUMNS, [_inbox_row(row, now) for row in plan.rows])
     if plan.replaced:
-        mark = update(inbox).where(
-            c.app == bindparam("k_app"), c.user_id == bindparam("k_user"), c.seq == bindparam("k_seq")
-        )
-        conn.execute(mark.values(replaced_by=bindparam("k_new")), _row_params(plan.replaced))
+        sql = "UPDATE inbox SET replaced_by = ? WHERE app = ? AND user_id = ? AND seq = ?"
+        conn.exec_driver_sql(sql, [(new, a, u, seq) for (a, u, seq), new in plan.replaced])
     if plan.moved:
-        d = deferred.c
-        move = update(deferred).where(
-            d.app == bindparam("k_app"), d.user_id == bindparam("k_user"), d.seq == bindparam("k_seq")
-        )
-        conn.execute(move.values(seq=bindparam("k_new")), _row_params(plan.moved))
-    if plan.deferred:
-        conn.execute(insert(deferred), [deferred_row(item, now) for item in plan.deferred])
-    if plan.usage:
-        _save_usage(conn, plan.usage)
+        sql = "UPDATE deferred SET seq = ? WHERE app = ? AND user_id = ? AND seq = ?"
+        conn.exec_driver_sql(sql, [(new, a, u, seq) for (a, u, seq), new in plan.moved])
+    insert_many(conn, "deferred", DEFERRED_COLUMNS, [deferred_row(item, now) for item in plan.deferred])
+    rows = [(a, u, ch, used.window_start, used.count) for (a, u, ch), used in plan.usage.items()]
+    insert_many(conn, "channel_usage", USAGE_COLUMNS, rows, USAGE_UPSERT)
     record_decisions(conn, plan.decisions)
 
 
-def _row_params(pairs: Sequence[tuple[aggregation.RowKey, int]]) -> list[dict[str, object]]:
-    return [{"k_app": a, "k_user": u, "k_seq": seq, "k_new": new} for (a, u, seq), new in pairs]
+# Big batches are inserted as plain tuples through the driver's executemany: SQLAlchemy's per-row parameter
+# processing would cost more than SQLite's own insert (it was 2/3 of a 1,000-row fan-out commit).
+INBOX_COLUMNS = (
+    "app",
+    "user_id",
+    "seq",
+    "id",
+    "event_id",
+    "payload",
+    "group_key",
+    "created_at",
+    "replaces",
+    "replaced_by",
+    "group_started_at",
+)
+DEFERRED_COLUMNS = (
+    "app",
+    "user_id",
+    "seq",
+    "channel",
+    "event_id",
+    "due_at",
+    "reason",
+    "digest",
+    "created_at",
+)
+DECISION_COLUMNS = ("app", "event_id", "user_id", "kind", "channel", "reason", "seq", "detail", "at")
+USAGE_COLUMNS = ("app", "user_id", "channel", "window_start", "count")
+USAGE_UPSERT = (
+    " ON CONFLICT (app, user_id, channel)"
+    " DO UPDATE SET window_start = excluded.window_start, count = excluded.count"
+)
 
 
-def _inbox_row(row: aggregation.NewRow, now: float) -> dict[str, object]:
-    return {
-        "app": row.write.app,
-        "user_id": row.write.user,
-        "seq": row.seq,
-        "id": row.id,
-        "event_id": row.write.event.id,
-        "payload": row.payload,
-        "group_key": row.write.event.group_key,
-        "created_at": now,
-        "replaces": row.replaces,
-        "replaced_by": row.replaced_by,
-        "group_started_at": row.group_started_at,
-    }
+@functools.lru_cache(maxsize=16)
+def _insert_sql(table: str, columns: tuple[str, ...], tail: str) -> str:
+    names = ", ".join(f'"{column}"' for column in columns)
+    return f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(columns))}){tail}'
 
 
-def deferred_row(item: Deferred, now: float) -> dict[str, object]:
-    return {
-        "app": item.app,
-        "user_id": item.user,
-        "seq": item.seq,
-        "channel": item.channel,
-        "event_id": item.event_id,
-        "due_at": item.due_at,
-        "reason": item.reason,
-        "digest": item.digest,
-        "created_at": now,
-    }
+def insert_many(
+    conn: Connection, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
+    if rows:
+        conn.exec_driver_sql(_insert_sql(table, columns, tail), list(rows))
 
 
-def _save_usage(conn: Connection, usage: dict[aggregation.UsageKey, aggregation.Usage]) -> None:
-    upsert = sqlite_insert(channel_usage)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[channel_usage.c.app, channel_usage.c.user_id, channel_usage.c.channel],
-        set_={"window_start": upsert.excluded.window_start, "count": upsert.excluded.count},
+def _inbox_row(row: aggregation.NewRow, now: float) -> tuple[Any, ...]:
+    write = row.write
+    event = write.event
+    return (
+        write.app,
+        write.user,
+        row.seq,
+        row.id,
+        event.id,
+        row.payload,
+        event.group_key,
+        now,
+        row.replaces,
+        row.replaced_by,
+        row.group_started_at,
     )
-    rows = [
-        {"app": a, "user_id": u, "channel": ch, "window_start": used.window_start, "count": used.count}
-        for (a, u, ch), used in usage.items()
-    ]
-    conn.execute(upsert, rows)
 
 
-def decision_row(decision: Decision) -> dict[str, object]:
-    return {
-        "app": decision.app,
-        "event_id": decision.event_id,
-        "user_id": decision.user,
-        "kind": decision.kind,
-        "channel": decision.channel,
-        "reason": decision.reason,
-        "seq": decision.seq,
-        "detail": orjson.dumps(decision.detail).decode() if decision.detail is not None else None,
-        "at": decision.at,
-    }
+def deferred_row(item: Deferred, now: float) -> tuple[Any, ...]:
+    return (
+        item.app,
+        item.user,
+        item.seq,
+        item.channel,
+        item.event_id,
+        item.due_at,
+        item.reason,
+        item.digest,
+        now,
+    )
+
+
+def decision_row(d: Decision) -> tuple[Any, ...]:
+    detail = orjson.dumps(d.detail).decode() if d.detail is not None else None
+    return (d.app, d.event_id, d.user, d.kind, d.channel, d.reason, d.seq, detail, d.at)
 
 
 def record_decisions(conn: Connection, items: Sequence[Decision]) -> None:
     """Inserts decisions; one already recorded for its (app, event, user, kind, channel) stays as it is."""
-    if items:
-        conn.execute(sqlite_insert(decisions).on_conflict_do_nothing(), [decision_row(d) for d in items])
+    rows = [decision_row(d) for d in items]
+    insert_many(conn, "decisions", DECISION_COLUMNS, rows, " ON CONFLICT DO NOTHING")
 
 
 def _existing_rows(conn: Connection, keys: Sequence[InboxKey]) -> dict[InboxKey, StoredNotification]:
@@ -343,11 +357,9 @@ def _last_seqs(conn: Connection, users: Sequence[UserKey]) -> dict[UserKey, int]
 
 
 def _save_last_seqs(conn: Connection, last: dict[UserKey, int]) -> None:
-    upsert = sqlite_insert(user_seqs)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[user_seqs.c.app, user_seqs.c.user_id], set_={"last_seq": upsert.excluded.last_seq}
-    )
-    conn.execute(upsert, [{"app": a, "user_id": u, "last_seq": seq} for (a, u), seq in last.items()])
+    rows = [(a, u, seq) for (a, u), seq in last.items()]
+    upsert = " ON CONFLICT (app, user_id) DO UPDATE SET last_seq = excluded.last_seq"
+    insert_many(conn, "user_seqs", ("app", "user_id", "last_seq"), rows, upsert)
 
 
 def _of_user(app: str, user: str) -> ColumnElement[bool]:
@@ -707,8 +719,16 @@ class SqliteDecisions:
         return [deferred_of(row) for row in await self._db.read(lambda conn: conn.execute(query).all())]
 
     async def prune(self, older_than: float) -> int:
-        statement = delete(decisions).where(decisions.c.at < older_than)
-        return await self._db.write(lambda conn: int(conn.execute(statement).rowcount))
+        statements = prune_statements(older_than)
+        return await self._db.write(lambda conn: sum(int(conn.execute(s).rowcount) for s in statements))
+
+
+def prune_statements(older_than: float) -> tuple[Any, Any]:
+    """Decisions made before ``older_than``; pending deliveries due before it that no sender took."""
+    return (
+        delete(decisions).where(decisions.c.at < older_than),
+        delete(deferred).where(deferred.c.due_at < older_than),
+    )
 
 
 def decisions_query(

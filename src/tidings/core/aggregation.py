@@ -22,12 +22,15 @@ at the end of the window, never dropped.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
+from tidings.core.ids import new_id
 from tidings.core.models import JSON, ChannelPlan, InboxWrite, StoredNotification, render_notification
 from tidings.core.rules import AGGREGATE, DEFER, DELIVER, Decision, Deferred, cap_window_start
 
@@ -81,6 +84,13 @@ class CommitPlan:
     usage: dict[UsageKey, Usage] = field(default_factory=dict)  # counters to save
     decisions: list[Decision] = field(default_factory=list)
     stored: dict[InboxKey, StoredNotification] = field(default_factory=dict)
+
+
+def id_source(now: float) -> Callable[[], str]:
+    """Notification ids for one commit: one random 80-bit draw, then the following values, so ids are unique
+    within the commit and random across commits (and a commit's ids sort in the order they were made)."""
+    counter = itertools.count(secrets.randbits(80))
+    return lambda: new_id(now, next(counter))
 
 
 def current_from_row(seq: int, payload: bytes, started_at: float | None) -> Current | None:

@@ -6,6 +6,7 @@ crosses the bus and the gateway as those bytes: the gateway only frames them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -205,6 +206,10 @@ class LiveMessage:
     trace: TraceCarrier | None = None  # W3C trace context of the publish, so delivery joins the event's trace
 
 
+# A commit renders all its rows with one created_at: format it once.
+_timestamp = functools.lru_cache(maxsize=8)(isoformat)
+
+
 def render_notification(
     write: InboxWrite,
     *,
@@ -232,7 +237,7 @@ def render_notification(
             "data": event.data,
             "priority": event.priority,
             "group_key": event.group_key,
-            "created_at": isoformat(created_at),
+            "created_at": _timestamp(created_at),
             "read_at": None,
             "seen_at": None,
             "replaces": replaces,
