@@ -165,21 +165,10 @@ def replica_logs(children: Children) -> str:
     return "\n".join(f"--- {c.name} ({c.log}) ---\n{c.tail(15)}" for c in children.started)
 
 
-# A worker whose inbox commit succeeded but whose ack failed (the broker had just gone) drops the batch and
-# reads on (tidings/worker.py, FanoutWorker.run); the log object still holds those deliveries and renews their
-# lease. Nothing is lost here (the rows were committed before the ack), but the log never sees them acked:
-# Redis renews the lease for as long as the worker lives (lag stuck for good); NATS for up to HOLD_LIMIT x
-# ack_wait (10 x 5 s here, 5 min with the default ack_wait). RabbitMQ requeues on the lost channel and drains.
-# Had the inbox write failed instead (a store outage), the same batch would stay away from the inboxes as long.
-STUCK = pytest.mark.xfail(
-    raises=StuckDeliveries,
-    # Shown only by a run where an ack was in flight when the broker died and the worker holding that batch is
-    # not the one killed afterwards (its leases lapse when it dies). With the crash before the broker restart
-    # most runs showed it; in this order (which keeps both faults mid-run on any machine), few do.
-    strict=False,
-    reason="a worker that gives up on a batch leaves it leased to itself: the log's lag does not drain",
-)
-BROKERS = [pytest.param("redis", marks=STUCK), pytest.param("nats", marks=STUCK), "rabbitmq"]
+# A worker whose inbox commit succeeded but whose ack failed (the broker had just gone) keeps the batch and runs
+# it again until the ack goes through (tidings/worker.py). Before that fix it read on, and the log kept those
+# deliveries leased to it: Redis for as long as the worker lived, NATS for up to 10 x ack_wait.
+BROKERS = ["redis", "nats", "rabbitmq"]
 
 
 @pytest.mark.parametrize(
