@@ -116,6 +116,15 @@ async def test_pending_pushes_move_to_the_aggregate_and_caps_defer_into_a_digest
     assert pending[2].due_at == window_end
 
 
+async def test_a_pending_push_moves_straight_to_the_end_of_a_chain_committed_at_once(store: Store) -> None:
+    """A stored like with a pending push, then two likes in one commit: the push ends on the last row."""
+    await store.inbox.write([like("e1", channels=(PUSH,))])
+    await store.inbox.write(
+        [like("e2", actor="carol", channels=(PUSH,)), like("e3", actor="dan", channels=(PUSH,))]
+    )
+    assert [(p.seq, p.event_id) for p in await store.decisions.pending("app1", "alice")] == [(3, "e1")]
+
+
 async def test_the_decisions_of_a_capped_push(store: Store, clock: FakeClock) -> None:
     """The decision log says which push went at once and which waits for the digest, and until when."""
     for n in range(3):

@@ -93,8 +93,10 @@ class ModelInbox:
             )
         for (_, user, seq), by in plan.replaced:
             self.rows[user][seq].replaced_by = by
+        # All moves at once, from the rows as stored (as one UPDATE does): a chained move would find nothing.
+        taken = {key: self.pending.pop(key) for key, _ in plan.moved}
         for key, new_seq in plan.moved:
-            self.pending[(key[0], key[1], new_seq)] = [replace(d, seq=new_seq) for d in self.pending.pop(key)]
+            self.pending[(key[0], key[1], new_seq)] = [replace(d, seq=new_seq) for d in taken[key]]
         for item in plan.deferred:
             self.pending.setdefault((item.app, item.user, item.seq), []).append(item)
         self.usage.update(plan.usage)

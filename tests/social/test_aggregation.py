@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tidings.core.aggregation import merge_actors
-from tidings.core.models import ChannelPlan
+from tidings.core.models import ChannelPlan, InboxWrite
 from tidings.core.rules import AGGREGATE, DEFER, DELIVER
 from tidings.core.session import Session
 from tidings.testing import FakeClock
@@ -114,6 +114,19 @@ def test_pushes_past_the_cap_are_deferred_into_a_digest_never_dropped() -> None:
     assert inbox.pending[("a", "alice", 4)][0].due_at == clock.time()
 
 
+def test_a_pending_push_moves_once_to_the_end_of_a_chain_made_in_one_commit() -> None:
+    """A stored aggregate with a pending push, then two likes in one commit: one move, straight to the last
+    row (stores apply a commit's moves at once, so a chain of moves would strand the push halfway)."""
+    clock, inbox = FakeClock(), ModelInbox()
+    inbox.write([like("e1", "alice", channels=(PUSH,))], clock.time())
+    inbox.write([like(f"e{n}", "alice", actor=f"u{n}", channels=(PUSH,)) for n in (2, 3)], clock.time())
+    assert list(inbox.pending) == [("a", "alice", 3)]
+    assert [(d.kind, d.channel) for d in inbox.decisions if d.event_id == "e3"] == [
+        (AGGREGATE, "in_app"),
+        (DELIVER, "web_push"),
+    ]
+
+
 def test_reading_cancels_pending_pushes_and_the_next_like_plans_afresh() -> None:
     """Once the aggregate is read its push is gone; a later like in the window makes a new pending push."""
     clock, inbox = FakeClock(), ModelInbox()
@@ -141,16 +154,19 @@ class Like:
     redeliver: int | None  # an earlier like's index: sent again instead
 
 
+# Weighted towards collisions (one user, one group, one type), where aggregation and its moves happen.
+likes = st.builds(
+    Like,
+    st.sampled_from(("alice", "alice", "bob")),
+    st.sampled_from(("g1", "g1", "g2", None)),
+    st.sampled_from(("a1", "a2", "a3", "a4", "a5")),
+    st.sampled_from(("post.liked", "post.liked", "post.loved")),
+    st.one_of(st.none(), st.integers(0, 40)),
+)
 steps = st.lists(
     st.one_of(
-        st.builds(
-            Like,
-            st.sampled_from(USERS),
-            st.sampled_from(GROUPS),
-            st.sampled_from(("a1", "a2", "a3", "a4", "a5")),
-            st.sampled_from(("post.liked", "post.loved")),
-            st.none() | st.integers(0, 40),
-        ),
+        likes,
+        likes,
         st.tuples(st.just("advance"), st.integers(0, 2000)),
         st.tuples(st.just("read"), st.sampled_from(USERS), st.integers(0, 60)),
         st.tuples(st.just("batch"), st.integers(2, 4)),
@@ -160,10 +176,15 @@ steps = st.lists(
 
 
 def _run(script: list[object]) -> tuple[ModelInbox, dict[str, int]]:
-    """Plays a script; returns the inbox and how many distinct events each user got."""
+    """Plays a script; returns the inbox and how many distinct events each user got.
+
+    ``("batch", k)`` commits the next k likes together (one write call: in-batch aggregation and moves);
+    every like plans a capped web push, so pending deliveries move, cap and cancel along the way.
+    """
     clock, inbox = FakeClock(), ModelInbox()
     sent: list[Like] = []
     per_user: dict[str, set[str]] = {user: set() for user in USERS}
+    held: list[InboxWrite] = []
     batch = 1
     for step in script:
         if isinstance(step, Like):
@@ -172,19 +193,52 @@ def _run(script: list[object]) -> tuple[ModelInbox, dict[str, int]]:
             event_id = f"e{index if index is not None else len(sent)}"
             if index is None:
                 sent.append(step)
-            writes = [
-                like(event_id, chosen.user, group=chosen.group, actor=chosen.actor, type_=chosen.type_)
-            ] * batch
-            inbox.write(writes, clock.time())
+            held.append(
+                like(
+                    event_id,
+                    chosen.user,
+                    group=chosen.group,
+                    actor=chosen.actor,
+                    type_=chosen.type_,
+                    channels=(PUSH,),
+                )
+            )
             per_user[chosen.user].add(event_id)
-            batch = 1
+            if len(held) >= batch:
+                inbox.write(held, clock.time())
+                held, batch = [], 1
         elif step[0] == "advance":  # type: ignore[index]
             clock.advance(step[1])  # type: ignore[index]
         elif step[0] == "read":  # type: ignore[index]
             inbox.mark_read(step[1], step[2])  # type: ignore[index]
         else:
             batch = step[1]  # type: ignore[index]
+    if held:
+        inbox.write(held, clock.time())
     return inbox, {user: len(events) for user, events in per_user.items()}
+
+
+@settings(max_examples=500, deadline=None)
+@given(steps)
+@example(  # a stored aggregate with a pending push, then a chain of two replacements in one commit
+    [
+        Like("alice", "g1", "a1", "post.liked", None),
+        ("batch", 2),
+        Like("alice", "g1", "a2", "post.liked", None),
+        Like("alice", "g1", "a3", "post.liked", None),
+    ]
+)
+def test_pending_pushes_follow_the_visible_notifications(script: list[object]) -> None:
+    """Each visible unread notification has exactly one pending push (moved along its chain, capped into a
+    digest or not); a read one has none, and no replaced row keeps one."""
+    inbox, _ = _run(script)
+    for user in USERS:
+        shown = {row.seq: row for row in inbox.shown(user)}
+        pending = [(seq, item) for (_, u, seq), items in inbox.pending.items() if u == user for item in items]
+        assert all(seq in shown for seq, _ in pending)
+        for seq, row in shown.items():
+            assert len([item for s, item in pending if s == seq]) == (0 if row.read else 1), (seq, pending)
+        assert all(item.seq == seq for seq, item in pending)
 
 
 @settings(max_examples=300, deadline=None)

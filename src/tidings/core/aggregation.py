@@ -80,7 +80,7 @@ class CommitPlan:
     rows: list[NewRow] = field(default_factory=list)
     replaced: list[tuple[RowKey, int]] = field(default_factory=list)  # stored rows -> the seq replacing them
     deferred: list[Deferred] = field(default_factory=list)  # new pending deliveries
-    moved: list[tuple[RowKey, int]] = field(default_factory=list)  # stored pending rows -> their new seq
+    moved: list[tuple[RowKey, int]] = field(default_factory=list)  # stored pending rows -> their final seq
     usage: dict[UsageKey, Usage] = field(default_factory=dict)  # counters to save
     decisions: list[Decision] = field(default_factory=list)
     stored: dict[InboxKey, StoredNotification] = field(default_factory=dict)
@@ -132,6 +132,8 @@ class _Batch:
     new_id: Callable[[], str]
     new_rows: dict[RowKey, int] = field(default_factory=dict)  # (app, user, seq) -> index in plan.rows
     new_pending: dict[RowKey, list[Deferred]] = field(default_factory=dict)  # planned in this batch
+    moves: dict[RowKey, int] = field(default_factory=dict)  # stored pending rows (where stored) -> final seq
+    moved_from: dict[RowKey, RowKey] = field(default_factory=dict)  # where moved rows are now -> stored at
 
 
 def plan_commit(
@@ -155,6 +157,7 @@ def plan_commit(
     for write in fresh:
         _plan_one(batch, write)
     batch.plan.deferred = [item for items in batch.new_pending.values() for item in items]
+    batch.plan.moved = list(batch.moves.items())
     return batch.plan
 
 
@@ -193,7 +196,11 @@ def _replace(batch: _Batch, user: UserKey, old: int, new: int) -> set[str]:
     new_key = (user[0], user[1], new)
     stored = batch.stored_pending.pop(key, [])
     if stored:
-        batch.plan.moved.append((key, new))
+        # One move per stored row, from where it is stored to where it ends: a store applies all moves of
+        # a commit at once (PostgreSQL: one UPDATE), so a chain of moves would stop after its first step.
+        origin = batch.moved_from.pop(key, key)
+        batch.moves[origin] = new
+        batch.moved_from[new_key] = origin
         batch.stored_pending[new_key] = [replace(item, seq=new) for item in stored]
     planned = batch.new_pending.pop(key, [])  # planned in this batch: they move in the plan itself
     if planned:
