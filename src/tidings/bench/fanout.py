@@ -19,6 +19,7 @@ from tidings.bench.harness import Fleet, load_average, span_rate, utilisation
 PER_CONN = {
     "tidings": 600,
     "tidings-gc": 600,
+    "tidings-tuned": 600,
     "tidings-uvicorn": 100,
     "starlette": 100,
     "socketio": 15,

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -110,12 +111,23 @@ class Fleet:
         if self.kind.startswith("tidings"):
             users = self.connections if self.rows_per_user else 0
             self.app = await prepare_app(self.dir / "data", users, self.rows_per_user)
+        env = {"PYTHONPATH": str(self._overlay())} if self.kind.endswith("-tuned") else None
         for index in range(count):
-            child = await Child.start(f"{self.kind}-server-{index}", self._server_argv(reuse=count > 1))
+            argv = self._server_argv(reuse=count > 1)
+            child = await Child.start(f"{self.kind}-server-{index}", argv, env)
             self.servers.append(child)
             listening = await child.expect("listening", 60)
             self.port = listening["port"]
             self.ws_port = listening.get("ws_port", self.port)
+
+    def _overlay(self) -> Path:
+        """A copy of this checkout's ``src`` with ``bench/patches/*.patch`` applied: the ``-tuned`` kinds run
+        the changes the profile asks for in modules the bench does not own, without touching the checkout."""
+        root = self.dir / "overlay"
+        shutil.copytree(BENCH_DIR.parent / "src", root / "src")
+        for patch in sorted((BENCH_DIR / "patches").glob("*.patch")):
+            subprocess.run(["patch", "-s", "-p1", "-d", str(root), "-i", str(patch)], check=True)
+        return root / "src"
 
     def _server_argv(self, reuse: bool) -> list[str]:
         if self.stack_roles:
@@ -128,6 +140,7 @@ class Fleet:
             text.write_bytes(frames.encode_notification(sample_payload(self.payload_size)))
             return ["node", str(NODE_SERVER), str(self.port), str(text)]
         kind = f"mosquitto:{self.user_prefix}" if self.kind.startswith("mosq") else self.kind
+        kind = "tidings-gc" if kind == "tidings-tuned" else kind  # the patched overlay, GC tuned too
         argv = ["server", kind, "--port", str(self.port or (1883 if self.kind.startswith("mosq") else 0))]
         argv += ["--data", str(self.dir / "data"), "--payload", str(self.payload_size)]
         return python_child(*argv, *(["--reuse-port"] if reuse else []))

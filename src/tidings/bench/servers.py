@@ -131,9 +131,10 @@ class TidingsKind:
         users = bus.users
         messages = []
         payload = self.payload
+        now = time.time()  # as the worker stamps it: the gateway observes accepted -> delivered per frame
         for key, seq in users.items():
             users[key] = seq + 1
-            messages.append(LiveMessage(key[0], key[1], seq + 1, payload))
+            messages.append(LiveMessage(key[0], key[1], seq + 1, payload, accepted_at=now))
         await bus.publish(messages)
         return len(messages)
 
