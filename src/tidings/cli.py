@@ -74,7 +74,9 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         from tidings.bench import main as bench_main
     except ImportError as exc:
-        raise ConfigError(f"the benchmark suite needs its extra: pip install 'tidings[bench]' ({exc})") from exc
+        raise ConfigError(
+            f"the benchmark suite needs its extra: pip install 'tidings[bench]' ({exc})"
+        ) from exc
     return bench_main(list(args.args))
 
 
@@ -118,7 +120,8 @@ def _run_roles(args: argparse.Namespace) -> int:
         if "gateway" in args.roles:
             ws = base.replace("http://", "ws://")
             lines += [f"  WebSocket {ws}/v1/ws", f"  SSE       {base}/v1/stream"]
-        lines += [f"  metrics   {base}/metrics", f"  health    {base}/healthz  {base}/readyz"]
+        lines += [f"  admin     {base}/admin", f"  metrics   {base}/metrics"]
+        lines += [f"  health    {base}/healthz  {base}/readyz"]
         print("\n".join(lines), flush=True)
 
     async def go() -> int:

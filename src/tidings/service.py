@@ -19,6 +19,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
+from tidings.admin import install as install_admin
 from tidings.api.app import create_app
 from tidings.api.routes import ROUTERS, ops
 from tidings.backends import open_bus, open_log, open_store
@@ -60,6 +61,7 @@ def build_app(runtime: Runtime, roles: Iterable[str] = ROLES) -> FastAPI:
     worker-only process too, so orchestrators and Prometheus see it); the API routes come with the api role."""
     roles = frozenset(roles)
     app = create_app(runtime, ROUTERS if "api" in roles else (ops.router,))
+    install_admin(app, runtime)  # every replica: its numbers are its own
     if "api" in roles:
         install_demo(app, runtime)
     if "gateway" in roles:
