@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import orjson
 
-from tidings import admin
 from tidings.api.auth import create_app_record, mint_user_token
 from tidings.backends import open_bus, open_log, open_store
 from tidings.core import frames
@@ -135,8 +134,7 @@ async def open_stack(data: Path, **overrides: Any) -> AsyncIterator[Stack]:
     bus = await open_bus(settings.broker, settings)
     runtime = Runtime(settings, store, log, bus)
     runtime.hub = Hub(bus)
-    app = build_app(runtime)
-    admin.install(app, runtime)
+    app = build_app(runtime)  # with the admin routes, as every process has them
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     http = httpx.AsyncClient(transport=transport, base_url="http://tidings.test")
     stack = Stack(runtime, http, FanoutWorker(runtime))

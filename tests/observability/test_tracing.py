@@ -20,7 +20,7 @@ from tidings.errors import ConfigError, UnavailableError
 from tidings.observability import tracing
 from tidings.ports import EventLog
 
-from .support import Stack
+from .support import Stack, open_stack
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{PARENT_TRACE}-00f067aa0ba902b7-01"
@@ -91,6 +91,46 @@ async def test_a_request_without_traceparent_starts_a_trace_per_request(
     assert len(fanouts) == 4
     batch_trace = next(s.context.trace_id for s in appends if len(s.attributes["tidings.event.ids"]) == 3)  # type: ignore[arg-type, index]
     assert sum(span.context.trace_id == batch_trace for span in fanouts) == 3
+
+
+async def test_a_topic_split_into_chunk_jobs_stays_in_the_producers_trace(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    """A topic fan-out run as chunk jobs on the log: every job, write, publish and delivery joins one trace."""
+    async with open_stack(tmp_path, fanout_chunk=2) as stack:
+        acme = await stack.tenant("acme")
+        for user in ("u1", "u2", "u3", "u4", "u5"):
+            await stack.http.put(f"/v1/topics/followers:bob/subscribers/{user}", headers=acme.producer)
+        clients = [await stack.connect("acme", user) for user in ("u1", "u5")]
+        headers = {**acme.producer, "traceparent": TRACEPARENT}
+        answer = await stack.http.post(
+            "/v1/events", json={"type": "t", "topic": "followers:bob"}, headers=headers
+        )
+        assert answer.status_code == 202
+        await stack.fan_out()
+        for client in clients:
+            await client.notifications(1)
+    named = _by_name(spans)
+    assert {span.context.trace_id for span in spans.get_finished_spans()} == {int(PARENT_TRACE, 16)}
+    fanouts = named["worker.fanout"]
+    assert len(fanouts) >= 3  # the split job and its chunk jobs
+    assert {span.attributes["tidings.event.id"] for span in fanouts} == {answer.json()["id"]}  # type: ignore[index]
+    assert sum(span.attributes["tidings.rows"] for span in named["store.write"]) == 5  # type: ignore[misc, index]
+    assert len(named["gateway.deliver"]) == 2
+
+
+async def test_an_unsampled_request_makes_no_span_anywhere_downstream(
+    stack: Stack, spans: InMemorySpanExporter
+) -> None:
+    """A traceparent with the sampled flag off: no span in the API, the worker or the gateway; still delivered."""
+    acme = await stack.tenant("acme")
+    alice = await stack.connect("acme", "alice")
+    headers = {**acme.producer, "traceparent": TRACEPARENT[:-2] + "00"}
+    answer = await stack.http.post("/v1/events", json={"type": "t", "recipients": ["alice"]}, headers=headers)
+    assert answer.status_code == 202
+    await stack.fan_out()
+    assert [n["event_id"] for n in await alice.notifications(1)] == [answer.json()["id"]]
+    assert spans.get_finished_spans() == ()
 
 
 class _UnreachableLog:

@@ -20,8 +20,8 @@ from typing import Generic, TypeVar
 
 from tidings.core.models import Event
 
-MAX_EVENTS = 100_000
-MAX_DELIVERIES = 100_000
+MAX_EVENTS = 50_000  # about 12 MB at the bound (an event id, a few shared strings, two floats)
+MAX_DELIVERIES = 100_000  # about 21 MB at the bound
 MAX_COPIES = 16  # deliveries kept per notification (devices, resumes): a reconnect loop cannot grow one entry
 
 K = TypeVar("K")

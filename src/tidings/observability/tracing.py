@@ -44,6 +44,9 @@ SWITCHES = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTE
 class _State:
     tracer: Tracer | None
     provider: TracerProvider | None = None
+    # The sampler follows the parent's decision (ParentBased, the default): a child of an unsampled context
+    # would be dropped anyway, so it is not even made (this is what keeps 1% sampling cheap).
+    follows_parent: bool = True
 
 
 _OFF = _State(tracer=None)
@@ -99,12 +102,22 @@ def _exporters(env: Mapping[str, str]) -> list[Any]:
                 raise ConfigError(
                     f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only http/protobuf is supported"
                 )
-            exporters.append(OTLPSpanExporter())
+            exporters.append(OTLPSpanExporter(endpoint=_traces_endpoint(env)))
         elif name == "console":
             exporters.append(ConsoleSpanExporter())
         elif name != "none":
             raise ConfigError(f"OTEL_TRACES_EXPORTER={name!r}: supported are otlp, console and none")
     return exporters
+
+
+def _traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where spans go, by the OTLP rules: the traces endpoint as given, or ``/v1/traces`` under the base one
+    (None: the exporter's default, http://localhost:4318/v1/traces). Headers, timeout and compression the
+    exporter reads from the process environment itself."""
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return f"{base.rstrip('/')}/v1/traces" if base else None
 
 
 def _provider(exporters: list[Any]) -> TracerProvider:
@@ -122,8 +135,11 @@ def _provider(exporters: list[Any]) -> TracerProvider:
 
 def install(provider: TracerProvider) -> None:
     """Trace with ``provider`` from now on (tests use an in-memory exporter; embedders their own)."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
     global _state
-    _state = _State(tracer=provider.get_tracer(TRACER_NAME), provider=provider)
+    follows_parent = isinstance(provider.sampler, ParentBased)
+    _state = _State(provider.get_tracer(TRACER_NAME), provider, follows_parent)
 
 
 def reset() -> None:
@@ -188,12 +204,35 @@ def start_span(
     """A started span (not made current) under ``parent``: a carrier from another process, a span of this
     one, or None for a new trace. None when tracing is off."""
     tracer_ = tracer()
-    if tracer_ is None:
+    if tracer_ is None or (isinstance(parent, dict) and _dropped(parent)):
         return None
     from opentelemetry.trace import SpanKind
 
     kind = SpanKind.SERVER if server else SpanKind.INTERNAL
     return tracer_.start_span(name, context=_context_of(parent), kind=kind, attributes=attributes)
+
+
+def incoming(headers: Mapping[str, str]) -> TraceCarrier | None:
+    """The W3C trace context a request came with (None without one, or with tracing off)."""
+    if tracer() is None or "traceparent" not in headers:
+        return None
+    return {k: headers[k] for k in ("traceparent", "tracestate") if k in headers}
+
+
+def _dropped(carrier: TraceCarrier) -> bool:
+    """Whether a child of this context would not be sampled: its parent was not (flags ``00``), and the
+    sampler follows the parent."""
+    state = _state
+    return state is not None and state.follows_parent and not sampled(carrier)
+
+
+def sampled(carrier: TraceCarrier) -> bool:
+    """The sampled bit of a traceparent's flags (``00-<trace>-<span>-<flags>``; other bits may be set)."""
+    flags = carrier.get("traceparent", "")[53:55]
+    try:
+        return bool(int(flags, 16) & 1)
+    except ValueError:
+        return False
 
 
 def carrier_of(span: Span | None) -> TraceCarrier | None:
@@ -243,8 +282,7 @@ def server_span(
     if tracer() is None:
         yield None
         return
-    parent = {k: headers[k] for k in ("traceparent", "tracestate") if k in headers}
-    span = start_span(name, parent or None, attributes, server=True)
+    span = start_span(name, incoming(headers), attributes, server=True)
     try:
         with current(span):
             yield span
@@ -261,37 +299,47 @@ class BatchSpans:
     """The spans of one fan-out batch: ``worker.fanout`` per event (a child of the producer's context, open
     until the batch is acked), and per commit step (``store.write``, ``bus.publish``) one span under each
     event whose rows the step carries, so each event's trace shows the write and publish that served it.
-    Every method is a cheap no-op when tracing is off."""
+
+    Steps find their event by the *root* event id, the one inbox writes carry: a chunk job of a large topic
+    (``Event.part``) has an id of its own, and its writes name the producer's event. Every method is a cheap
+    no-op when tracing is off.
+    """
 
     def __init__(self) -> None:
         self._on = tracer() is not None
-        self._spans: dict[str, Span] = {}
+        self._parents: dict[str, Span] = {}  # root event id -> the first fan-out span of it in this batch
+        self._open: list[Span] = []
 
     def __enter__(self) -> BatchSpans:
         return self
 
     def __exit__(self, _type: object, error: BaseException | None, _tb: object) -> None:
-        for span in self._spans.values():
+        for span in self._open:
             end_span(span, error)
-        self._spans.clear()
+        self._open.clear()
+        self._parents.clear()
 
     def event(self, event: Event) -> contextlib.AbstractContextManager[None]:
         """Opens ``worker.fanout`` for ``event``, current inside the block (for log lines)."""
         if not self._on:
             return contextlib.nullcontext()
+        root = _root_id(event)
         attributes = {
-            "tidings.event.id": event.id,
+            "tidings.event.id": root,
             "tidings.app": event.app,
             "tidings.event.type": event.type,
             "tidings.event.priority": event.priority,
         }
+        if root != event.id:
+            attributes["tidings.job.id"] = event.id
         span = start_span("worker.fanout", event.trace, attributes)
         if span is not None:
-            self._spans[event.id] = span
+            self._open.append(span)
+            self._parents.setdefault(root, span)
         return current(span)
 
     def fanned_out(self, event: Event, recipients: int) -> None:
-        span = self._spans.get(event.id) if self._on else None
+        span = self._parents.get(event.id) if self._on else None
         if span is not None:
             span.set_attribute("tidings.recipients", recipients)
 
@@ -305,9 +353,10 @@ class BatchSpans:
         rows: dict[str, int] = {}
         for write in writes:
             rows[write.event.id] = rows.get(write.event.id, 0) + 1
-        spans = {
-            event_id: start_span(name, self._spans.get(event_id), {"tidings.rows": count})
+        spans = {  # only under a fan-out span: an event whose trace is not sampled has none
+            event_id: start_span(name, self._parents[event_id], {"tidings.rows": count})
             for event_id, count in rows.items()
+            if event_id in self._parents
         }
         carriers = {
             event_id: carrier for event_id, span in spans.items() if (carrier := carrier_of(span)) is not None
@@ -320,3 +369,9 @@ class BatchSpans:
             raise
         for span in spans.values():
             end_span(span)
+
+
+def _root_id(event: Event) -> str:
+    """The producer's event id, also for a fan-out chunk job of it."""
+    part = event.part
+    return part.root if part is not None else event.id

@@ -176,8 +176,18 @@ function start() {
   poll();
 }
 
-function when(at) {
-  return at ? new Date(at).toLocaleTimeString([], { hour12: false, fractionalSecondDigits: 3 }) : '–';
+const pad = (n, width = 2) => String(n).padStart(width, '0');
+
+/** A server time (ISO 8601) in local time, and how long after ``base`` it was, e.g. "21:00:00.123 (+4 ms)". */
+function when(at, base) {
+  if (!at) return '–';
+  const d = new Date(at);
+  const today = d.toDateString() === new Date().toDateString();
+  const day = today ? '' : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} `;
+  const time = `${day}${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  if (!base) return time;
+  const after = d - new Date(base);
+  return `${time} (+${after < 1000 ? `${after} ms` : `${(after / 1000).toFixed(1)} s`})`;
 }
 
 function renderJourney(j) {
@@ -185,10 +195,11 @@ function renderJourney(j) {
   const steps = el('ol', { class: 'steps' });
   const step = (name, text) => steps.append(el('li', { 'data-step': name }, el('b', {}, name), ' ', text));
   const a = j.accepted;
+  const base = a ? a.at : j.id_time; // every later time is shown as an offset from the acceptance
   step('accepted', a ? `${when(a.at)} · ${a.app} · ${a.type} · ${a.priority}` +
     (a.topic ? ` · topic ${a.topic}` : ` · ${a.recipients} recipients`) : `${when(j.id_time)} (from the id)`);
   if (a && a.trace_id) step('trace', a.trace_id);
-  step('fanned out', j.fanout ? `${when(j.fanout.at)} · ${j.fanout.inbox_writes} inbox writes` : 'not by this process');
+  step('fanned out', j.fanout ? `${when(j.fanout.at, base)} · ${j.fanout.inbox_writes} inbox writes` : 'not by this process');
   const s = j.summary;
   step('stored', j.store_searched ? `${s.stored} inbox rows${j.truncated ? ' (first ones only)' : ''}` : 'this store cannot be searched');
   step('delivered live', `${s.delivered_live} of ${s.stored} (by this process)`);
@@ -196,9 +207,9 @@ function renderJourney(j) {
   step('read', `${s.read} of ${s.stored}`);
   const head = el('tr', {}, ...['user', 'seq', 'stored', 'live deliveries', 'seen', 'read'].map((h) => el('th', {}, h)));
   const rows = j.inbox.map((r) => el('tr', { 'data-user': r.user, 'data-seq': r.seq },
-    el('td', {}, r.user), el('td', {}, r.seq), el('td', {}, when(r.created_at)),
-    el('td', {}, r.deliveries.map((d) => `${d.transport} ${when(d.at)}${d.live ? '' : ' (resume)'}`).join(', ') || '–'),
-    el('td', {}, when(r.seen_at)), el('td', {}, when(r.read_at))));
+    el('td', {}, r.user), el('td', {}, r.seq), el('td', {}, when(r.created_at, base)),
+    el('td', {}, r.deliveries.map((d) => `${d.transport} ${when(d.at, base)}${d.live ? '' : ' (resume)'}`).join(', ') || '–'),
+    el('td', {}, when(r.seen_at, base)), el('td', {}, when(r.read_at, base))));
   out.replaceChildren(el('p', { class: 'muted' }, `Event ${j.event_id}`), steps,
     el('table', { class: 'rows' }, el('thead', {}, head), el('tbody', {}, ...rows)));
 }

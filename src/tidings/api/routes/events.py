@@ -104,7 +104,8 @@ async def _append(
     route = str(getattr(request.scope.get("route"), "path", ""))  # the template, never a raw path
     attributes = {"http.request.method": request.method, "http.route": route, "tidings.app": app.name}
     with tracing.server_span("api.append", request.headers, attributes) as span:
-        carrier = tracing.carrier_of(span)
+        # An unsampled request has no span, but its context still travels: the fan-out then makes none either.
+        carrier = tracing.carrier_of(span) or tracing.incoming(request.headers)
         appends = [
             Append(
                 _event(event, new_id(now), app, now, key, carrier),
@@ -115,7 +116,8 @@ async def _append(
         if span is not None:
             span.set_attribute("tidings.event.ids", [append.event.id for append in appends])
         results = await state.runtime.log.append(appends)
-    trace_id = carrier["traceparent"][3:35] if carrier else None
+    # The trace id only of a sampled trace: one a tracing backend can show.
+    trace_id = carrier["traceparent"][3:35] if carrier is not None and tracing.sampled(carrier) else None
     for append, result in zip(appends, results, strict=True):
         if isinstance(result, Appended) and not result.duplicate:
             metrics.events_accepted_total.labels(append.event.priority).inc()
