@@ -2,7 +2,9 @@
 
 ``tidings bench run [SCENARIO ...] [--size tiny|full] [--runs N] [--out FILE]`` runs scenarios and writes
 their structured results (JSON) plus a Markdown summary; ``tidings bench report FILE...`` renders saved
-results (table and plot). ``server`` and ``clients`` are the roles of the child processes a run starts.
+results (table and plot); ``TIDINGS_BENCH_PROFILE=DIR tidings bench run ...`` records py-spy stacks of every
+server process and ``tidings bench profile DIR/*.txt`` summarises them. ``server``, ``clients``, ``stack``,
+``producer`` and ``celebrity`` are the roles of the child processes a run starts.
 Every load is bounded in count and time and goes to 127.0.0.1 only.
 """
 
@@ -44,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("files", nargs="+")
     report.add_argument("--plot", default="", help="write the plot here (PNG)")
     report.set_defaults(handler=_report)
+    profile = sub.add_parser(
+        "profile", help="summarise py-spy stacks recorded with TIDINGS_BENCH_PROFILE=DIR"
+    )
+    profile.add_argument("files", nargs="+")
+    profile.add_argument("--top", type=int, default=25)
+    profile.set_defaults(handler=_profile)
     server = sub.add_parser("server", help=argparse.SUPPRESS)
     server.add_argument("kind")
     server.add_argument("--port", type=int, default=0)
@@ -120,6 +128,14 @@ def _run(args: argparse.Namespace) -> int:
 
     print(markdown(results))
     return 0 if all(r.get("ok", True) for r in results.get("results", [])) else 1
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from tidings.bench.report import profile_summary
+
+    for name in args.files:
+        print(profile_summary(name, args.top), end="\n\n")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

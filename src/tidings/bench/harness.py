@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 
 from tidings.bench.counters import Counters
-from tidings.bench.procs import Child, python_child
+from tidings.bench.procs import Child, cpu_seconds, pids_named, python_child
 from tidings.bench.servers import sample_payload
 from tidings.core import frames
 
@@ -102,9 +103,9 @@ class Fleet:
     port: int = 0
     ws_port: int = 0
     rows_per_user: int = 0  # a backlog per user, committed before the server starts (resume storm)
-    stack_roles: str = (
-        ""  # start a whole Tidings process (stack.py) with these roles instead of a server kind
-    )
+    # A whole Tidings process (stack.py) with these roles instead of a server kind.
+    stack_roles: str = ""
+    profilers: list[asyncio.subprocess.Process] = field(default_factory=list)
 
     async def start_servers(self, count: int = 1, **client_args: Any) -> None:
         self.counters = Counters(self.dir / "counters", self.procs, create=True)
@@ -116,9 +117,38 @@ class Fleet:
             argv = self._server_argv(reuse=count > 1)
             child = await Child.start(f"{self.kind}-server-{index}", argv, env)
             self.servers.append(child)
+            await self._profile(child)
             listening = await child.expect("listening", 60)
             self.port = listening["port"]
             self.ws_port = listening.get("ws_port", self.port)
+
+    async def _profile(self, server: Child) -> None:
+        """With ``TIDINGS_BENCH_PROFILE=DIR``: py-spy samples the server until it exits (collapsed stacks in
+        DIR; ``tidings bench profile FILE`` summarises them)."""
+        out = os.environ.get("TIDINGS_BENCH_PROFILE")
+        if not out:
+            return
+        os.makedirs(out, exist_ok=True)
+        name = Path(out) / f"{self.kind}-{self.stack_roles.replace(',', '+') or 'server'}-{server.pid}.txt"
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        argv = [
+            spy,
+            "record",
+            "--nonblocking",
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(name),
+            "-p",
+            str(server.pid),
+        ]
+        self.profilers.append(
+            await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+        )
 
     def _overlay(self) -> Path:
         """A copy of this checkout's ``src`` with ``bench/patches/*.patch`` applied: the ``-tuned`` kinds run
@@ -194,7 +224,13 @@ class Fleet:
         return f"tb{os.getpid()}-{id(self) % 10000}/" if self.kind.startswith("mosq") else "u"
 
     def cpu(self) -> tuple[float, list[float]]:
-        return sum(s.cpu_seconds() for s in self.servers), [c.cpu_seconds() for c in self.clients]
+        """CPU seconds of the server side and of each client process. For Mosquitto the server is the broker
+        (found by name: it was started by the machine, not by us), not the publisher we feed it from."""
+        if self.kind.startswith("mosq"):
+            server = sum(cpu_seconds(pid) for pid in pids_named("mosquitto"))
+        else:
+            server = sum(s.cpu_seconds() for s in self.servers)
+        return server, [c.cpu_seconds() for c in self.clients]
 
     async def close(self) -> None:
         for client in self.clients:
@@ -204,6 +240,9 @@ class Fleet:
             await client.stop()
         for server in self.servers:
             await server.stop()
+        for profiler in self.profilers:  # py-spy writes its file once the process it samples is gone
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(profiler.wait(), 60)
         if self.counters is not None:
             self.counters.close()
         shutil.rmtree(self.dir, ignore_errors=True)

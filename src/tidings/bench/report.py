@@ -135,39 +135,111 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def plot(data: dict[str, Any], path: str) -> None:
+    """Fan-out per kind (rate and rate per server CPU-second), and how the gateway's and the fan-out's rates
+    move with connections, payload size and recipients (the ``growth`` scenario)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    rows = [r for r in summary(data["results"]) if r["scenario"] == "fanout" and r["median"]]
+    thousands = FuncFormatter(lambda x, _pos: f"{x / 1000:,.0f}k")
     growth = [r for r in data["results"] if r.get("scenario") == "growth" and r.get("ok", True)]
-    figure, axes = plt.subplots(1, 3 if growth else 1, figsize=(15 if growth else 7, 4.5), squeeze=False)
-    ax = axes[0][0]
-    rows.sort(key=lambda r: r["median"])
-    ax.barh([r["kind"] for r in rows], [r["median"] for r in rows], xerr=_errors(rows), color="#4a7ab5")
-    ax.set_xlabel("unicast deliveries/s, 1,000 clients, ~200 B (median, range)")
-    ax.set_title("Fan-out, one server process")
-    for index, (axis, field) in enumerate((("connections", "connections"), ("payload", "payload")), start=1):
-        if growth:
-            points = sorted(
-                (r[field], r["rate"], r.get("server_cpu") or 0) for r in growth if r.get("axis") == axis
-            )
-            sub = axes[0][index]
-            sub.plot([p[0] for p in points], [p[1] for p in points], "o-", label="deliveries/s")
-            sub.plot(
-                [p[0] for p in points],
-                [p[1] / p[2] if p[2] else 0 for p in points],
-                "s--",
-                label="per server CPU-second",
-            )
-            sub.set_xscale("log")
-            sub.set_xlabel(f"{field} ({'clients' if axis == 'connections' else 'bytes per frame'})")
-            sub.set_title(f"tidings gateway vs {field}")
-            sub.legend()
+    figure, axes = plt.subplots(1, 4 if growth else 1, figsize=(20 if growth else 7, 4.8), squeeze=False)
+    _plot_kinds(axes[0][0], data["results"], thousands)
+    for ax, axis, unit in zip(
+        axes[0][1:],
+        ("connections", "payload", "recipients"),
+        ("clients", "bytes per frame", "followers of one topic (SQLite)"),
+        strict=False,
+    ):
+        points = sorted(
+            (r.get(axis, r.get("followers", 0)), r["rate"], r.get("server_cpu") or 0.0)
+            for r in growth
+            if r.get("axis") == axis
+        )
+        if axis == "recipients":  # the celebrity scenario's million followers on the same store
+            points += [
+                (r["followers"], r["rows_per_second"], 0.0) for r in data["results"] if _sqlite_celebrity(r)
+            ]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label="per second")
+        if axis != "recipients":
+            per_cpu = [p[1] / p[2] if p[2] else 0.0 for p in points]
+            ax.plot([p[0] for p in points], per_cpu, "s--", label="per server CPU-second")
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(thousands)
+        ax.set_xlabel(unit)
+        ax.set_title(
+            "inbox rows/s vs recipients" if axis == "recipients" else f"gateway deliveries vs {axis}"
+        )
+        ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
 
+def _sqlite_celebrity(result: dict[str, Any]) -> bool:
+    return result.get("scenario") == "celebrity" and result.get("kind") == "sqlite" and bool(result.get("ok"))
+
+
+def _plot_kinds(ax: Any, results: list[dict[str, Any]], formatter: Any) -> None:
+    rows = [r for r in summary(results) if r["scenario"] == "fanout" and r["median"]]
+    rows.sort(key=lambda r: r["median"])
+    names = [r["kind"] for r in rows]
+    per_cpu = []
+    for row in rows:
+        runs = [
+            r["rate"] / r["server_cpu"]
+            for r in results
+            if group_key(r) == ("fanout", row["kind"]) and r.get("server_cpu") and r.get("complete", True)
+        ]
+        per_cpu.append(median(runs) if runs else 0.0)
+    positions = range(len(rows))
+    ax.barh(
+        [p + 0.2 for p in positions],
+        [r["median"] for r in rows],
+        0.4,
+        xerr=_errors(rows),
+        label="deliveries/s",
+    )
+    ax.barh([p - 0.2 for p in positions], per_cpu, 0.4, label="per server CPU-second")
+    ax.set_yticks(list(positions), names)
+    ax.xaxis.set_major_formatter(formatter)
+    ax.set_xlabel("unicast deliveries, 1,000 clients, ~200 B frames (median; bars: range)")
+    ax.set_title("Fan-out, one server process")
+    ax.legend(loc="lower right")
+
+
 def _errors(rows: list[dict[str, Any]]) -> list[list[float]]:
     return [[r["median"] - r["low"] for r in rows], [r["high"] - r["median"] for r in rows]]
+
+
+def profile_summary(path: str, top: int = 25) -> str:
+    """Where the samples of a py-spy collapsed-stack file went: the functions with the most samples on top of
+    the stack (self) and anywhere in it (inclusive), as shares of all samples."""
+    own: dict[str, int] = defaultdict(int)
+    inclusive: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(count)
+        own[_short(frames[-1])] += int(count)
+        for name in {_short(f) for f in frames}:
+            inclusive[name] += int(count)
+    lines = [f"{path}: {total} samples", "self:"]
+    lines += [
+        f"  {100 * n / total:5.1f}%  {name}" for name, n in sorted(own.items(), key=lambda i: -i[1])[:top]
+    ]
+    lines.append("inclusive:")
+    ranked = sorted(inclusive.items(), key=lambda i: -i[1])
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in ranked[:top]]
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/module.py:12)`` -> ``func (module.py)``: lines merged, so a function is one row."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit('/', 1)[-1].split(':', 1)[0]})" if where else name
