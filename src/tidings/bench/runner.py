@@ -29,6 +29,7 @@ POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 FANOUT_KINDS = (
     "tidings",
     "tidings-gc",
+    "tidings-tuned",
     "raw",
     "tidings-uvicorn",
     "starlette",
