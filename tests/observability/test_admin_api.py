@@ -130,3 +130,21 @@ def test_the_acceptance_time_is_read_back_from_the_event_id() -> None:
     """Event ids are ULIDs: their first ten characters are the acceptance time in milliseconds."""
     assert id_time(new_id(1_790_000_000.123)) == 1_790_000_000.123
     assert id_time("not-an-id") is None
+
+
+async def test_a_topic_fanned_out_in_chunk_jobs_shows_every_recipient(tmp_path: Path) -> None:
+    """A topic of 5 run as chunk jobs of 2: the journey counts all 5 inbox writes and lists all 5 rows."""
+    async with open_stack(tmp_path, fanout_chunk=2) as stack:
+        acme = await stack.tenant("acme")
+        for user in ("u1", "u2", "u3", "u4", "u5"):
+            await stack.http.put(f"/v1/topics/fans/subscribers/{user}", headers=acme.producer)
+        answer = await stack.http.post(
+            "/v1/events", json={"type": "t", "topic": "fans"}, headers=acme.producer
+        )
+        await stack.fan_out()
+        journey = (
+            await stack.http.get(f"/admin/api/events/{answer.json()['id']}", headers=stack.admin)
+        ).json()
+    assert journey["accepted"]["topic"] == "fans"
+    assert journey["fanout"]["inbox_writes"] == 5
+    assert [row["user"] for row in journey["inbox"]] == ["u1", "u2", "u3", "u4", "u5"]

@@ -39,8 +39,8 @@ class EventRecord:
     recipients: int | None = None  # listed recipients (None for a topic event)
     topic: str | None = None
     trace_id: str | None = None
-    fanned_out_at: float | None = None
-    fanned_out_to: int | None = None  # inbox writes planned by the fan-out
+    fanned_out_at: float | None = None  # when the first fan-out job of it ran here
+    fanned_out_to: int | None = None  # inbox writes planned by the fan-out jobs that ran here
 
 
 # One delivery: (transport, time written, live: pushed from the bus rather than read from the store on resume).
@@ -90,11 +90,15 @@ class Journal:
         self._events.put(event.id, record)
 
     def fanned_out(self, event: Event, recipients: int, at: float) -> None:
+        """A fan-out job of ``event`` planned ``recipients`` inbox writes at ``at``. A large topic is fanned
+        out in several chunk jobs: their counts add up (a batch run again after a failure counts again)."""
         record = self._events.get(event.id)
         if record is None:
             record = EventRecord(event.app, event.type, event.priority, topic=event.topic)
             self._events.put(event.id, record)
-        record.fanned_out_at, record.fanned_out_to = at, recipients
+        if record.fanned_out_at is None:
+            record.fanned_out_at = at
+        record.fanned_out_to = (record.fanned_out_to or 0) + recipients
 
     def delivered(
         self, app: str, user: str, seqs: Iterable[tuple[int, bool]], transport: str, at: float
