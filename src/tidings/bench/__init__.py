@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("files", nargs="+")
     profile.add_argument("--top", type=int, default=25)
+    profile.add_argument("--within", action="append", default=[], help="only stacks through this function")
     profile.set_defaults(handler=_profile)
     server = sub.add_parser("server", help=argparse.SUPPRESS)
     server.add_argument("kind")
@@ -134,7 +135,7 @@ def _profile(args: argparse.Namespace) -> int:
     from tidings.bench.report import profile_summary
 
     for name in args.files:
-        print(profile_summary(name, args.top), end="\n\n")
+        print(profile_summary(name, args.top, args.within), end="\n\n")
     return 0
 
 

@@ -70,6 +70,20 @@ async def _seed(store: Any, app: str, users: int, rows_per_user: int) -> None:
         await store.inbox.write(writes[start : start + 2000])
 
 
+async def profile_child(child: Child, label: str) -> asyncio.subprocess.Process | None:
+    """With ``TIDINGS_BENCH_PROFILE=DIR``: py-spy samples ``child`` until it exits (collapsed stacks in DIR;
+    ``tidings bench profile FILE`` summarises them). None without the variable."""
+    out = os.environ.get("TIDINGS_BENCH_PROFILE")
+    if not out:
+        return None
+    os.makedirs(out, exist_ok=True)
+    name = str(Path(out) / f"{label}-{child.pid}.txt")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [spy, "record", "--nonblocking", "-r", "200", "-f", "raw", "-o", name, "-p", str(child.pid)]
+    quiet = asyncio.subprocess.DEVNULL
+    return await asyncio.create_subprocess_exec(*argv, stdout=quiet, stderr=quiet)
+
+
 def proto_of(kind: str) -> str:
     if kind.startswith("tidings"):
         return "tidings"
@@ -123,32 +137,11 @@ class Fleet:
             self.ws_port = listening.get("ws_port", self.port)
 
     async def _profile(self, server: Child) -> None:
-        """With ``TIDINGS_BENCH_PROFILE=DIR``: py-spy samples the server until it exits (collapsed stacks in
-        DIR; ``tidings bench profile FILE`` summarises them)."""
-        out = os.environ.get("TIDINGS_BENCH_PROFILE")
-        if not out:
-            return
-        os.makedirs(out, exist_ok=True)
-        name = Path(out) / f"{self.kind}-{self.stack_roles.replace(',', '+') or 'server'}-{server.pid}.txt"
-        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        argv = [
-            spy,
-            "record",
-            "--nonblocking",
-            "-r",
-            "200",
-            "-f",
-            "raw",
-            "-o",
-            str(name),
-            "-p",
-            str(server.pid),
-        ]
-        self.profilers.append(
-            await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-            )
+        profiler = await profile_child(
+            server, f"{self.kind}-{self.stack_roles.replace(',', '+') or 'server'}"
         )
+        if profiler is not None:
+            self.profilers.append(profiler)
 
     def _overlay(self) -> Path:
         """A copy of this checkout's ``src`` with ``bench/patches/*.patch`` applied: the ``-tuned`` kinds run

@@ -121,8 +121,21 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {row['scenario']} | {row['kind']} | {_fmt(row['median'])} | {_fmt(row['low'])}..{_fmt(row['high'])} "
             f"| {row['unit']} | {row['ok_runs']}/{row['runs']} | {loads} | {note} |"
         )
-    lines += ["", *ratios(rows)]
+    lines += ["", *ratios(rows), *scaleout(data["results"])]
     return "\n".join(lines)
+
+
+def scaleout(results: list[dict[str, Any]]) -> list[str]:
+    """Two gateway processes on one port over one, pairing the runs of the ``scaleout`` jobs."""
+    rates: dict[int, dict[int, float]] = defaultdict(dict)
+    for result in results:
+        if str(result.get("job", "")).startswith("scaleout") and result.get("complete"):
+            rates[result["run"]][result["servers"]] = result["rate"]
+    pairs = [r[2] / r[1] for r in rates.values() if r.get(1) and r.get(2)]
+    if not pairs:
+        return []
+    each = ", ".join(f"{p:.2f}" for p in pairs)
+    return [f"- two gateway processes / one (scaleout, per run): median {median(pairs):.2f}x ({each})"]
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[str]:
@@ -214,9 +227,10 @@ def _errors(rows: list[dict[str, Any]]) -> list[list[float]]:
     return [[r["median"] - r["low"] for r in rows], [r["high"] - r["median"] for r in rows]]
 
 
-def profile_summary(path: str, top: int = 25) -> str:
+def profile_summary(path: str, top: int = 25, within: Sequence[str] = ()) -> str:
     """Where the samples of a py-spy collapsed-stack file went: the functions with the most samples on top of
-    the stack (self) and anywhere in it (inclusive), as shares of all samples."""
+    the stack (self) and anywhere in it (inclusive), as shares of all samples; with ``within``, only samples
+    whose stack passes through one of those functions (e.g. the load phase, not start-up)."""
     own: dict[str, int] = defaultdict(int)
     inclusive: dict[str, int] = defaultdict(int)
     total = 0
@@ -225,11 +239,14 @@ def profile_summary(path: str, top: int = 25) -> str:
         if not count.isdigit():
             continue
         frames = stack.split(";")
+        if within and not any(name in stack for name in within):
+            continue
         total += int(count)
         own[_short(frames[-1])] += int(count)
         for name in {_short(f) for f in frames}:
             inclusive[name] += int(count)
-    lines = [f"{path}: {total} samples", "self:"]
+    scope = f" within {', '.join(within)}" if within else ""
+    lines = [f"{path}: {total} samples{scope}", "self:"]
     lines += [
         f"  {100 * n / total:5.1f}%  {name}" for name, n in sorted(own.items(), key=lambda i: -i[1])[:top]
     ]

@@ -224,6 +224,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     "error": repr(exc),
                 }
             result["run"] = run + 1
+            result["job"] = label  # e.g. "scaleout x1": told apart from the plain fan-out of the same kind
             results.append(result)
             print(f"[bench] {orjson.dumps(result).decode()}", file=sys.stderr, flush=True)
             if args.out:  # after every job: an interrupted run keeps what it measured

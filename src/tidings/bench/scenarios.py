@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from tidings.bench.harness import Fleet, load_average, utilisation, workdir
+from tidings.bench.harness import Fleet, load_average, profile_child, utilisation, workdir
 from tidings.bench.procs import Child, python_child
 
 REDIS = "redis://127.0.0.1:6379/0"  # the event log next to PostgreSQL in the celebrity scenario
@@ -187,11 +187,14 @@ async def run_celebrity(store: str, followers: int) -> dict[str, Any]:
         "tag": f"{os.getpid()}",
     }
     child = await Child.start("celebrity", python_child("celebrity", orjson.dumps(spec).decode()))
+    profiler = await profile_child(child, f"celebrity-{'pg' if store.startswith('postgres') else 'sqlite'}")
     load = load_average()
     try:
         done = await child.expect("done", 900)
     finally:
         await child.stop()
+        if profiler is not None:
+            await profiler.wait()
         for path in sorted(work.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
         work.rmdir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 from tidings.bench.procs import commands, emit
@@ -26,6 +27,9 @@ async def serve_stack(data: str, roles: str, ws_server: str) -> None:
     from tidings.worker import FanoutWorker
 
     wanted = set(roles.split(","))
+    switch = os.environ.get("TIDINGS_BENCH_SWITCH_INTERVAL")  # an experiment knob: the GIL hand-over period
+    if switch:
+        sys.setswitchinterval(float(switch))
     # The defaults (durable commits: sqlite_synchronous FULL; heartbeats), but no producer rate limit.
     settings = bench_settings(
         data, rate_per_key=UNLIMITED, rate_burst=UNLIMITED, heartbeat_interval=15.0, sqlite_synchronous="FULL"
