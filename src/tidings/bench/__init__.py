@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render saved results: Markdown table, and a PNG plot")
     report.add_argument("files", nargs="+")
     report.add_argument("--plot", default="", help="write the plot here (PNG)")
+    report.add_argument("--scenario", action="append", default=[], help="only these scenarios in the table")
     report.set_defaults(handler=_report)
     profile = sub.add_parser(
         "profile", help="summarise py-spy stacks recorded with TIDINGS_BENCH_PROFILE=DIR"
@@ -143,7 +144,8 @@ def _report(args: argparse.Namespace) -> int:
     from tidings.bench.report import load, markdown, plot
 
     results = load(args.files)
-    print(markdown(results))
+    shown = [r for r in results["results"] if not args.scenario or r.get("scenario") in args.scenario]
+    print(markdown({**results, "results": shown}))
     if args.plot:
         plot(results, args.plot)
     print(f"plot written to {args.plot}" if args.plot else "", file=sys.stderr)
