@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
         _backend_flags(sub)
         sub.add_argument("--host", default=None)
         sub.add_argument("--port", type=int, default=None)
+        sub.add_argument(
+            "--ws-server", choices=("fastws", "uvicorn"), default=None, help="the WebSocket server"
+        )
+        sub.add_argument("--ws-port", type=int, default=None, help="fastws port (default: --port + 1)")
         sub.add_argument("--log-format", choices=("json", "console"), default="json")
         sub.add_argument("--demo", action="store_true", default=None, help="serve the demo app's endpoints")
         sub.set_defaults(handler=_run_roles, roles=roles)
@@ -94,7 +98,19 @@ def _settings(args: argparse.Namespace) -> Settings:
         host=getattr(args, "host", None),
         demo=getattr(args, "demo", None),
         port=getattr(args, "port", None),
+        ws_server=getattr(args, "ws_server", None),
+        ws_port=getattr(args, "ws_port", None),
     )
+
+
+def _tune_gc() -> None:
+    """A long-lived server: what start-up made is kept out of the cyclic GC's sight, and the young generation
+    is collected every 50,000 allocations instead of 700 (docs/performance.md: +21% gateway throughput)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -118,13 +134,16 @@ def _run_roles(args: argparse.Namespace) -> int:
         if "api" in args.roles:
             lines += [f"  API       {base}/v1/events", f"  API docs  {base}/docs", f"  demo      {base}/demo"]
         if "gateway" in args.roles:
-            ws = base.replace("http://", "ws://")
-            lines += [f"  WebSocket {ws}/v1/ws", f"  SSE       {base}/v1/stream"]
+            ws_port = (
+                settings.ws_port or settings.port + 1 if settings.ws_server == "fastws" else settings.port
+            )
+            lines += [f"  WebSocket ws://{settings.host}:{ws_port}/v1/ws", f"  SSE       {base}/v1/stream"]
         lines += [f"  admin     {base}/admin", f"  metrics   {base}/metrics"]
         lines += [f"  health    {base}/healthz  {base}/readyz"]
         print("\n".join(lines), flush=True)
 
     async def go() -> int:
+        _tune_gc()
         await Service(settings, roles=args.roles).run(on_ready=announce)
         return 0
 

@@ -25,6 +25,7 @@ from tidings.api.routes import ROUTERS, ops
 from tidings.backends import open_bus, open_log, open_store
 from tidings.core.clock import Clock, SystemClock
 from tidings.demo import install as install_demo
+from tidings.gateway.fastws import FastGateway
 from tidings.gateway.hub import Hub
 from tidings.gateway.sse import stream_endpoint
 from tidings.gateway.stream import EndReason
@@ -105,6 +106,7 @@ class Service:
         self._worker: FanoutWorker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._server: _Server | None = None
+        self._gateway: FastGateway | None = None
         self._drain_task: asyncio.Task[None] | None = None
 
     def request_drain(self) -> None:
@@ -121,6 +123,10 @@ class Service:
             if "worker" in self.roles:
                 self._worker = FanoutWorker(runtime)
                 self._worker_task = asyncio.create_task(self._worker.run())
+            if "gateway" in self.roles and self.settings.ws_server == "fastws":
+                s = self.settings
+                self._gateway = FastGateway(runtime, s.host, s.ws_port or s.port + 1, reuse_port=True)
+                await self._gateway.start()
             server = self._server = _Server(self._uvicorn_config(app), self)
             announce = asyncio.create_task(_when_started(server, on_ready))
             await server.serve()
@@ -129,6 +135,8 @@ class Service:
                 await self._drain_task
         finally:
             await self._stop_worker()
+            if self._gateway is not None:
+                await self._gateway.close(timeout=self.settings.drain_timeout)
             await close_runtime(runtime)
 
     def _uvicorn_config(self, app: FastAPI) -> uvicorn.Config:
@@ -155,6 +163,8 @@ class Service:
         log.info("drain_started")
         runtime.draining = True
         runtime.hub.drain(EndReason.DRAINING)
+        if self._gateway is not None:
+            await self._gateway.close(timeout=self.settings.drain_timeout)  # also refuses new sockets
         await self._stop_worker()
         if self._server is not None:
             self._server.should_exit = True

@@ -15,6 +15,10 @@ from tidings.errors import ConfigError
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # The WebSocket server of the gateway role (docs/decisions/0002): "fastws" listens on ``ws_port`` (0: the
+    # next port after ``port``) with coalesced writes; "uvicorn" keeps /v1/ws on the API port (ASGI shell).
+    ws_server: str = "uvicorn"  # "fastws" once the single-port hand-off (0002) exists; opt in meanwhile
+    ws_port: int = 0
     data: str = "./tidings-data"
     store: str = ""  # sqlite:///path or postgresql://...; empty: sqlite in ``data``
     broker: str = "memory://"  # the live bus (and, on scale-out engines, the event log)
