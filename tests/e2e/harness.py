@@ -107,6 +107,8 @@ class ServerProcess:
 
     @property
     def ws_url(self) -> str:
+        if self.env.get("TIDINGS_WS_SERVER") == "fastws":  # its own listener (docs/decisions/0002)
+            return f"ws://127.0.0.1:{self.env.get('TIDINGS_WS_PORT') or self.port + 1}/v1/ws"
         return f"ws://127.0.0.1:{self.port}/v1/ws"
 
     @property
