@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -234,7 +235,9 @@ def profile_summary(path: str, top: int = 25, within: Sequence[str] = ()) -> str
     own: dict[str, int] = defaultdict(int)
     inclusive: dict[str, int] = defaultdict(int)
     total = 0
-    for line in Path(path).read_text().splitlines():
+    raw = Path(path).read_bytes()
+    text = (gzip.decompress(raw) if path.endswith(".gz") else raw).decode()
+    for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue

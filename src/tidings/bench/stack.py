@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from tidings.bench.procs import commands, emit
-from tidings.bench.servers import _start_uvicorn, bench_settings
+from tidings.bench.servers import _start_uvicorn, bench_settings, tune_gc
 
 UNLIMITED = 1e12  # the producer key's rate limit is not what these scenarios measure
 
@@ -34,6 +34,7 @@ async def serve_stack(data: str, roles: str, ws_server: str) -> None:
     settings = bench_settings(
         data, rate_per_key=UNLIMITED, rate_burst=UNLIMITED, heartbeat_interval=15.0, sqlite_synchronous="FULL"
     )
+    tune_gc()  # as ``tidings serve`` does since the fastws listener landed (cli._tune_gc)
     runtime = await open_runtime(settings)
     runtime.hub = runtime.hub or Hub(runtime.bus)
     asgi_roles = (wanted - {"gateway"}) | (
