@@ -7,6 +7,7 @@ longer start its processes, move its load, or report what it measured.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,22 @@ def _sane_fanout(result: dict[str, Any], published: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["tidings", "tidings-gc", "raw", "starlette", "tidings-uvicorn", "socketio", "node", "mosquitto"]
+    "kind",
+    [
+        "tidings",
+        "tidings-gc",
+        "tidings-tuned",
+        "raw",
+        "starlette",
+        "tidings-uvicorn",
+        "socketio",
+        "node",
+        "mosquitto",
+    ],
 )
 async def test_fanout_delivers_every_message_for_each_server_kind(kind: str) -> None:
     """Every server kind delivers all published messages and the run reports a rate and CPU shares."""
-    if not available(kind):
+    if not available(kind) or (kind == "tidings-tuned" and shutil.which("patch") is None):
         pytest.skip(f"{kind} is not installed or not running here")
     result = await run_fanout(FanoutSpec(kind, connections=10, per_conn=5, client_procs=1))
     _sane_fanout(result, 50)
