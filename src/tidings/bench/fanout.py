@@ -20,6 +20,7 @@ PER_CONN = {
     "tidings": 600,
     "tidings-gc": 600,
     "tidings-tuned": 600,
+    "tidings-bare": 600,
     "tidings-uvicorn": 100,
     "starlette": 100,
     "socketio": 15,

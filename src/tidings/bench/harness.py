@@ -126,7 +126,8 @@ class Fleet:
         if self.kind.startswith("tidings"):
             users = self.connections if self.rows_per_user else 0
             self.app = await prepare_app(self.dir / "data", users, self.rows_per_user)
-        env = {"PYTHONPATH": str(self._overlay())} if self.kind.endswith("-tuned") else None
+        patched = self.kind.endswith(("-tuned", "-bare"))
+        env = {"PYTHONPATH": str(self._overlay())} if patched else None
         for index in range(count):
             argv = self._server_argv(reuse=count > 1)
             child = await Child.start(f"{self.kind}-server-{index}", argv, env)

@@ -30,6 +30,7 @@ FANOUT_KINDS = (
     "tidings",
     "tidings-gc",
     "tidings-tuned",
+    "tidings-bare",
     "raw",
     "tidings-uvicorn",
     "starlette",

@@ -162,6 +162,22 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+class _Unobserved:
+    def observe(self, value: float) -> None:
+        return None
+
+
+def without_per_message_observability() -> None:
+    """What-if for the profile's last finding (docs/performance.md): the gateway without the work it does per
+    delivered message for observability (the delivery journal entry, the accepted -> delivered histogram
+    observation). Measures the upper bound of making them per batch; never a way to run Tidings."""
+    from tidings.observability import metrics
+    from tidings.observability.journal import JOURNAL
+
+    JOURNAL.delivered = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    metrics.accepted_to_delivered_seconds = _Unobserved()  # type: ignore[assignment]
+
+
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
@@ -420,6 +436,9 @@ def make_kind(name: str, data: str, payload: bytes, reuse_port: bool) -> Any:
     if name == "tidings":
         return TidingsKind(data, "fastws", payload, reuse_port)
     if name == "tidings-gc":
+        return TidingsKind(data, "fastws", payload, reuse_port, gc_tuned=True)
+    if name == "tidings-bare":  # a what-if, not a configuration: see without_per_message_observability
+        without_per_message_observability()
         return TidingsKind(data, "fastws", payload, reuse_port, gc_tuned=True)
     if name == "tidings-uvicorn":
         return TidingsKind(data, "uvicorn", payload, reuse_port)
