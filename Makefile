@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json bench/package.json bench/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund
+	cd bench && npm ci --no-audit --no-fund  # the Node `ws` baseline of the benchmark suite
 	touch $(JS_STAMP)
 
 install: $(STAMP)
@@ -48,4 +49,4 @@ js: $(JS_STAMP)  ## the JS SDK: tsc (strict, checkJs) and node --test
 	cd $(JS) && npm run check
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules bench/node_modules
