@@ -15,20 +15,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
+from tidings.api.pages import PAGE_HEADERS
 from tidings.runtime import Runtime
 
 STATIC = Path(__file__).parent / "static"
-
-# Only its own files, only this server; no inline script or style: an injected string cannot run.
-PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
-    ),
-    "Cache-Control": "no-cache",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 def install(app: FastAPI, runtime: Runtime) -> None:

@@ -15,21 +15,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from tidings.api.pages import PAGE_HEADERS
 from tidings.runtime import Runtime
 
 STATIC = Path(__file__).parent / "static"
 SDK = Path(__file__).parent.parent / "sdk"
-
-# The page loads only its own files and talks only to this server ('self' covers ws: of the same host).
-PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
-    ),
-    "Cache-Control": "no-cache",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 class PublicFiles(StaticFiles):
