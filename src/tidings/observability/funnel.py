@@ -1,0 +1,144 @@
+"""One observer for the delivery funnel: each stage reported once, per batch, to metrics, journal and spans.
+
+A stage of an event's life is seen by three instruments: the Prometheus counters and histograms
+(``metrics``), the process's bounded journal behind the admin page's "where is my notification" view
+(``journal``), and the OpenTelemetry spans (``tracing``). Call sites name the stage once, with the whole
+batch, and ``Funnel`` feeds every instrument; so no stage can be counted in one place and forgotten in
+another, and the per-batch shape is where any per-message cost would show.
+
+Stages, in order: ``accepted`` (events), then per notification ``fanned_out``, ``stored``, ``delivered``
+(once per connection written to), ``seen``, ``read``; beside them ``rejected`` (events refused by reason),
+``dead_lettered`` (an event no store accepts, set aside after its tries), and the connection and queue
+signals of the live path. Label values come only from small fixed sets (see ``metrics``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from prometheus_client import Counter
+
+from tidings.core.clock import Clock, SystemClock
+from tidings.core.models import Event, InboxWrite, TraceCarrier
+from tidings.observability import metrics, tracing
+from tidings.observability.journal import JOURNAL, Journal
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+UNDELIVERED = {"tidings.delivered": False}  # a delivery span ended without its frame reaching the socket
+
+# A live notification on its way to one connection: its seq, when its event was accepted (0.0 unknown) and
+# its ``gateway.deliver`` span (None when tracing is off or the trace is not sampled), or None for a
+# notification read from the store (a resume or gap-fill: no latency to measure, no span).
+Held = tuple[float, "Span | None"]
+Written = tuple[int, Held | None]
+
+
+class Funnel:
+    """The funnel's observer; one per process (``FUNNEL``), or one per test with its own journal and clock."""
+
+    __slots__ = ("clock", "journal")
+
+    def __init__(self, clock: Clock | None = None, journal: Journal = JOURNAL) -> None:
+        self.clock = clock or SystemClock()
+        self.journal = journal
+
+    # -- ingest
+
+    def accepted(self, events: Iterable[Event], trace_id: str | None) -> None:
+        """Events appended durably (new ones only: an idempotent replay is not accepted twice)."""
+        for event in events:
+            metrics.events_accepted_total.labels(event.priority).inc()
+            metrics.FUNNEL["accepted"].inc()
+            self.journal.accepted(event, trace_id)
+
+    def rejected(self, reason: str, count: int = 1) -> None:
+        """Events refused (validation_failed, rate_limited, ...): ``reason`` is an error code."""
+        metrics.events_rejected_total.labels(reason).inc(count)
+
+    # -- fan-out
+
+    def fanned_out(self, event: Event, recipients: int, spans: tracing.BatchSpans | None = None) -> None:
+        """A fan-out job of ``event`` planned ``recipients`` inbox writes."""
+        metrics.fanout_recipients.observe(recipients)
+        metrics.FUNNEL["fanned_out"].inc(recipients)
+        self.journal.fanned_out(event, recipients, self.clock.time())
+        if spans is not None:
+            spans.fanned_out(event, recipients)
+
+    def stored(self, writes: Sequence[InboxWrite], rows: int) -> None:
+        """``rows`` inbox rows committed for ``writes`` (their events' accepted->stored latency)."""
+        now = self.clock.time()
+        metrics.inbox_writes_total.inc(rows)
+        metrics.FUNNEL["stored"].inc(rows)
+        for write in writes:
+            metrics.accepted_to_stored_seconds.observe(max(0.0, now - write.event.accepted_at))
+
+    def dead_lettered(self, reason: str, count: int = 1) -> None:
+        """Events set aside after their tries (a poison message no store accepts)."""
+        metrics.events_rejected_total.labels(reason).inc(count)
+
+    def lag(self, events: int) -> None:
+        metrics.log_lag.set(events)
+
+    # -- live delivery
+
+    def holding(self, transport: str, seq: int, accepted_at: float, trace: TraceCarrier | None) -> Held:
+        """A live notification for a connection, to be observed once its frame is written (or dropped)."""
+        span = None
+        if trace is not None:
+            attributes = {"tidings.transport": transport, "tidings.seq": seq}
+            span = tracing.start_span("gateway.deliver", trace, attributes)
+        return (accepted_at, span)
+
+    def undelivered(self, held: Iterable[Held | None]) -> None:
+        """Held notifications whose frames never reached the socket (the client resumes them from the store)."""
+        for item in held:
+            if item is not None:
+                tracing.end_span(item[1], attributes=UNDELIVERED)
+
+    def delivered(self, app: str, user: str, transport: str, written: Sequence[Written]) -> None:
+        """The frames of ``written`` reached one connection's socket: latency, funnel, journal and spans."""
+        if not written:
+            return
+        now = self.clock.time()
+        for _seq, held in written:
+            if held is not None:
+                accepted_at, span = held
+                if accepted_at:
+                    metrics.accepted_to_delivered_seconds.observe(max(0.0, now - accepted_at))
+                tracing.end_span(span)
+        metrics.FUNNEL["delivered_live"].inc(len(written))
+        sent = ((seq, held is not None) for seq, held in written)
+        self.journal.delivered(app, user, sent, transport, now)
+
+    def sent(self, transport: str, frames: int) -> None:
+        """Frames of any kind (notifications, heartbeats, control) written to ``transport`` connections."""
+        _sent(transport).inc(frames)
+
+    def connected(self, transport: str, delta: int) -> None:
+        """A live connection opened (+1) or closed (-1)."""
+        metrics.connections.labels(transport=transport).inc(delta)
+
+    def overflowed(self, transport: str) -> None:
+        """A connection's send queue overflowed: it is closed as a slow consumer and resumes from the store."""
+        metrics.outbox_overflows_total.labels(transport=transport).inc()
+        metrics.slow_consumer_closes_total.inc()
+
+    # -- the user's own marks
+
+    def marked(self, field: Literal["read", "seen"], rows: int) -> None:
+        """Rows marked read or seen now (a repeated mark changes nothing and counts nothing)."""
+        metrics.FUNNEL[field].inc(rows)
+
+
+@functools.cache
+def _sent(transport: str) -> Counter:
+    # Looked up once per transport: ``labels()`` takes a lock and hashes its values, on every write otherwise.
+    return metrics.deliveries_total.labels(transport=transport, result="sent")
+
+
+FUNNEL = Funnel()  # one per process, like the metrics registry and the journal
