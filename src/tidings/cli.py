@@ -151,7 +151,7 @@ def _run_roles(args: argparse.Namespace) -> int:
 
 
 def _apps_create(args: argparse.Namespace) -> int:
-    from tidings.api.auth import create_app_record
+    from tidings.auth import create_app_record
     from tidings.backends import open_store
 
     settings = _settings(args)
@@ -169,7 +169,7 @@ def _apps_create(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from tidings.api.auth import mint_user_token
+    from tidings.auth import mint_user_token
     from tidings.backends import open_store
     from tidings.errors import NotFoundError
 

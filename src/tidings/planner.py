@@ -13,6 +13,11 @@ For each event the fan-out worker hands it, ``Planner.plan`` yields the inbox wr
   recorded here; what reaches the inbox carries its aggregation window and offline channel plans, which the
   store applies in the write transaction (``core.aggregation``).
 
+The decisions themselves are pure (``core.fanout``, over ``core.rules``): this module is the I/O around them. It
+loads what they need (an app's rules, cached; subscriber pages and boundaries; a chunk's preferences; the
+clock), calls them, and writes what they return (decisions to the decision log, jobs to the event log). It
+takes the ports it uses and its settings values, not the whole runtime.
+
 Redelivery. Everything here is idempotent: decisions are recorded at most once per key; job ids are derived
 from the root event id and the chunk index (``{root}.{index:x}``, ``{root}+{index:x}`` for splits), so a split
 redelivered after a crash appends the same jobs (an engine that dedupes ids skips them; one that does not
@@ -22,30 +27,26 @@ Appends happen before the worker acks the split, so a crash in between loses no 
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from tidings.core.models import Event, FanoutPart, InboxWrite
-from tidings.core.rules import (
-    DROP,
-    MAX_ACTORS,
-    NO_PREFERENCES,
-    SUPPRESS,
-    AppRules,
-    Decision,
-    UserPreferences,
-    Verdict,
-    decide,
-    stale_reason,
+from tidings.core.clock import Clock
+from tidings.core.fanout import (
+    chunk_range,
+    plan_chunk,
+    recipient_chunks,
+    root_of,
+    split_jobs,
+    stale_drop,
+    within,
 )
-from tidings.ports import Append, Preferences
-from tidings.runtime import Runtime
+from tidings.core.models import Event, FanoutPart, InboxWrite
+from tidings.core.rules import AppRules, Decision
+from tidings.ports import Append, Decisions, EventLog, Preferences, Topics
 
 RULES_TTL = 5.0  # seconds an app's rules are cached per process: a change applies within this
 RULES_CACHED = 1000  # apps whose rules a process keeps
 PRUNE_INTERVAL = 3600.0  # seconds between two prunes of the decision log
-MAX_CHUNK_INDEX = 0xFFFFF  # job ids stay within 32 characters: 26 (root) + 1 + 5 hex digits
 
 FannedOut = Callable[[Event, int], None]  # (root event, inbox writes planned) for one job
 
@@ -71,28 +72,33 @@ class RulesCache:
         return rules
 
 
-def job_id(root: str, index: int, kind: str) -> str:
-    if index > MAX_CHUNK_INDEX:
-        raise ValueError("a topic split into more than 2^20 chunks: raise fanout_chunk")
-    return f"{root}{'.' if kind == 'chunk' else '+'}{index:x}"
-
-
-def root_of(event: Event) -> Event:
-    """The producer's event behind a job: what inbox rows and decisions are keyed by."""
-    if event.part is None:
-        return event
-    return dataclasses.replace(event, id=event.part.root, part=None)
-
-
 class Planner:
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-        self._rules = RulesCache(runtime.store.preferences, runtime.clock.monotonic)
-        self._pruned_at: float | None = None
+    """The planning of one worker: ``chunk`` recipients per inbox-write chunk and per chunk job, at most
+    ``split`` chunk boundaries per split job, decisions kept ``retention`` seconds (``Settings.fanout_chunk``,
+    ``fanout_split``, ``decision_retention``)."""
 
-    @property
-    def _chunk(self) -> int:
-        return self._runtime.settings.fanout_chunk
+    def __init__(
+        self,
+        *,
+        topics: Topics,
+        preferences: Preferences,
+        decisions: Decisions,
+        log: EventLog,
+        clock: Clock,
+        chunk: int,
+        split: int,
+        retention: float,
+    ) -> None:
+        self._topics = topics
+        self._preferences = preferences
+        self._decisions = decisions
+        self._log = log
+        self._clock = clock
+        self._chunk = chunk
+        self._split_limit = split
+        self._retention = retention
+        self._rules = RulesCache(preferences, clock.monotonic)
+        self._pruned_at: float | None = None
 
     async def plan(
         self, event: Event, fanned_out: FannedOut | None = None
@@ -101,9 +107,9 @@ class Planner:
         await self._maybe_prune()
         rules = await self._rules.get(event.app)
         root = root_of(event)
-        stale = stale_reason(root, rules, self._runtime.clock.time())
-        if stale is not None:
-            await self._record([Decision(root.app, root.id, "", DROP, stale, at=self._runtime.clock.time())])
+        drop = stale_drop(root, rules, self._clock.time())
+        if drop is not None:
+            await self._record([drop])
             return
         if event.part is not None and event.part.kind == "split":
             await self._split(event, event.part)
@@ -122,46 +128,32 @@ class Planner:
 
     async def _is_large(self, event: Event) -> bool:
         assert event.topic is not None
-        return bool(await self._runtime.store.topics.boundaries(event.app, event.topic, None, self._chunk, 1))
+        return bool(await self._topics.boundaries(event.app, event.topic, None, self._chunk, 1))
 
     async def _recipients(self, event: Event) -> AsyncIterator[list[str]]:
         if event.recipients is not None:
-            users = list(dict.fromkeys(event.recipients))
-            for start in range(0, len(users), self._chunk):
-                yield users[start : start + self._chunk]
+            for users in recipient_chunks(event.recipients, self._chunk):
+                yield users
             return
         assert event.topic is not None
-        part = event.part
-        after, until = (part.after, part.until) if part is not None else (None, None)
-        topics = self._runtime.store.topics
+        after, until = chunk_range(event)
         while True:  # bounded: each page moves ``after`` forward through a finite, ordered id range
-            users = await topics.page(event.app, event.topic, after, self._chunk)
-            if until is not None:
-                users = [user for user in users if user <= until]
+            users = within(await self._topics.page(event.app, event.topic, after, self._chunk), until)
             if not users:
                 return
             yield users
             after = users[-1]
 
     async def _split(self, event: Event, part: FanoutPart) -> None:
-        """Appends the chunk jobs of the next ``fanout_split`` ranges after ``part.after`` (and the next split)."""
+        """Appends the chunk jobs of the next ``split`` ranges after ``part.after`` (and the next split)."""
         assert event.topic is not None
-        settings = self._runtime.settings
-        bounds = await self._runtime.store.topics.boundaries(
-            event.app, event.topic, part.after, self._chunk, settings.fanout_split
+        bounds = await self._topics.boundaries(
+            event.app, event.topic, part.after, self._chunk, self._split_limit
         )
-        jobs, after, index = [], part.after, part.index
-        for bound in bounds:
-            jobs.append(_job(event, FanoutPart("chunk", part.root, index, after, bound)))
-            after, index = bound, index + 1
-        if len(bounds) == settings.fanout_split:  # maybe more: the next split job goes on from here
-            jobs.append(_job(event, FanoutPart("split", part.root, index, after)))
-        else:  # the tail, less than one chunk
-            jobs.append(_job(event, FanoutPart("chunk", part.root, index, after, None)))
-        await self._append(jobs)
+        await self._append(split_jobs(event, part, bounds, self._split_limit))
 
     async def _append(self, jobs: Sequence[Event]) -> None:
-        results = await self._runtime.log.append([Append(job) for job in jobs])
+        results = await self._log.append([Append(job) for job in jobs])
         for result in results:
             # A job id seen before comes back as a duplicate (a redelivered split): the same job, not an error.
             if isinstance(result, Exception):
@@ -169,43 +161,18 @@ class Planner:
 
     async def _writes(self, root: Event, users: Sequence[str], rules: AppRules) -> list[InboxWrite]:
         """One chunk: each user's verdict; suppressions recorded, the rest as inbox writes."""
-        prefs = await self._runtime.store.preferences.users(root.app, users)
-        now = self._runtime.clock.time()
-        window = rules.window_of(root.type) if root.group_key is not None else 0.0
-        usual = decide(root, rules, NO_PREFERENCES, now)  # most users set nothing: decided once per chunk
-        writes, suppressed = [], []
-        for user in users:
-            verdict = _verdict(root, rules, prefs.get(user), now, usual)
-            if verdict.suppressed is not None:
-                suppressed.append(Decision(root.app, root.id, user, SUPPRESS, verdict.suppressed, at=now))
-                continue
-            writes.append(
-                InboxWrite(root.app, user, root, window, MAX_ACTORS, verdict.channels, verdict.in_app_reason)
-            )
-        await self._record(suppressed)
-        return writes
+        prefs = await self._preferences.users(root.app, users)
+        chunk = plan_chunk(root, users, rules, prefs, self._clock.time())
+        await self._record(chunk.suppressed)
+        return chunk.writes
 
     async def _record(self, decisions: Sequence[Decision]) -> None:
         if decisions:
-            await self._runtime.store.decisions.record(decisions)
+            await self._decisions.record(decisions)
 
     async def _maybe_prune(self) -> None:
-        now = self._runtime.clock.monotonic()
+        now = self._clock.monotonic()
         if self._pruned_at is not None and now - self._pruned_at < PRUNE_INTERVAL:
             return
         self._pruned_at = now
-        retention = self._runtime.settings.decision_retention
-        await self._runtime.store.decisions.prune(self._runtime.clock.time() - retention)
-
-
-def _verdict(
-    root: Event, rules: AppRules, prefs: UserPreferences | None, now: float, usual: Verdict
-) -> Verdict:
-    return usual if prefs is None else decide(root, rules, prefs, now)
-
-
-def _job(event: Event, part: FanoutPart) -> Event:
-    # No idempotency key: the producer's key belongs to the root event (the log would take the job for it).
-    return dataclasses.replace(
-        event, id=job_id(part.root, part.index, part.kind), part=part, idempotency_key=None
-    )
+        await self._decisions.prune(self._clock.time() - self._retention)

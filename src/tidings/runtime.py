@@ -1,13 +1,65 @@
-"""The wired-up parts of one process, handed to the API routes, the gateway and the worker."""
+"""The wired-up parts of one process, handed to the API routes, the gateway and the worker.
+
+``hub`` is typed by what its users need (``LiveHub``), not by ``tidings.gateway.hub.Hub``: the runtime sits
+below the gateway and must not import it. The service constructs the real hub with the runtime; a runtime
+built without one (a worker-only process, a test of the API) carries ``NO_HUB``, which refuses live streams
+and has nothing to drain.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tidings.core.clock import Clock, SystemClock
-from tidings.ports import Bus, EventLog, Store
+from tidings.ports import Bus, EventLog, LiveHandler, Store
 from tidings.settings import Settings
+
+Detach = Callable[[], Awaitable[None]]
+
+
+class EndableStream(Protocol):
+    """A live stream the hub can ask to end (on drain), whatever its transport."""
+
+    def end(self, reason: Any) -> None: ...
+
+
+class LiveHub(Protocol):
+    """The live side of a gateway process, as the gateway shells and the service's drain use it.
+
+    - ``attach`` routes the user's live messages to ``listener`` from the moment it returns, until the
+      returned ``Detach`` is awaited (one bus subscription per user, shared by their connections).
+    - ``register``/``unregister`` track the open streams; ``drain`` asks every one of them to end with
+      ``reason`` (graceful shutdown: clients resume elsewhere).
+    """
+
+    def register(self, stream: EndableStream) -> None: ...
+
+    def unregister(self, stream: EndableStream) -> None: ...
+
+    def drain(self, reason: Any) -> None: ...
+
+    async def attach(self, app: str, user: str, listener: LiveHandler) -> Detach: ...
+
+
+class NoHub:
+    """The hub of a runtime that serves no live streams: opening one is a wiring error, draining is a no-op."""
+
+    def register(self, stream: EndableStream) -> None:
+        raise RuntimeError("this runtime has no live hub: construct it with hub=Hub(bus) to serve streams")
+
+    def unregister(self, stream: EndableStream) -> None:
+        return None
+
+    def drain(self, reason: Any) -> None:
+        return None
+
+    async def attach(self, app: str, user: str, listener: LiveHandler) -> Detach:
+        raise RuntimeError("this runtime has no live hub: construct it with hub=Hub(bus) to serve streams")
+
+
+NO_HUB: LiveHub = NoHub()
 
 
 @dataclass
@@ -18,5 +70,5 @@ class Runtime:
     bus: Bus
     clock: Clock = field(default_factory=SystemClock)
     draining: bool = False
-    # Set by the service when the gateway runs in this process (tidings.gateway.hub.Hub).
-    hub: Any = None
+    # tidings.gateway.hub.Hub when this process serves live streams (the service always constructs one).
+    hub: LiveHub = field(default=NO_HUB, kw_only=True)

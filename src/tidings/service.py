@@ -44,9 +44,7 @@ async def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtim
     store = await open_store(settings.store_url, settings, clock)
     log_ = await open_log(settings.broker, settings, store)
     bus = await open_bus(settings.broker, settings)
-    runtime = Runtime(settings=settings, store=store, log=log_, bus=bus, clock=clock)
-    runtime.hub = Hub(bus)
-    return runtime
+    return Runtime(settings=settings, store=store, log=log_, bus=bus, clock=clock, hub=Hub(bus))
 
 
 async def close_runtime(runtime: Runtime) -> None:

@@ -30,12 +30,27 @@ LAG_SAMPLE_INTERVAL = 1.0  # seconds between two reads of the log's lag
 POISON_ATTEMPTS = 5  # failed runs of a batch before its events are tried one by one
 
 
+def planner_for(runtime: Runtime) -> Planner:
+    """The planner of a worker on ``runtime``: its storage ports, its log (for chunk jobs), its clock and settings."""
+    store, settings = runtime.store, runtime.settings
+    return Planner(
+        topics=store.topics,
+        preferences=store.preferences,
+        decisions=store.decisions,
+        log=runtime.log,
+        clock=runtime.clock,
+        chunk=settings.fanout_chunk,
+        split=settings.fanout_split,
+        retention=settings.decision_retention,
+    )
+
+
 class FanoutWorker:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._stop = asyncio.Event()
         self._lag_sampled_at = -LAG_SAMPLE_INTERVAL
-        self._planner = Planner(runtime)
+        self._planner = planner_for(runtime)
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""

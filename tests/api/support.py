@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tidings.api.auth import create_app_record, mint_user_token
+from tidings.auth import create_app_record, mint_user_token
 from tidings.core.models import App, Event, InboxWrite
 from tidings.runtime import Runtime
 from tidings.testing import FakeClock

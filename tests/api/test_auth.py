@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tidings.api.auth import AppCache, authenticate_user, hash_key
+from tidings.auth import AppCache, authenticate_user, hash_key
 from tidings.core.models import App
 from tidings.errors import AuthError
 from tidings.testing import FakeClock

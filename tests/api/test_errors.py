@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.api.auth import create_app_record
 from tidings.api.errors import (
     WS_DRAINING,
     WS_INTERNAL,
@@ -18,6 +17,7 @@ from tidings.api.errors import (
     status_for,
     tidings_error_response,
 )
+from tidings.auth import create_app_record
 from tidings.errors import (
     AppExistsError,
     AuthError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidings.api.auth import hash_key
+from tidings.auth import hash_key
 
 from .support import Api, Tenant, assert_error, write_inbox
 

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tidings.api.auth import create_app_record, mint_user_token
+from tidings.auth import create_app_record, mint_user_token
 from tidings.backends.memory import MemoryBus
 from tidings.backends.sqlite import SqliteStore
 from tidings.core.models import App, Event, InboxWrite, LiveMessage

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tidings.api.auth import create_app_record, mint_user_token
+from tidings.auth import create_app_record, mint_user_token
 from tidings.backends import open_bus, open_log, open_store
 from tidings.core import frames
 from tidings.gateway.hub import Hub

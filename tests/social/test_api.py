@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from tidings.api.auth import create_app_record
+from tidings.auth import create_app_record
 from tidings.core import frames
 from tidings.core.rules import UserPreferences
 from tidings.gateway.stream import LiveStream

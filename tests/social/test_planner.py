@@ -4,7 +4,6 @@ hours, caps, aggregation and the decision log, driven batch by batch with a fake
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -16,7 +15,6 @@ from tidings.core.rules import (
     TypeRule,
     UserPreferences,
 )
-from tidings.planner import job_id, root_of
 
 from .conftest import OpenStack, Stack, event
 
@@ -222,14 +220,3 @@ async def test_a_redelivered_event_creates_no_second_row_or_decision(stack: Stac
     await stack.worker.process(deliveries)
     assert len(await stack.inbox("alice")) == 1
     assert len(await stack.store.decisions.for_event("app1", "E1", user=None, after=None, limit=10)) == 3
-
-
-def test_job_ids_are_derived_from_the_root_event() -> None:
-    """Chunk and split jobs of one event have ids of their own, at most 32 characters, and one root."""
-    root = "01JD0000000000000000000000"
-    assert job_id(root, 0, "chunk") == root + ".0"
-    assert job_id(root, 0xFFFFF, "split") == root + "+fffff"
-    assert len(job_id(root, 0xFFFFF, "chunk")) == 32
-    job = event("x", topic="t")
-    part = FanoutPart("chunk", root, 3, "a", "b")
-    assert root_of(replace(job, id=job_id(root, 3, "chunk"), part=part)).id == root

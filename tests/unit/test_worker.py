@@ -48,8 +48,7 @@ async def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     settings = Settings(data=str(tmp_path), sqlite_synchronous="NORMAL")
     store = await SqliteStore.open(settings.store_url, settings)
     bus = MemoryBus()
-    runtime = Runtime(settings=settings, store=store, log=store.embedded_log(settings), bus=bus)
-    runtime.hub = Hub(bus)
+    runtime = Runtime(settings=settings, store=store, log=store.embedded_log(settings), bus=bus, hub=Hub(bus))
     yield runtime
     await runtime.log.close()
     await store.close()

@@ -1,7 +1,7 @@
 """What routes depend on: the runtime, per-app state (caches, limiter, in-flight keys) and the three callers.
 
 The security schemes are declared with FastAPI's ``HTTPBearer`` so ``/docs`` shows them and lets a reader try
-the API; the checks themselves are ``tidings.api.auth``'s.
+the API; the checks themselves are ``tidings.auth``'s.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tidings.api import auth
+from tidings import auth
 from tidings.api.idempotency import InFlight
 from tidings.api.limits import RateLimiter
 from tidings.core.models import App

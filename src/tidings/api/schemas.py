@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator, model_validator
 
-from tidings.api.auth import normalize_origin
 from tidings.api.errors import ErrorDetail
+from tidings.auth import normalize_origin
 from tidings.core.models import Event, Priority
 from tidings.core.rules import (
     DEFAULT_WINDOW,

@@ -93,7 +93,7 @@ async def _until_rows(store: Any, app: str, n: int, timeout: float) -> int:
 async def run(args: dict[str, Any]) -> None:
     """``args``: store ("sqlite" or a postgresql URL), broker (for PostgreSQL), data (a directory),
     followers, tag (makes the namespace unique), timeout."""
-    from tidings.api.auth import create_app_record
+    from tidings.auth import create_app_record
     from tidings.core.models import Event
     from tidings.ports import Append
     from tidings.service import close_runtime, open_runtime

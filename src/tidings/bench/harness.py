@@ -45,7 +45,7 @@ def workdir() -> Path:
 async def prepare_app(data: Path, users: int = 0, rows_per_user: int = 0) -> dict[str, str]:
     """An app in a fresh embedded store at ``data`` (``{"app", "api_key", "jwt_secret"}``), and optionally
     ``rows_per_user`` committed notifications for each of ``users`` users (a backlog to resume)."""
-    from tidings.api.auth import create_app_record
+    from tidings.auth import create_app_record
     from tidings.backends import open_store
     from tidings.bench.servers import bench_settings
 

@@ -22,9 +22,9 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tidings.api import errors
-from tidings.api.auth import create_app_record, mint_user_token
 from tidings.api.routing import json_router
 from tidings.api.schemas import EventIn
+from tidings.auth import create_app_record, mint_user_token
 from tidings.core.ids import new_id
 from tidings.core.models import App
 from tidings.demo.actions import DEMO_APP, PEOPLE, Action, name_of, plan

@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from tidings.api import errors
-from tidings.api.auth import AppCache, authenticate_user
+from tidings.auth import AppCache, authenticate_user
 from tidings.core import frames
 from tidings.core.models import App
 from tidings.errors import AuthError, FrameError, TidingsError

@@ -24,7 +24,7 @@ from typing import cast
 import structlog
 
 from tidings.api import errors
-from tidings.api.auth import AppCache
+from tidings.auth import AppCache
 from tidings.core import frames
 from tidings.errors import FrameError, TidingsError
 from tidings.gateway import admission, wswire

@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from tidings.api.auth import authenticate_user
+from tidings.auth import authenticate_user
 from tidings.core import frames
 from tidings.core.backoff import jittered
 from tidings.errors import AuthError, FrameError, InvalidInputError, UnavailableError

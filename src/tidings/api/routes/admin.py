@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tidings.api import errors
-from tidings.api.auth import create_app_record
 from tidings.api.deps import Admin, State
 from tidings.api.routing import json_router
 from tidings.api.schemas import AppCreated, AppIn
+from tidings.auth import create_app_record
 
 router = json_router(tags=["admin"], dependencies=[Admin])
 

@@ -18,10 +18,10 @@ import orjson
 from fastapi import Query, Response
 
 from tidings.api import cursors, errors
-from tidings.api.auth import hash_key
 from tidings.api.deps import State, User
 from tidings.api.routing import json_router
 from tidings.api.schemas import MAX_SEQ, Marked, MarkIn, NotificationsPage, StreamTicket, UnreadCount
+from tidings.auth import hash_key
 from tidings.core import frames
 from tidings.core.models import App, LiveMessage
 from tidings.errors import InvalidInputError, TidingsError
