@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tidings.core.clock import Clock, SystemClock
+from tidings.observability.funnel import Funnel
 from tidings.ports import Bus, EventLog, LiveHandler, Store
 from tidings.settings import Settings
 
@@ -72,3 +73,8 @@ class Runtime:
     draining: bool = False
     # tidings.gateway.hub.Hub when this process serves live streams (the service always constructs one).
     hub: LiveHub = field(default=NO_HUB, kw_only=True)
+    # Every stage of the funnel is reported through this one observer (metrics, journal, spans), on this clock.
+    funnel: Funnel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.funnel = Funnel(self.clock)

@@ -16,8 +16,6 @@ import structlog
 from tidings.core.backoff import full_jitter
 from tidings.core.models import Event, InboxWrite, LiveMessage, StoredNotification
 from tidings.errors import TidingsError, UnavailableError
-from tidings.observability import metrics
-from tidings.observability.journal import JOURNAL
 from tidings.observability.tracing import BatchSpans
 from tidings.planner import Planner
 from tidings.ports import Delivery
@@ -90,7 +88,7 @@ class FanoutWorker:
                 raise
             except TidingsError as exc:
                 log.error("poison_event_dropped", event_id=delivery.event.id, error=exc.code)
-                metrics.events_rejected_total.labels("poison").inc()
+                self._runtime.funnel.dead_lettered("poison")
                 await self._runtime.log.ack([delivery])
 
     async def process(self, deliveries: Sequence[Delivery]) -> None:
@@ -118,19 +116,12 @@ class FanoutWorker:
             yield writes
 
     def _fanned_out(self, event: Event, recipients: int, spans: BatchSpans) -> None:
-        metrics.fanout_recipients.observe(recipients)
-        metrics.FUNNEL["fanned_out"].inc(recipients)
-        JOURNAL.fanned_out(event, recipients, self._runtime.clock.time())
-        spans.fanned_out(event, recipients)
+        self._runtime.funnel.fanned_out(event, recipients, spans)
 
     async def _commit(self, writes: Sequence[InboxWrite], spans: BatchSpans) -> None:
         with spans.step("store.write", writes):
             stored = await self._runtime.store.inbox.write(writes)
-        now = self._runtime.clock.time()
-        metrics.inbox_writes_total.inc(len(stored))
-        metrics.FUNNEL["stored"].inc(len(stored))
-        for write in writes:
-            metrics.accepted_to_stored_seconds.observe(max(0.0, now - write.event.accepted_at))
+        self._runtime.funnel.stored(writes, len(stored))
         await self._publish(writes, stored, spans)
 
     async def _publish(
@@ -162,4 +153,4 @@ class FanoutWorker:
         now = self._runtime.clock.monotonic()
         if now - self._lag_sampled_at >= LAG_SAMPLE_INTERVAL:
             self._lag_sampled_at = now
-            metrics.log_lag.set(await self._runtime.log.lag())
+            self._runtime.funnel.lag(await self._runtime.log.lag())

@@ -82,7 +82,16 @@ async def test_metrics_use_route_templates_not_raw_paths(api: Api, acme: Tenant)
     routes = set(re.findall(r'route="([^"]*)"', text))
     assert {"unmatched", "/v1/topics/{topic}/subscribers/{user_id}", "/v1/events"} <= routes
     assert all(route == "unmatched" or route.startswith("/") for route in routes)
-    assert set(re.findall(r'method="([^"]*)"', text)) <= {"GET", "POST", "PUT", "DELETE", "OPTIONS", "other"}
+    assert set(re.findall(r'method="([^"]*)"', text)) <= {
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "PATCH",
+        "DELETE",
+        "OPTIONS",
+        "other",
+    }
     assert 'tidings_events_accepted_total{priority="normal"}' in text
 
 

@@ -17,7 +17,6 @@ from tidings.api import errors
 from tidings.api.deps import Admin, State
 from tidings.api.schemas import NO_CONTROL_CHARS
 from tidings.errors import NotFoundError
-from tidings.observability import metrics
 from tidings.observability.snapshot import snapshot
 
 router = APIRouter(prefix="/admin/api", dependencies=[Admin], include_in_schema=False)
@@ -39,7 +38,7 @@ async def stats(state: State) -> Response:
     # The lag as of this call, as /metrics does; a slow or unreachable log keeps the last value: a stats
     # read must not fail because of it (/readyz reports that).
     with contextlib.suppress(Exception):
-        metrics.log_lag.set(await asyncio.wait_for(runtime.log.lag(), LAG_TIMEOUT))
+        runtime.funnel.lag(await asyncio.wait_for(runtime.log.lag(), LAG_TIMEOUT))
     body: dict[str, Any] = {"at": runtime.clock.time(), "version": __version__, **snapshot()}
     return _json(body)
 

@@ -48,7 +48,6 @@ from tidings.errors import (
     TidingsError,
     UnavailableError,
 )
-from tidings.observability import metrics
 
 log = structlog.get_logger("tidings.api")
 
@@ -198,7 +197,7 @@ def validation_response(errors: Sequence[Any]) -> JSONResponse:
 
 def _count_rejection(request: Request, code: str) -> None:
     if getattr(request.scope.get("route"), "path", None) in EVENT_ROUTES:
-        metrics.events_rejected_total.labels(code).inc()
+        request.app.state.runtime.funnel.rejected(code)
 
 
 async def on_tidings_error(request: Request, exc: Exception) -> Response:

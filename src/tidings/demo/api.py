@@ -29,7 +29,6 @@ from tidings.core.ids import new_id
 from tidings.core.models import App
 from tidings.demo.actions import DEMO_APP, PEOPLE, Action, name_of, plan
 from tidings.errors import AppExistsError, UnavailableError
-from tidings.observability import metrics
 from tidings.ports import Append
 from tidings.runtime import Runtime
 
@@ -151,5 +150,5 @@ async def _append(runtime: Runtime, app: App, body: dict[str, Any]) -> str:
     (result,) = await runtime.log.append([Append(accepted)])
     if isinstance(result, Exception):
         raise result
-    metrics.events_accepted_total.labels(accepted.priority).inc()
+    runtime.funnel.accepted([accepted], trace_id=None)
     return result.event_id

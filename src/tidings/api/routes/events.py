@@ -23,8 +23,7 @@ from tidings.api.schemas import Accepted, BatchEventIn, BatchIn, BatchOut, Event
 from tidings.core.ids import new_id
 from tidings.core.models import App, Event
 from tidings.errors import IdempotencyMismatchError, LimitExceededError, TidingsError, UnavailableError
-from tidings.observability import metrics, tracing
-from tidings.observability.journal import JOURNAL
+from tidings.observability import tracing
 from tidings.ports import Append, Appended
 
 router = json_router(tags=["events"])
@@ -118,11 +117,12 @@ async def _append(
         results = await state.runtime.log.append(appends)
     # The trace id only of a sampled trace: one a tracing backend can show.
     trace_id = carrier["traceparent"][3:35] if carrier is not None and tracing.sampled(carrier) else None
-    for append, result in zip(appends, results, strict=True):
-        if isinstance(result, Appended) and not result.duplicate:
-            metrics.events_accepted_total.labels(append.event.priority).inc()
-            metrics.FUNNEL["accepted"].inc()
-            JOURNAL.accepted(append.event, trace_id)
+    new = [
+        append.event
+        for append, result in zip(appends, results, strict=True)
+        if isinstance(result, Appended) and not result.duplicate
+    ]
+    state.runtime.funnel.accepted(new, trace_id)
     return results
 
 
@@ -169,7 +169,6 @@ class _Item:
 
 
 def _item_error(code: str, message: str) -> ItemError:
-    metrics.events_rejected_total.labels(code).inc()
     return ItemError(error=errors.ErrorDetail(code=code, message=message))
 
 
@@ -240,6 +239,9 @@ async def post_batch(
             )
         for (index, _), result in zip(to_append, appended, strict=True):
             results[index] = _answer(result)
+    for refused in results:  # each refusal once (a repeat of a refused item is the same refusal)
+        if isinstance(refused, ItemError):
+            state.runtime.funnel.rejected(refused.error.code)
     return BatchOut(results=[_final(results, index, item) for index, item in enumerate(items)])
 
 

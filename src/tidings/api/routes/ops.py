@@ -39,7 +39,7 @@ async def _probe(name: str, probe: Awaitable[object]) -> bool:
 
 
 async def _update_lag(state: State) -> None:
-    metrics.log_lag.set(await state.runtime.log.lag())
+    state.runtime.funnel.lag(await state.runtime.log.lag())
 
 
 @router.get(
