@@ -62,8 +62,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, ServerError
 
+from tidings.backends.envelope import decode_live, encode_live, token
 from tidings.backends.idempotent import IdempotentLog
-from tidings.backends.wire import decode_live, encode_live, token
 from tidings.core.models import PRIORITIES, LiveMessage, Priority, event_from_bytes, event_to_bytes
 from tidings.errors import ConfigError, InvalidInputError, UnavailableError
 from tidings.ports import Append, Appended, Bus, Delivery, EventLog, LiveHandler, Store, Subscription

@@ -77,8 +77,8 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
+from tidings.backends.envelope import decode_live, encode_live, token
 from tidings.backends.idempotent import IdempotentLog
-from tidings.backends.wire import decode_live, encode_live, token
 from tidings.core.clock import Clock, SystemClock
 from tidings.core.models import PRIORITIES, LiveMessage, Priority, event_from_bytes, event_to_bytes
 from tidings.errors import InvalidInputError, UnavailableError

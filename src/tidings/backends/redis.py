@@ -82,8 +82,8 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT, StreamIdT
 
+from tidings.backends.envelope import decode_live, encode_live, token
 from tidings.backends.idempotent import IdempotentLog
-from tidings.backends.wire import decode_live, encode_live, token
 from tidings.core.backoff import full_jitter
 from tidings.core.models import PRIORITIES, LiveMessage, Priority, event_from_bytes, event_to_bytes
 from tidings.errors import InvalidInputError, UnavailableError
