@@ -22,7 +22,8 @@ import pytest
 from backend_support import appends, make_event
 from providers import namespace, require
 
-from tidings.backends.nats import Link, NatsBus, NatsEventLog
+from tidings.backends.nats import NatsBus, NatsEventLog
+from tidings.backends.nats.link import Link
 from tidings.backends.sqlite import SqliteStore
 from tidings.core.models import LiveMessage
 from tidings.errors import UnavailableError
@@ -135,7 +136,8 @@ async def test_a_long_batch_stays_with_its_worker_until_acked_or_closed(ns: str,
 
 CHILD = """
 import asyncio, sys
-from tidings.backends.nats import Link, NatsEventLog
+from tidings.backends.nats import NatsEventLog
+from tidings.backends.nats.link import Link
 from tidings.settings import Settings
 
 async def main(url, ns):

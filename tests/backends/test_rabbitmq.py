@@ -25,7 +25,8 @@ import pytest
 from backend_support import appends, make_event
 from provide_rabbitmq import URL, available, cleanup
 
-from tidings.backends.rabbitmq import OP_TIMEOUT, RabbitBus, RabbitEventLog, live_exchange, routing_key
+from tidings.backends.rabbitmq import RabbitBus, RabbitEventLog
+from tidings.backends.rabbitmq.connection import OP_TIMEOUT, live_exchange, routing_key
 from tidings.core.models import LiveMessage
 from tidings.errors import InvalidInputError, UnavailableError
 from tidings.ports import Appended, Delivery
