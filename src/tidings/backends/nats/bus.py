@@ -1,8 +1,8 @@
 """The NATS live bus: core NATS, at most once.
 
-Subject ``{ns}.live.{token(app)}.{token(user)}``, one NATS subscription per (app, user) in this process (the
-gateway's hub holds at most one per user, see ``ports.Bus``). Subscriptions are renewed by the client on
-reconnect.
+Subject ``{ns}.live.{token(app)}.{token(user)}``, one NATS subscription per (app, user) in this process: the
+gateway's hub holds at most one bus subscription per user (``ports.Bus``). Subscriptions are renewed by the
+client on reconnect.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from tidings.backends.envelope import decode_live, encode_live, token
 from tidings.backends.nats.link import LIBRARY_ERRORS, OP_TIMEOUT, Link, parse_url
 from tidings.core.models import LiveMessage
-from tidings.errors import UnavailableError
+from tidings.errors import ConflictError, UnavailableError
 from tidings.ports import Bus, LiveHandler, Subscription
 from tidings.settings import Settings
 
@@ -27,12 +27,13 @@ SUB_PENDING_MSGS = 10_000  # per live subscription: past this the client drops (
 SUB_PENDING_BYTES = 8 * 1024 * 1024
 
 
-class UserSubscription:
-    """One NATS subscription for one (app, user) in this process, with the handlers of its connections."""
+class NatsLiveSubscription:
+    """The subscription of one (app, user): one NATS subscription on its subject; ``close`` is idempotent."""
 
-    def __init__(self, subject: str) -> None:
+    def __init__(self, bus: NatsBus, subject: str, handler: LiveHandler) -> None:
+        self._bus = bus
         self.subject = subject
-        self.handlers: list[LiveHandler] = []
+        self.handler = handler
         self.sub: NatsSubscription | None = None
 
     async def dispatch(self, msg: Msg) -> None:
@@ -41,36 +42,23 @@ class UserSubscription:
         except ValueError:
             bus_log.warning("live_message_malformed")
             return
-        for handler in tuple(self.handlers):  # a copy: a handler may close its own subscription
-            try:
-                handler(message)
-            except Exception:
-                # No user id or payload in the log line: ids and bodies stay out of logs.
-                bus_log.exception("live_handler_failed", app=message.app, kind=message.kind)
-
-
-class NatsLiveSubscription:
-    """A handler's place in a ``UserSubscription``; ``close`` is idempotent."""
-
-    def __init__(self, bus: NatsBus, user: UserSubscription, handler: LiveHandler) -> None:
-        self._bus = bus
-        self._user = user
-        self._handler = handler
-        self._closed = False
+        try:
+            self.handler(message)
+        except Exception:
+            # No user id or payload in the log line: ids and bodies stay out of logs.
+            bus_log.exception("live_handler_failed", app=message.app, kind=message.kind)
 
     async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self._bus.remove(self._user, self._handler)
+        await self._bus.remove(self)
 
 
 class NatsBus:
-    """``ports.Bus`` on core NATS subjects (see the module docstring)."""
+    """``ports.Bus`` on core NATS subjects (see the module docstring): subject -> its one subscription."""
 
     def __init__(self, link: Link, settings: Settings) -> None:
         self._link = link
         self._prefix = f"{settings.namespace}.live"
-        self._users: dict[str, UserSubscription] = {}
+        self._subscriptions: dict[str, NatsLiveSubscription] = {}
         self._closed = False
 
     @classmethod
@@ -88,41 +76,41 @@ class NatsBus:
             await self._link.call(self._link.nc.publish(self.subject(message.app, message.user), data))
 
     async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription:
-        """In place on return: the server has the subscription (a flush round trip) before this returns."""
+        """In place on return: the server has the subscription (a flush round trip) before this returns.
+        ``ConflictError`` while (app, user) has an open subscription here (see ``ports.Bus``)."""
         self._check_open()
         subject = self.subject(app, user)
-        entry = self._users.get(subject)
-        if entry is None:
-            entry = self._users[subject] = UserSubscription(subject)
-            try:
-                entry.sub = await self._link.call(
-                    self._link.nc.subscribe(
-                        subject,
-                        cb=entry.dispatch,
-                        pending_msgs_limit=SUB_PENDING_MSGS,
-                        pending_bytes_limit=SUB_PENDING_BYTES,
-                    )
+        if subject in self._subscriptions:
+            raise ConflictError("this (app, user) is subscribed already on this bus")
+        # Taken before the first await, so that a concurrent second subscribe is refused too.
+        subscription = self._subscriptions[subject] = NatsLiveSubscription(self, subject, handler)
+        try:
+            subscription.sub = await self._link.call(
+                self._link.nc.subscribe(
+                    subject,
+                    cb=subscription.dispatch,
+                    pending_msgs_limit=SUB_PENDING_MSGS,
+                    pending_bytes_limit=SUB_PENDING_BYTES,
                 )
-            except UnavailableError:
-                del self._users[subject]
-                raise
-        entry.handlers.append(handler)
-        await self._link.call(self._link.nc.flush(timeout=int(OP_TIMEOUT)))
-        return NatsLiveSubscription(self, entry, handler)
+            )
+            await self._link.call(self._link.nc.flush(timeout=int(OP_TIMEOUT)))
+        except BaseException:
+            await self.remove(subscription)  # a failed subscribe leaves nothing behind
+            raise
+        return subscription
 
-    async def remove(self, entry: UserSubscription, handler: LiveHandler) -> None:
-        with contextlib.suppress(ValueError):
-            entry.handlers.remove(handler)
-        if entry.handlers or self._users.get(entry.subject) is not entry:
+    async def remove(self, subscription: NatsLiveSubscription) -> None:
+        """Forgets the subscription at once, then unsubscribes on the server. Idempotent."""
+        if self._subscriptions.get(subscription.subject) is not subscription:
             return
-        del self._users[entry.subject]  # users come and go: keep no empty entries behind
-        sub, entry.sub = entry.sub, None
+        del self._subscriptions[subscription.subject]  # users come and go: keep no entry behind
+        sub, subscription.sub = subscription.sub, None
         if sub is not None and not self._closed:
             with contextlib.suppress(*LIBRARY_ERRORS):
                 await sub.unsubscribe()
 
     def subscriber_count(self) -> int:
-        return sum(len(entry.handlers) for entry in self._users.values())
+        return len(self._subscriptions)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -131,5 +119,5 @@ class NatsBus:
 
     async def close(self) -> None:
         self._closed = True
-        self._users.clear()
+        self._subscriptions.clear()
         await self._link.close()

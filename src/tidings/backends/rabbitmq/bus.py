@@ -1,10 +1,11 @@
 """``ports.Bus`` on RabbitMQ (``RabbitBus``): the topic exchange ``{ns}.live``, with aio-pika.
 
-Bus: at most once. Each ``RabbitBus`` has one exclusive, auto-delete queue (bounded: past ``LIVE_QUEUE_MAX``
-the oldest message goes), bound to ``{ns}.live`` with the routing key ``{token(app)}.{token(user)}`` while at
-least one local subscription of that user is open. Messages go out transient, without confirms, pipelined.
-The consumer has a bounded prefetch and acks (``multiple``) every ``LIVE_ACK_EVERY`` dispatched messages, so
-a busy event loop never piles up deliveries: the excess waits in the broker's bounded queue.
+At most once. Each ``RabbitBus`` has one exclusive, auto-delete queue (bounded: past ``LIVE_QUEUE_MAX`` the
+oldest message goes), bound to ``{ns}.live`` with the routing key ``{token(app)}.{token(user)}`` while that
+user's subscription here is open (one per (app, user): ``ports.Bus``). Messages go out transient, without
+confirms, pipelined. The consumer has a bounded prefetch and acks (``multiple``) every ``LIVE_ACK_EVERY``
+dispatched messages, so a busy event loop never piles up deliveries: the excess waits in the broker's bounded
+queue.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tidings.backends.rabbitmq.connection import (
     routing_key,
 )
 from tidings.core.models import LiveMessage
-from tidings.errors import UnavailableError
+from tidings.errors import ConflictError, UnavailableError
 from tidings.ports import Bus, LiveHandler, Subscription
 from tidings.settings import Settings
 
@@ -50,7 +51,7 @@ TRANSIENT = aiormq.spec.Basic.Properties(delivery_mode=1)
 
 
 class RabbitSubscription:
-    """One handler on one (app, user); ``close`` is idempotent and never raises."""
+    """The subscription of one (app, user); ``close`` is idempotent and never raises."""
 
     def __init__(self, bus: RabbitBus, key: tuple[str, str], handler: LiveHandler) -> None:
         self._bus = bus
@@ -62,7 +63,8 @@ class RabbitSubscription:
 
 
 class RabbitBus:
-    """``ports.Bus`` over the topic exchange ``{ns}.live``; one exclusive queue per bus instance."""
+    """``ports.Bus`` over the topic exchange ``{ns}.live``; one exclusive queue per bus instance, bound for each
+    (app, user) with its one subscription here."""
 
     def __init__(
         self,
@@ -75,9 +77,11 @@ class RabbitBus:
         self._channel = channel
         self._exchange = exchange
         self._queue = queue
-        self._handlers: dict[tuple[str, str], list[RabbitSubscription]] = {}
+        self._subscriptions: dict[tuple[str, str], RabbitSubscription] = {}
         self._bound: set[tuple[str, str]] = set()
-        self._bind_lock = asyncio.Lock()  # one bind/unbind at a time: a user's binding follows its handlers
+        self._bind_lock = (
+            asyncio.Lock()
+        )  # one bind/unbind at a time: a user's binding follows its subscription
         self._closed = False
 
     @classmethod
@@ -124,28 +128,32 @@ class RabbitBus:
                 )
 
     async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription:
+        """``ConflictError`` while (app, user) has an open subscription here (see ``ports.Bus``)."""
         self._check()
         key = (app, user)
-        async with self._bind_lock:
-            if key not in self._bound:
-                async with broker("subscribe"):
-                    await self._queue.bind(self._exchange, routing_key(app, user))
-                self._bound.add(key)
-            subscription = RabbitSubscription(self, key, handler)
-            self._handlers.setdefault(key, []).append(subscription)
+        if key in self._subscriptions:
+            raise ConflictError("this (app, user) is subscribed already on this bus")
+        # Taken before the first await, so that a concurrent second subscribe is refused too.
+        subscription = self._subscriptions[key] = RabbitSubscription(self, key, handler)
+        try:
+            async with self._bind_lock:
+                if key not in self._bound:
+                    async with broker("subscribe"):
+                        await self._queue.bind(self._exchange, routing_key(app, user))
+                    self._bound.add(key)
+        except BaseException:
+            if self._subscriptions.get(key) is subscription:
+                del self._subscriptions[key]  # a failed subscribe leaves nothing behind
+            raise
         return subscription
 
     async def unsubscribe(self, subscription: RabbitSubscription) -> None:
-        """Stops calling the handler at once; unbinds the user when it was the last of theirs here."""
-        handlers = self._handlers.get(subscription.key)
-        if handlers is None or subscription not in handlers:
+        """Stops calling the handler at once, then unbinds the user."""
+        if self._subscriptions.get(subscription.key) is not subscription:
             return
-        handlers.remove(subscription)
-        if handlers:
-            return
-        del self._handlers[subscription.key]
+        del self._subscriptions[subscription.key]
         async with self._bind_lock:
-            if self._closed or subscription.key in self._handlers or subscription.key not in self._bound:
+            if self._closed or subscription.key in self._subscriptions or subscription.key not in self._bound:
                 return  # subscribed again meanwhile, or nothing to undo
             try:
                 async with broker("unsubscribe"):
@@ -163,8 +171,8 @@ class RabbitBus:
             live = None
             log.warning("live_message_undecodable", size=len(message.body))
         if live is not None:
-            # A copy: a handler may close its own subscription (or open one) while we iterate.
-            for subscription in tuple(self._handlers.get((live.app, live.user), ())):
+            subscription = self._subscriptions.get((live.app, live.user))
+            if subscription is not None:
                 _deliver(subscription, live)
         # One ack (multiple) per LIVE_ACK_EVERY deliveries frees the prefetch slots of all before it: they were
         # dispatched already (each delivery runs in its own task, in order, without waiting before this).
@@ -176,7 +184,7 @@ class RabbitBus:
     async def close(self) -> None:
         """Closes the connection (the broker deletes the exclusive queue). Idempotent."""
         self._closed = True
-        self._handlers.clear()
+        self._subscriptions.clear()
         await self._connection.close()
 
     def _check(self) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import random
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -27,7 +26,7 @@ from tidings.backends.envelope import decode_live, encode_live, token
 from tidings.backends.redis.client import connect, translated
 from tidings.core.backoff import full_jitter
 from tidings.core.models import LiveMessage
-from tidings.errors import UnavailableError
+from tidings.errors import ConflictError, UnavailableError
 from tidings.ports import Bus, LiveHandler, Subscription
 from tidings.settings import Settings
 
@@ -40,12 +39,16 @@ PING_AFTER = 5.0
 
 
 class RedisSubscription:
-    """One handler on one user's channel; ``close`` is idempotent."""
+    """The subscription of one (app, user): its channel and handler; ``ready`` is done once Redis confirmed a
+    SUBSCRIBE to the channel. ``close`` is idempotent."""
 
-    def __init__(self, bus: RedisBus, channel: bytes, handler: LiveHandler) -> None:
+    def __init__(
+        self, bus: RedisBus, channel: bytes, handler: LiveHandler, ready: asyncio.Future[None]
+    ) -> None:
         self._bus = bus
         self.channel = channel
         self.handler = handler
+        self.ready = ready
 
     async def close(self) -> None:
         await self._bus.remove(self)
@@ -58,21 +61,13 @@ class RedisSubscription:
             bus_log.exception("live_handler_failed", app=message.app, kind=message.kind)
 
 
-@dataclass
-class _Channel:
-    """The handlers of one channel; ``ready`` is done once Redis confirmed a SUBSCRIBE to it."""
-
-    ready: asyncio.Future[None]
-    subscriptions: list[RedisSubscription] = field(default_factory=list)
-
-
 class RedisBus:
-    """``ports.Bus`` on Redis pub/sub (see the module docstring)."""
+    """``ports.Bus`` on Redis pub/sub (see the module docstring): channel -> its one subscription."""
 
     def __init__(self, client: Redis, settings: Settings) -> None:
         self._client = client
         self._prefix = f"{settings.namespace}:live:"
-        self._channels: dict[bytes, _Channel] = {}
+        self._channels: dict[bytes, RedisSubscription] = {}
         # Per channel, the ``ready`` of each SUBSCRIBE sent on this connection, oldest first: replies come in
         # command order, so a confirmation resolves exactly the subscribe it answers.
         self._confirms: dict[bytes, deque[asyncio.Future[None]]] = {}
@@ -107,33 +102,32 @@ class RedisBus:
                 await pipe.execute()
 
     async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription:
-        """Returns once Redis confirmed the channel; ``UnavailableError`` after SUBSCRIBE_TIMEOUT without."""
+        """Returns once Redis confirmed the channel; ``UnavailableError`` after SUBSCRIBE_TIMEOUT without.
+        ``ConflictError`` while (app, user) has an open subscription here (see ``ports.Bus``)."""
         self._check_open()
-        subscription = RedisSubscription(self, self.channel(app, user), handler)
-        channel = self._channels.get(subscription.channel)
-        if channel is None:
-            channel = _Channel(asyncio.get_running_loop().create_future())
-            self._channels[subscription.channel] = channel
-            channel.subscriptions.append(subscription)
-            await self._send("SUBSCRIBE", [subscription.channel])
-        else:
-            channel.subscriptions.append(subscription)
+        name = self.channel(app, user)
+        if name in self._channels:
+            raise ConflictError("this (app, user) is subscribed already on this bus")
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        subscription = self._channels[name] = RedisSubscription(self, name, handler, ready)
         try:
+            await self._send("SUBSCRIBE", [name])
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
-                await asyncio.shield(channel.ready)
+                await asyncio.shield(ready)
         except TimeoutError as exc:
             await subscription.close()
             raise UnavailableError("redis: subscribing to the live bus timed out") from exc
+        except BaseException:
+            await subscription.close()  # a failed subscribe leaves nothing behind
+            raise
         return subscription
 
     async def remove(self, subscription: RedisSubscription) -> None:
-        channel = self._channels.get(subscription.channel)
-        if channel is None or subscription not in channel.subscriptions:
+        """Forgets the subscription at once, then unsubscribes its channel. Idempotent."""
+        if self._channels.get(subscription.channel) is not subscription:
             return
-        channel.subscriptions.remove(subscription)
-        if not channel.subscriptions:  # users come and go: keep no channel without a handler
-            del self._channels[subscription.channel]
-            await self._send("UNSUBSCRIBE", [subscription.channel])
+        del self._channels[subscription.channel]  # users come and go: keep no channel without a handler
+        await self._send("UNSUBSCRIBE", [subscription.channel])
 
     async def _send(self, command: str, channels: list[bytes]) -> None:
         """Sends on the pub/sub connection if it is up; if not, ``_listen`` subscribes what is wanted when it
@@ -209,8 +203,8 @@ class RedisBus:
         # "unsubscribe" and "pong" need nothing.
 
     def _dispatch(self, name: bytes, data: bytes) -> None:
-        channel = self._channels.get(name)
-        if channel is None:
+        subscription = self._channels.get(name)
+        if subscription is None:
             return  # unsubscribed meanwhile
         try:
             message = decode_live(data)
@@ -220,8 +214,7 @@ class RedisBus:
         if self.channel(message.app, message.user) != name:
             bus_log.warning("live_message_misaddressed", app=message.app)  # never to another user's handler
             return
-        for subscription in tuple(channel.subscriptions):  # a handler may close subscriptions
-            subscription.deliver(message)
+        subscription.deliver(message)
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
