@@ -79,9 +79,7 @@ class RabbitBus:
         self._queue = queue
         self._subscriptions: dict[tuple[str, str], RabbitSubscription] = {}
         self._bound: set[tuple[str, str]] = set()
-        self._bind_lock = (
-            asyncio.Lock()
-        )  # one bind/unbind at a time: a user's binding follows its subscription
+        self._bind_lock = asyncio.Lock()  # one bind/unbind at a time: a binding follows its subscription
         self._closed = False
 
     @classmethod
