@@ -245,7 +245,10 @@ LiveHandler = Callable[[LiveMessage], None]
 
 
 class Subscription(Protocol):
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Idempotent. Frees its (app, user) before its first await: a ``subscribe`` made once ``close`` was
+        called is not refused as a second subscription."""
+        ...
 
 
 class Bus(Protocol):
@@ -253,7 +256,14 @@ class Bus(Protocol):
 
     At most once: a message may be lost or reordered (gateways fill gaps from the ``Inbox``), never altered.
     ``subscribe`` calls ``handler`` (synchronously, on the event loop; it must not block) for each message to that
-    user published after the subscription is in place, until ``close``.
+    user published after the subscription is in place, until ``close``. A handler that raises is logged; the bus
+    carries on with the next message.
+
+    One subscriber: the gateway's hub (``gateway/hub.py``) is the only caller of ``subscribe``, and it holds at
+    most one subscription per (app, user) per process, however many connections that user has here: the fan-in
+    to several connections is the hub's, not the bus's. Subscribing again for an (app, user) whose subscription
+    is still open is a caller error, which a bus may reject (ours raise ``ConflictError``; a subscribe that fails
+    leaves nothing behind).
     """
 
     async def publish(self, messages: Sequence[LiveMessage]) -> None: ...

@@ -11,7 +11,8 @@ import os
 
 import aio_pika
 
-from tidings.backends.rabbitmq import RabbitBus, RabbitEventLog, lane_queue, live_exchange
+from tidings.backends.rabbitmq import RabbitBus, RabbitEventLog
+from tidings.backends.rabbitmq.connection import lane_queue, live_exchange
 from tidings.core.models import PRIORITIES
 from tidings.ports import Bus, EventLog, Store
 from tidings.settings import Settings

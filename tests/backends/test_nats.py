@@ -22,10 +22,12 @@ import pytest
 from backend_support import appends, make_event
 from providers import namespace, require
 
-from tidings.backends.nats import Link, NatsBus, NatsEventLog
+from tidings.backends.nats import NatsBus, NatsEventLog
+from tidings.backends.nats.link import Link
 from tidings.backends.sqlite import SqliteStore
 from tidings.core.models import LiveMessage
 from tidings.errors import UnavailableError
+from tidings.gateway.hub import Hub
 from tidings.ports import Appended, Bus, Delivery, EventLog
 from tidings.settings import Settings
 from tidings.testing import FakeClock
@@ -135,7 +137,8 @@ async def test_a_long_batch_stays_with_its_worker_until_acked_or_closed(ns: str,
 
 CHILD = """
 import asyncio, sys
-from tidings.backends.nats import Link, NatsEventLog
+from tidings.backends.nats import NatsEventLog
+from tidings.backends.nats.link import Link
 from tidings.settings import Settings
 
 async def main(url, ns):
@@ -250,17 +253,18 @@ async def test_ids_with_subject_characters_reach_only_their_user(ns: str) -> Non
 
 
 async def test_one_nats_subscription_per_user_however_many_connections(ns: str) -> None:
-    """A user's devices share one subscription; it goes when the last of them closes."""
+    """A user's devices share one subscription (the hub's); it goes when the last of them closes."""
     bus = await NatsBus.open(URL, Settings(namespace=ns))
     assert isinstance(bus, NatsBus)
+    hub = Hub(bus)
     phone, laptop = Inbox(), Inbox()
-    first = await bus.subscribe("app1", "alice", phone)
-    second = await bus.subscribe("app1", "alice", laptop)
-    assert bus.subscriber_count() == 2
-    await first.close()
+    first = await hub.attach("app1", "alice", phone)
+    second = await hub.attach("app1", "alice", laptop)
+    assert bus.subscriber_count() == 1
+    await first()
     await bus.publish([message(1)])
     assert await laptop.wait_for(1) == [message(1)]
-    await second.close()
+    await second()
     assert bus.subscriber_count() == 0
     await bus.publish([message(2)])
     await asyncio.sleep(0.05)

@@ -25,9 +25,11 @@ import pytest
 from backend_support import appends, make_event
 from provide_rabbitmq import URL, available, cleanup
 
-from tidings.backends.rabbitmq import OP_TIMEOUT, RabbitBus, RabbitEventLog, live_exchange, routing_key
+from tidings.backends.rabbitmq import RabbitBus, RabbitEventLog
+from tidings.backends.rabbitmq.connection import OP_TIMEOUT, live_exchange, routing_key
 from tidings.core.models import LiveMessage
 from tidings.errors import InvalidInputError, UnavailableError
+from tidings.gateway.hub import Hub
 from tidings.ports import Appended, Delivery
 from tidings.settings import Settings
 from tidings.testing import FakeClock
@@ -236,11 +238,12 @@ async def test_a_user_left_by_every_connection_is_unbound(ns: str) -> None:
     """Once a user's last connection here closes, their messages no longer come to this process at all."""
     bus = await RabbitBus.connect(URL, Settings(namespace=ns))
     try:
-        phone = await bus.subscribe("app1", "alice", Received())
-        laptop = await bus.subscribe("app1", "alice", Received())
-        await phone.close()
+        hub = Hub(bus)  # the bus's one subscriber, holding one subscription for all of a user's connections
+        phone = await hub.attach("app1", "alice", Received())
+        laptop = await hub.attach("app1", "alice", Received())
+        await phone()
         assert await routed(ns, "app1", "alice")  # the laptop is still there
-        await laptop.close()
+        await laptop()
         assert not await routed(ns, "app1", "alice")
         again = Received()
         await bus.subscribe("app1", "alice", again)  # bound anew

@@ -22,9 +22,10 @@ from backend_support import appends, make_event
 from providers import namespace, require
 from redis.asyncio import Redis
 
-from tidings.backends.redis import GROUP, RedisBus, RedisEventLog
+from tidings.backends.envelope import encode_live
+from tidings.backends.redis import RedisBus, RedisEventLog
+from tidings.backends.redis.log import GROUP
 from tidings.backends.sqlite import SqliteStore
-from tidings.backends.wire import encode_live
 from tidings.core.models import LiveMessage
 from tidings.errors import InvalidInputError, UnavailableError
 from tidings.ports import Delivery, EventLog

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tidings.backends.wire import decode_live, encode_live
+from tidings.backends.envelope import decode_live, encode_live
 from tidings.core.models import Event, LiveMessage, event_from_bytes, event_to_bytes
 from tidings.errors import ConfigError, UnavailableError
 from tidings.observability import tracing

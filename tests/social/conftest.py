@@ -90,7 +90,7 @@ async def open_stack(tmp_path: Path) -> AsyncIterator[OpenStack]:
         runtime = Runtime(settings, store, store.embedded_log(settings), bus, clock)
         runtime.hub = Hub(bus)
         stack = Stack(runtime, clock, FanoutWorker(runtime))
-        await bus.subscribe("app1", "alice", stack.live.append)
+        await runtime.hub.attach("app1", "alice", stack.live.append)  # the bus has one subscriber: the hub
         opened.append(stack)
         return stack
 

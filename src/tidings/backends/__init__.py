@@ -44,15 +44,15 @@ STORES = {
     "postgresql": Backend("tidings.backends.postgres:PostgresStore", "postgres"),
 }
 LOGS = {
-    "nats": Backend("tidings.backends.nats:NatsEventLog", "nats"),
-    "redis": Backend("tidings.backends.redis:RedisEventLog", "redis"),
-    "amqp": Backend("tidings.backends.rabbitmq:RabbitEventLog", "rabbitmq"),
+    "nats": Backend("tidings.backends.nats.log:NatsEventLog", "nats"),
+    "redis": Backend("tidings.backends.redis.log:RedisEventLog", "redis"),
+    "amqp": Backend("tidings.backends.rabbitmq.log:RabbitEventLog", "rabbitmq"),
 }
 BUSES = {
     EMBEDDED: Backend("tidings.backends.memory:MemoryBus"),
-    "nats": Backend("tidings.backends.nats:NatsBus", "nats"),
-    "redis": Backend("tidings.backends.redis:RedisBus", "redis"),
-    "amqp": Backend("tidings.backends.rabbitmq:RabbitBus", "rabbitmq"),
+    "nats": Backend("tidings.backends.nats.bus:NatsBus", "nats"),
+    "redis": Backend("tidings.backends.redis.bus:RedisBus", "redis"),
+    "amqp": Backend("tidings.backends.rabbitmq.bus:RabbitBus", "rabbitmq"),
 }
 ALIASES = {"postgres": "postgresql", "rediss": "redis", "amqps": "amqp", "tls": "nats"}
 

@@ -1,9 +1,9 @@
 """The in-process live bus (``memory://``), and ``LossyBus``, a test wrapper that misbehaves on purpose.
 
-``MemoryBus`` is the reference ``ports.Bus``: ``publish`` calls each subscribed handler of the message's (app,
-user) synchronously, in subscription order. A handler that raises is logged and skipped; the others still get
-the message (one broken connection must not starve the rest). It never loses a message on its own; the
-gateway's gap-fill is proven against ``LossyBus`` instead.
+``MemoryBus`` is the reference ``ports.Bus``: ``publish`` calls the handler of the message's (app, user), the one
+subscription it may have here (``ports.Bus``: the hub fans out to a user's connections), synchronously. A
+handler that raises is logged and skipped; the next message goes out as usual. It never loses a message on its
+own; the gateway's gap-fill is proven against ``LossyBus`` instead.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import structlog
 
 from tidings.core.models import LiveMessage
-from tidings.errors import UnavailableError
+from tidings.errors import ConflictError, UnavailableError
 from tidings.ports import Bus, LiveHandler, Subscription
 from tidings.settings import Settings
 
@@ -24,7 +24,7 @@ UserKey = tuple[str, str]
 
 
 class MemorySubscription:
-    """One handler on one (app, user); ``close`` is idempotent."""
+    """The subscription of one (app, user); ``close`` is idempotent."""
 
     def __init__(self, bus: MemoryBus, key: UserKey, handler: LiveHandler) -> None:
         self._bus = bus
@@ -36,10 +36,10 @@ class MemorySubscription:
 
 
 class MemoryBus:
-    """``ports.Bus`` within one process."""
+    """``ports.Bus`` within one process: (app, user) -> its one subscription."""
 
     def __init__(self) -> None:
-        self._subscriptions: dict[UserKey, list[MemorySubscription]] = {}
+        self._subscriptions: dict[UserKey, MemorySubscription] = {}
         self._closed = False
 
     @classmethod
@@ -48,27 +48,27 @@ class MemoryBus:
 
     async def publish(self, messages: Sequence[LiveMessage]) -> None:
         self._check_open()
+        subscriptions = self._subscriptions
         for message in messages:
-            # A copy: a handler may close its own subscription (or open one) while we iterate.
-            for subscription in tuple(self._subscriptions.get((message.app, message.user), ())):
+            subscription = subscriptions.get((message.app, message.user))
+            if subscription is not None:
                 self._deliver(subscription, message)
 
     async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription:
+        """``ConflictError`` while (app, user) has an open subscription here (see ``ports.Bus``)."""
         self._check_open()
-        subscription = MemorySubscription(self, (app, user), handler)
-        self._subscriptions.setdefault((app, user), []).append(subscription)
+        key = (app, user)
+        if key in self._subscriptions:
+            raise ConflictError("this (app, user) is subscribed already on this bus")
+        subscription = self._subscriptions[key] = MemorySubscription(self, key, handler)
         return subscription
 
     def remove(self, subscription: MemorySubscription) -> None:
-        handlers = self._subscriptions.get(subscription.key)
-        if handlers is None or subscription not in handlers:
-            return
-        handlers.remove(subscription)
-        if not handlers:  # users come and go: keep no empty lists behind
-            del self._subscriptions[subscription.key]
+        if self._subscriptions.get(subscription.key) is subscription:
+            del self._subscriptions[subscription.key]  # users come and go: keep no entry behind
 
     def subscriber_count(self) -> int:
-        return sum(len(handlers) for handlers in self._subscriptions.values())
+        return len(self._subscriptions)
 
     async def close(self) -> None:
         self._closed = True

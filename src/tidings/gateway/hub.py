@@ -1,7 +1,11 @@
 """One bus subscription per connected user, shared by all of that user's connections in this process.
 
-A gateway subscribes only for users connected to it: the subscription is made on the first connection of a
-user and closed with the last one.
+The hub is the bus's only subscriber (``ports.Bus``): it holds at most one subscription per (app, user) and
+fans each message out to that user's connections here (a listener that raises is logged; the others still get
+the message). A gateway subscribes only for users connected to it: the subscription is made on the first
+connection of a user and closed with the last one. An entry leaves ``_entries`` in the same step as its
+subscription's ``close`` starts, and a bus frees the (app, user) before that close first awaits, so a user who
+reconnects at once subscribes anew without being refused as a second subscription.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class Endable(Protocol):
 
 @dataclass(eq=False)
 class _Entry:
+    """One (app, user): its bus subscription (once ``ready``) and the listeners of its connections here."""
+
     ready: asyncio.Future[Subscription]
     listeners: list[LiveHandler] = field(default_factory=list)
 
@@ -39,6 +45,8 @@ class _Entry:
 
 
 class Hub:
+    """The gateway's live routing: (app, user) -> one bus subscription -> that user's connections here."""
+
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._entries: dict[tuple[str, str], _Entry] = {}

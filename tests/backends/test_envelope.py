@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.backends.wire import decode_live, encode_live, token
+from tidings.backends.envelope import decode_live, encode_live, token
 from tidings.core.models import LiveMessage
 
 ids = st.text(min_size=1, max_size=64)

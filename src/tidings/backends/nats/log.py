@@ -1,6 +1,6 @@
-"""The NATS broker (``nats://``): the event log on JetStream, the live bus on core NATS subjects.
+"""The NATS event log on JetStream (``NatsEventLog``).
 
-Event log layout. One stream per priority lane, ``{ns}_events_{lane}`` on subject ``{ns}.events.{lane}``: file
+Layout. One stream per priority lane, ``{ns}_events_{lane}`` on subject ``{ns}.events.{lane}``: file
 storage, work-queue retention (an acked event leaves the stream, so storage is bounded by the lag), and a
 ``DUPLICATE_WINDOW`` in which a re-append with the same ``Nats-Msg-Id`` (= the event id) is dropped by the server.
 Each stream has one durable pull consumer, ``fanout``, shared by every worker process: competing consumers,
@@ -27,15 +27,13 @@ of each lane is an AckSync request, and a consumer applies acks in arrival order
 Redelivered events come before newer ones: append order within a lane holds except for redeliveries.
 
 Failure. Every call raises ``UnavailableError`` within ``OP_TIMEOUT`` seconds (at once when the connection is
-known to be down); the connection reconnects by itself, forever, and the same objects work again. Bus
-subscriptions are renewed by the client on reconnect. At least once, as the worker expects: an append that
-raised may still land (the client sends its buffer on reconnect; a retry under the same Idempotency-Key is
-deduped), and a server killed within ~0.1 s of confirming acks may hand those events out again (it writes ack
-state just after confirming). nats-server before 2.10.14 may also deliver an event twice when a redelivery
-meets a pull whose client went away (fixed upstream; ``close`` lets its pulls end first to avoid it).
-
-Live bus. Core NATS, at most once: ``{ns}.live.{token(app)}.{token(user)}``, one NATS subscription per (app,
-user) in this process, shared by that user's handlers. JetStream domains are not supported (``$JS.API``).
+known to be down); the connection reconnects by itself, forever, and the same objects work again (``link.py``).
+At least once, as the worker expects: an append that raised may still land (the client sends its buffer on
+reconnect; a retry under the same Idempotency-Key is deduped), and a server killed within ~0.1 s of confirming
+acks may hand those events out again (it writes ack state just after confirming). nats-server before 2.10.14
+may also deliver an event twice when a redelivery meets a pull whose client went away (fixed upstream;
+``close`` lets its pulls end first to avoid it).
+JetStream domains are not supported (``$JS.API``).
 """
 
 from __future__ import annotations
@@ -46,179 +44,31 @@ import heapq
 import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from functools import partial
-from typing import TypeVar
-from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import orjson
-import structlog
-from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, ServerError
 
 from tidings.backends.idempotent import IdempotentLog
-from tidings.backends.wire import decode_live, encode_live, token
-from tidings.core.models import PRIORITIES, LiveMessage, Priority, event_from_bytes, event_to_bytes
-from tidings.errors import ConfigError, InvalidInputError, UnavailableError
-from tidings.ports import Append, Appended, Bus, Delivery, EventLog, LiveHandler, Store, Subscription
+from tidings.backends.nats.lanes import Lane, Pull, ack_fields, appended, status_of
+from tidings.backends.nats.link import LIBRARY_ERRORS, OP_TIMEOUT, Link, log, parse_url
+from tidings.core.models import PRIORITIES, event_from_bytes, event_to_bytes
+from tidings.errors import InvalidInputError, UnavailableError
+from tidings.ports import Append, Appended, Delivery, EventLog, Store
 from tidings.settings import Settings
-
-log = structlog.get_logger("tidings.nats")
-bus_log = structlog.get_logger("tidings.bus")
 
 CONSUMER = "fanout"
 CREATE_ATTEMPTS = 3  # creating a stream: a transient server error is tried again this many times in all
-OP_TIMEOUT = 3.0  # seconds: the longest any call waits for the server before UnavailableError
-CONNECT_TIMEOUT = 5.0  # seconds: opening a log or bus on an unreachable server
-RECONNECT_WAIT = 1  # seconds between reconnect attempts (the client retries forever)
-PING_INTERVAL = 10  # seconds: a silent server is taken for dead after two unanswered pings
 DUPLICATE_WINDOW = 120.0  # seconds in which JetStream drops a re-append of the same event id
 MAX_ACK_PENDING = 20_000  # events delivered and unacked, over all workers, per lane
 NO_WAIT_TIMEOUT = 0.25  # seconds: a no-wait pull normally ends in one round trip; past this it was held back
 WAIT_SLICE = 1.0  # seconds a waiting pull lives at most: a longer read re-arms; close waits this long at most
 REARM_BACKOFF = 0.1  # seconds before re-arming a waiting pull that ended early with nothing
 HOLD_LIMIT = 10  # in-progress acks keep an event for at most this many ack_waits
-SUB_PENDING_MSGS = 10_000  # per live subscription: past this the client drops (the bus is at most once)
-SUB_PENDING_BYTES = 8 * 1024 * 1024
-LIBRARY_ERRORS = (NatsError, OSError, TimeoutError)
-
-T = TypeVar("T")
-
-
-# --- connection ---------------------------------------------------------------------------------------------
-
-
-def parse_url(url: str) -> tuple[str, int]:
-    """``nats://h:p?replicas=3`` -> (the server URL for the client, stream replicas). ``tls://`` stays TLS."""
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    try:
-        replicas = int(query.get("replicas", ["1"])[0])
-    except ValueError as exc:
-        raise ConfigError("replicas in the NATS URL must be an integer") from exc
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), replicas
-
-
-class Link:
-    """One NATS connection that reconnects by itself, forever. ``check`` raises ``UnavailableError`` while it is
-    down; ``on_change`` callbacks hear every loss and recovery (they must not block)."""
-
-    def __init__(self, role: str) -> None:
-        self.role = role
-        self.nc = Client()
-        self.on_change: list[Callable[[bool], None]] = []
-        self._error_logged = False
-        self._closing = False
-
-    @classmethod
-    async def connect(cls, url: str, role: str, timeout: float = CONNECT_TIMEOUT) -> Link:
-        """Connects, waiting up to ``timeout`` seconds for the server (it may be starting up)."""
-        link = cls(role)
-        try:
-            async with asyncio.timeout(timeout):
-                await link.nc.connect(
-                    servers=[url],
-                    name=f"tidings-{role}",
-                    connect_timeout=2,
-                    reconnect_time_wait=RECONNECT_WAIT,
-                    max_reconnect_attempts=-1,
-                    ping_interval=PING_INTERVAL,
-                    max_outstanding_pings=2,
-                    error_cb=link._on_error,
-                    disconnected_cb=link._on_down,
-                    reconnected_cb=link._on_up,
-                )
-        except LIBRARY_ERRORS as exc:
-            with contextlib.suppress(*LIBRARY_ERRORS):
-                await link.nc.close()
-            raise UnavailableError(f"NATS is unreachable ({type(exc).__name__})") from exc
-        return link
-
-    def check(self) -> None:
-        if not self.nc.is_connected:
-            raise UnavailableError(f"NATS connection of the {self.role} is down")
-
-    async def call(self, operation: Awaitable[T]) -> T:
-        """Awaits one library call, translating its failures; the library's own timeouts bound it."""
-        try:
-            return await operation
-        except LIBRARY_ERRORS as exc:
-            raise UnavailableError(f"NATS {self.role}: {type(exc).__name__}") from exc
-
-    async def close(self) -> None:
-        self._closing = True
-        with contextlib.suppress(*LIBRARY_ERRORS):
-            await self.nc.close()
-
-    async def _on_error(self, exc: Exception) -> None:
-        # Reconnect attempts fail every RECONNECT_WAIT while the server is away: say it once per outage.
-        if not self._error_logged and not self._closing:
-            self._error_logged = True
-            log.warning("nats_error", role=self.role, error=type(exc).__name__)
-
-    async def _on_down(self) -> None:
-        if self._closing:
-            return
-        log.warning("nats_disconnected", role=self.role)
-        self._notify(False)
-
-    async def _on_up(self) -> None:
-        self._error_logged = False
-        log.info("nats_reconnected", role=self.role)
-        self._notify(True)
-
-    def _notify(self, up: bool) -> None:
-        for callback in tuple(self.on_change):
-            callback(up)
-
-
-def status_of(msg: Msg) -> str | None:
-    """The JetStream status of a control message ("404", "408"...), None for an event."""
-    return msg.headers.get("Status") if msg.headers else None
-
-
-# --- event log ----------------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Pull:
-    """One pull request in flight with its own reply subject. ``ended`` resolves to None when it ended
-    normally (batch filled, 404 no messages, 408 expired) or to the server's complaint."""
-
-    lane: Lane
-    batch: int
-    expires_at: float  # monotonic: when the server ends it (a waiting pull), or when we stop waiting for it
-    ended: asyncio.Future[str | None]
-    received: int = 0
-    sub: NatsSubscription | None = None
-
-    def end(self, outcome: str | None) -> None:
-        if not self.ended.done():
-            self.ended.set_result(outcome)
-
-
-@dataclass(eq=False)
-class Lane:
-    """One priority lane: its stream, what was delivered to this process and not handed out yet (ordered by
-    stream sequence, since pulls have separate subscriptions), and its waiting pull, if armed."""
-
-    name: Priority
-    stream: str
-    subject: str
-    ready: list[tuple[int, int, Msg]] = field(default_factory=list)  # heap of (stream seq, arrival, msg)
-    waiting: Pull | None = None
-    rearm_at: float = 0.0
-
-    def armed(self, now: float) -> bool:
-        """A waiting pull is out. Past its expiry by OP_TIMEOUT without a word, the server forgot it."""
-        pull = self.waiting
-        return pull is not None and not pull.ended.done() and now < pull.expires_at + OP_TIMEOUT
 
 
 class NatsEventLog:
@@ -344,7 +194,7 @@ class NatsEventLog:
         _, pending = await asyncio.wait(futures, timeout=OP_TIMEOUT)
         if pending:
             raise UnavailableError("NATS did not confirm every append in time")
-        return {event_id: _appended(event_id, self._pubacks[t].result()) for event_id, t in tokens.items()}
+        return {event_id: appended(event_id, self._pubacks[t].result()) for event_id, t in tokens.items()}
 
     async def _on_puback(self, msg: Msg) -> None:
         future = self._pubacks.get(msg.subject.rpartition(".")[2])
@@ -603,140 +453,3 @@ class NatsEventLog:
             if lane.waiting is not None:
                 await self._end_pull(lane.waiting)
                 lane.waiting = None
-
-
-def _appended(event_id: str, puback: Msg) -> Appended:
-    """A JetStream PubAck -> ``Appended``; a refusal (no stream, storage full...) -> ``UnavailableError``."""
-    status = status_of(puback)
-    reply = orjson.loads(puback.data) if puback.data else {}
-    if status is not None or not isinstance(reply, dict) or "error" in reply:
-        raise UnavailableError(f"NATS refused an append: {status or reply.get('error')}")
-    return Appended(event_id, duplicate=bool(reply.get("duplicate")))
-
-
-def ack_fields(ack_subject: str) -> tuple[str, int]:
-    """(stream, stream sequence) of a delivery's ack subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream
-    seq>.<consumer seq>.<ts>.<pending>``, or the newer form with ``<domain>.<account hash>.`` after ``$JS.ACK.``.
-    Anything else -> ("", 0)."""
-    tokens = ack_subject.split(".")
-    if tokens[:2] != ["$JS", "ACK"]:
-        return "", 0
-    try:
-        if len(tokens) == 9:
-            return tokens[2], int(tokens[5])
-        if len(tokens) >= 11:
-            return tokens[4], int(tokens[7])
-    except ValueError:
-        pass
-    return "", 0
-
-
-# --- live bus -----------------------------------------------------------------------------------------------
-
-
-class UserSubscription:
-    """One NATS subscription for one (app, user) in this process, with the handlers of its connections."""
-
-    def __init__(self, subject: str) -> None:
-        self.subject = subject
-        self.handlers: list[LiveHandler] = []
-        self.sub: NatsSubscription | None = None
-
-    async def dispatch(self, msg: Msg) -> None:
-        try:
-            message = decode_live(msg.data)
-        except ValueError:
-            bus_log.warning("live_message_malformed")
-            return
-        for handler in tuple(self.handlers):  # a copy: a handler may close its own subscription
-            try:
-                handler(message)
-            except Exception:
-                # No user id or payload in the log line: ids and bodies stay out of logs.
-                bus_log.exception("live_handler_failed", app=message.app, kind=message.kind)
-
-
-class NatsLiveSubscription:
-    """A handler's place in a ``UserSubscription``; ``close`` is idempotent."""
-
-    def __init__(self, bus: NatsBus, user: UserSubscription, handler: LiveHandler) -> None:
-        self._bus = bus
-        self._user = user
-        self._handler = handler
-        self._closed = False
-
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self._bus.remove(self._user, self._handler)
-
-
-class NatsBus:
-    """``ports.Bus`` on core NATS subjects (see the module docstring)."""
-
-    def __init__(self, link: Link, settings: Settings) -> None:
-        self._link = link
-        self._prefix = f"{settings.namespace}.live"
-        self._users: dict[str, UserSubscription] = {}
-        self._closed = False
-
-    @classmethod
-    async def open(cls, url: str, settings: Settings) -> Bus:
-        server, _ = parse_url(url)
-        return cls(await Link.connect(server, "live-bus"), settings)
-
-    def subject(self, app: str, user: str) -> str:
-        return f"{self._prefix}.{token(app)}.{token(user)}"
-
-    async def publish(self, messages: Sequence[LiveMessage]) -> None:
-        self._check_open()
-        for message in messages:
-            data = encode_live(message)
-            await self._link.call(self._link.nc.publish(self.subject(message.app, message.user), data))
-
-    async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription:
-        """In place on return: the server has the subscription (a flush round trip) before this returns."""
-        self._check_open()
-        subject = self.subject(app, user)
-        entry = self._users.get(subject)
-        if entry is None:
-            entry = self._users[subject] = UserSubscription(subject)
-            try:
-                entry.sub = await self._link.call(
-                    self._link.nc.subscribe(
-                        subject,
-                        cb=entry.dispatch,
-                        pending_msgs_limit=SUB_PENDING_MSGS,
-                        pending_bytes_limit=SUB_PENDING_BYTES,
-                    )
-                )
-            except UnavailableError:
-                del self._users[subject]
-                raise
-        entry.handlers.append(handler)
-        await self._link.call(self._link.nc.flush(timeout=int(OP_TIMEOUT)))
-        return NatsLiveSubscription(self, entry, handler)
-
-    async def remove(self, entry: UserSubscription, handler: LiveHandler) -> None:
-        with contextlib.suppress(ValueError):
-            entry.handlers.remove(handler)
-        if entry.handlers or self._users.get(entry.subject) is not entry:
-            return
-        del self._users[entry.subject]  # users come and go: keep no empty entries behind
-        sub, entry.sub = entry.sub, None
-        if sub is not None and not self._closed:
-            with contextlib.suppress(*LIBRARY_ERRORS):
-                await sub.unsubscribe()
-
-    def subscriber_count(self) -> int:
-        return sum(len(entry.handlers) for entry in self._users.values())
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise UnavailableError("the live bus is closed")
-        self._link.check()
-
-    async def close(self) -> None:
-        self._closed = True
-        self._users.clear()
-        await self._link.close()

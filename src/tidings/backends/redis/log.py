@@ -1,4 +1,4 @@
-"""Redis backends: the event log on Redis Streams (``RedisEventLog``), the live bus on pub/sub (``RedisBus``).
+"""The Redis event log on Redis Streams (``RedisEventLog``).
 
 Keys. ``{namespace}:events:{lane}`` is one stream per priority lane (high, normal, low), so a flood of likes in
 ``low`` never sits in front of a mention in ``high``. Each stream has one consumer group, ``fanout``; every open
@@ -47,16 +47,9 @@ a group recreated at id 0 after a loss hands out exactly those). The price: the 
 Lag = XINFO GROUPS ``lag`` (never delivered) + ``pending`` (delivered, not acked), per lane. When a deletion sits
 right at the group's position Redis cannot tell ``lag``; XLEN, equal by the XDEL rule above, stands in.
 
-Unreachable Redis: connect and reply timeouts of 2 s and one quick retry (a stale pooled connection after a
-Redis restart is replaced transparently), so every call fails within about 4 s with ``UnavailableError``. The
-pool reconnects by itself when Redis is back; a group lost with a Redis that keeps nothing is recreated
-(``NOGROUP``). Consumers of earlier processes that hold nothing are removed when a log opens.
-
-Bus (``RedisBus``). Channel ``{namespace}:live:{token(app)}:{token(user)}`` per user; at most once, like every
-``ports.Bus``. One pub/sub connection per bus, outside the pool, read by one task that calls the handlers; after
-any disconnection (or a PING unanswered) it reconnects with jittered backoff and subscribes every channel
-again. A subscriber too slow for the server's ``client-output-buffer-limit pubsub`` is disconnected by Redis:
-the same path, and the gateways fill the gap from the inbox.
+Unreachable Redis: every call fails within about 4 s with ``UnavailableError`` (``client.py``); a group lost
+with a Redis that keeps nothing is recreated (``NOGROUP``). Consumers of earlier processes that hold nothing are
+removed when a log opens.
 """
 
 from __future__ import annotations
@@ -65,50 +58,35 @@ import asyncio
 import contextlib
 import math
 import os
-import random
 import secrets
 import socket
 from collections import deque
 from collections.abc import Awaitable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT, StreamIdT
 
 from tidings.backends.idempotent import IdempotentLog
-from tidings.backends.wire import decode_live, encode_live, token
-from tidings.core.backoff import full_jitter
-from tidings.core.models import PRIORITIES, LiveMessage, Priority, event_from_bytes, event_to_bytes
+from tidings.backends.redis.client import connect, translated
+from tidings.core.models import PRIORITIES, Priority, event_from_bytes, event_to_bytes
 from tidings.errors import InvalidInputError, UnavailableError
-from tidings.ports import Append, Appended, Bus, Delivery, EventLog, LiveHandler, Store, Subscription
+from tidings.ports import Append, Appended, Delivery, EventLog, Store
 from tidings.settings import Settings
 
 log = structlog.get_logger("tidings.redis")
-bus_log = structlog.get_logger("tidings.bus")
 
 GROUP = "fanout"
 FLUSH_MAX_ITEMS = 1000  # events per append script (group commit of concurrent appends)
 DEDUPE_WINDOW_MS = 120_000
-CONNECT_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 2.0  # every reply; blocking reads wait in slices well below it
 BLOCK_SLICE = 1.0
-RETRIES = 1  # one quick retry on a fresh connection: enough for a stale one, short enough to stay prompt
-MAX_CONNECTIONS = 64  # per client; callers beyond it wait (COMMAND_TIMEOUT at most) for a free one
 # "Idle for a year": past any ack_wait, yet below the server's clamp (an idle time past now counts as 0).
 RELEASED_IDLE_MS = 365 * 86_400_000
 PENDING_PAGE = 1000
 PENDING_MAX_PAGES = 100  # close hands back at most this many pages per lane; the rest wait out ack_wait
-SUBSCRIBE_TIMEOUT = 2.0
-SUBSCRIBE_CHUNK = 1000  # channels per SUBSCRIBE when a reconnected bus subscribes again
-# Seconds of silence on the pub/sub connection before a PING; no reply within as long again: reconnect.
-PING_AFTER = 5.0
 
 # Per item: XADD, unless the item is keyed (ARGV flag 1) and its dedupe key exists. Returns 1/0 per item.
 APPEND = """
@@ -141,29 +119,6 @@ for _, key in ipairs(KEYS) do
 end
 return removed
 """
-
-
-def connect(url: str) -> Redis:
-    """A client with bounded timeouts, retries and connections (see the module docstring)."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=COMMAND_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), RETRIES),
-        protocol=2,  # RESP2: pub/sub messages arrive as replies on our own connection, not as RESP3 pushes
-    )
-    return Redis.from_pool(pool)
-
-
-@contextlib.contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Redis and socket errors become ``UnavailableError`` (the class name only: no keys or data)."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise UnavailableError(f"redis: {what} failed ({type(exc).__name__})") from exc
 
 
 def _text(value: object) -> str:
@@ -515,215 +470,3 @@ def _ids_by_lane(deliveries: Sequence[Delivery]) -> dict[Priority, list[str]]:
             raise InvalidInputError("not a delivery of the redis event log")
         ids.setdefault(delivery.lane, []).append(delivery.token)
     return ids
-
-
-# --- the live bus ------------------------------------------------------------------------------------------
-
-
-class RedisSubscription:
-    """One handler on one user's channel; ``close`` is idempotent."""
-
-    def __init__(self, bus: RedisBus, channel: bytes, handler: LiveHandler) -> None:
-        self._bus = bus
-        self.channel = channel
-        self.handler = handler
-
-    async def close(self) -> None:
-        await self._bus.remove(self)
-
-    def deliver(self, message: LiveMessage) -> None:
-        try:
-            self.handler(message)
-        except Exception:
-            # No user id or payload in the log line: ids and bodies stay out of logs.
-            bus_log.exception("live_handler_failed", app=message.app, kind=message.kind)
-
-
-@dataclass
-class _Channel:
-    """The handlers of one channel; ``ready`` is done once Redis confirmed a SUBSCRIBE to it."""
-
-    ready: asyncio.Future[None]
-    subscriptions: list[RedisSubscription] = field(default_factory=list)
-
-
-class RedisBus:
-    """``ports.Bus`` on Redis pub/sub (see the module docstring)."""
-
-    def __init__(self, client: Redis, settings: Settings) -> None:
-        self._client = client
-        self._prefix = f"{settings.namespace}:live:"
-        self._channels: dict[bytes, _Channel] = {}
-        # Per channel, the ``ready`` of each SUBSCRIBE sent on this connection, oldest first: replies come in
-        # command order, so a confirmation resolves exactly the subscribe it answers.
-        self._confirms: dict[bytes, deque[asyncio.Future[None]]] = {}
-        self._conn: AbstractConnection | None = None  # the pub/sub connection, while it is up
-        self._reader: asyncio.Task[None] | None = None
-        self._closed = False
-
-    @classmethod
-    async def open(cls, url: str, settings: Settings) -> Bus:
-        client = connect(url)
-        try:
-            with translated("open"):
-                await client.ping()
-        except BaseException:
-            await client.aclose()
-            raise
-        bus = cls(client, settings)
-        bus._reader = asyncio.create_task(bus._listen(), name="tidings-redis-bus")
-        return bus
-
-    def channel(self, app: str, user: str) -> bytes:
-        return f"{self._prefix}{token(app)}:{token(user)}".encode()
-
-    async def publish(self, messages: Sequence[LiveMessage]) -> None:
-        self._check_open()
-        if not messages:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for message in messages:
-                pipe.publish(self.channel(message.app, message.user), encode_live(message))
-            with translated("publish"):
-                await pipe.execute()
-
-    async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription:
-        """Returns once Redis confirmed the channel; ``UnavailableError`` after SUBSCRIBE_TIMEOUT without."""
-        self._check_open()
-        subscription = RedisSubscription(self, self.channel(app, user), handler)
-        channel = self._channels.get(subscription.channel)
-        if channel is None:
-            channel = _Channel(asyncio.get_running_loop().create_future())
-            self._channels[subscription.channel] = channel
-            channel.subscriptions.append(subscription)
-            await self._send("SUBSCRIBE", [subscription.channel])
-        else:
-            channel.subscriptions.append(subscription)
-        try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
-                await asyncio.shield(channel.ready)
-        except TimeoutError as exc:
-            await subscription.close()
-            raise UnavailableError("redis: subscribing to the live bus timed out") from exc
-        return subscription
-
-    async def remove(self, subscription: RedisSubscription) -> None:
-        channel = self._channels.get(subscription.channel)
-        if channel is None or subscription not in channel.subscriptions:
-            return
-        channel.subscriptions.remove(subscription)
-        if not channel.subscriptions:  # users come and go: keep no channel without a handler
-            del self._channels[subscription.channel]
-            await self._send("UNSUBSCRIBE", [subscription.channel])
-
-    async def _send(self, command: str, channels: list[bytes]) -> None:
-        """Sends on the pub/sub connection if it is up; if not, ``_listen`` subscribes what is wanted when it
-        connects again (so a failure here needs no handling either)."""
-        conn = self._conn
-        if conn is None or not conn.is_connected:
-            return
-        if command == "SUBSCRIBE":
-            for name in channels:
-                self._confirms.setdefault(name, deque()).append(self._channels[name].ready)
-        with contextlib.suppress(RedisError, OSError):
-            await conn.send_command(command, *channels, check_health=False)
-
-    async def _listen(self) -> None:
-        """The reader task: connect, subscribe everything wanted, dispatch; on failure back off and again.
-        Runs until ``close`` cancels it."""
-        attempt = 0
-        while not self._closed:
-            try:
-                conn = await self._connect()
-                attempt = 0
-                await self._pump(conn)
-            except (RedisError, OSError) as exc:
-                bus_log.warning("live_bus_disconnected", error=type(exc).__name__, attempt=attempt)
-            except Exception:
-                bus_log.exception("live_bus_failed")
-            finally:
-                await self._drop_connection()
-            await asyncio.sleep(full_jitter(attempt, random.random(), base=0.05, cap=2.0))
-            attempt += 1
-
-    async def _connect(self) -> AbstractConnection:
-        pool = self._client.connection_pool
-        # Outside the pool: a subscribed connection answers nothing but pub/sub.
-        conn: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-        await conn.connect()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-        self._conn = conn
-        self._confirms.clear()
-        wanted = list(self._channels)
-        for start in range(0, len(wanted), SUBSCRIBE_CHUNK):
-            # A channel given up while earlier chunks were sent is left out.
-            chunk = [name for name in wanted[start : start + SUBSCRIBE_CHUNK] if name in self._channels]
-            if chunk:
-                await self._send("SUBSCRIBE", chunk)
-        return conn
-
-    async def _pump(self, conn: AbstractConnection) -> None:
-        """Reads replies until the connection fails; a PING after PING_AFTER of silence proves it alive."""
-        pinged = False
-        while True:
-            reply = await conn.read_response(timeout=PING_AFTER)
-            if reply is None:
-                if pinged:
-                    raise RedisTimeoutError("no reply to PING")
-                await conn.send_command("PING", check_health=False)
-                pinged = True
-                continue
-            pinged = False
-            self._on_reply(reply)
-
-    def _on_reply(self, reply: Any) -> None:
-        kind = reply[0]
-        if kind == b"message":
-            self._dispatch(reply[1], reply[2])
-        elif kind == b"subscribe":
-            waiting = self._confirms.get(reply[1])
-            if waiting:
-                ready = waiting.popleft()
-                if not ready.done():
-                    ready.set_result(None)
-                if not waiting:
-                    del self._confirms[reply[1]]
-        # "unsubscribe" and "pong" need nothing.
-
-    def _dispatch(self, name: bytes, data: bytes) -> None:
-        channel = self._channels.get(name)
-        if channel is None:
-            return  # unsubscribed meanwhile
-        try:
-            message = decode_live(data)
-        except ValueError:
-            bus_log.warning("live_message_unreadable")
-            return
-        if self.channel(message.app, message.user) != name:
-            bus_log.warning("live_message_misaddressed", app=message.app)  # never to another user's handler
-            return
-        for subscription in tuple(channel.subscriptions):  # a handler may close subscriptions
-            subscription.deliver(message)
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await conn.disconnect(nowait=True)
-
-    async def close(self) -> None:
-        """Stops the reader, closes the connections; later calls raise ``UnavailableError``. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        # A subscribe still waiting for its confirmation is left to time out into UnavailableError.
-        self._channels.clear()
-        self._confirms.clear()
-        await self._client.aclose()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise UnavailableError("the live bus is closed")

@@ -1,7 +1,4 @@
-"""``ports.EventLog`` and ``ports.Bus`` on RabbitMQ (``amqp://``, extra ``rabbitmq``), with aio-pika.
-
-Names (``ns`` = ``Settings.namespace``): the log is three durable quorum queues ``{ns}.events.{high,normal,low}``
-(one per lane, so a flood of ``low`` never delays ``high``); the bus is the topic exchange ``{ns}.live``.
+"""``ports.EventLog`` on RabbitMQ quorum queues (``RabbitEventLog``), with aio-pika.
 
 Append. Each event is published, persistent, to its lane's queue through the default exchange on a channel
 with publisher confirms, ``mandatory`` set and ``message_id`` = the event id; ``append`` returns once the
@@ -38,120 +35,46 @@ inbox write being idempotent on the event id.
 Lag = ready messages (passive ``queue.declare``) + deliveries this log holds unacked. AMQP reports no
 unacked count, so deliveries held by other processes are not counted (the management API has them).
 
-Bus: at most once. Each ``RabbitBus`` has one exclusive, auto-delete queue (bounded: past ``LIVE_QUEUE_MAX``
-the oldest message goes), bound to ``{ns}.live`` with the routing key ``{token(app)}.{token(user)}`` while at
-least one local subscription of that user is open. Messages go out transient, without confirms, pipelined.
-The consumer has a bounded prefetch and acks (``multiple``) every ``LIVE_ACK_EVERY`` dispatched messages, so
-a busy event loop never piles up deliveries: the excess waits in the broker's bounded queue.
-
-Reconnects. ``connect_robust`` reconnects every ``RECONNECT_INTERVAL`` s and re-declares the lane queues,
-the exchange, the bus queue, its bindings and its consumer (subscriptions survive; messages published
-meanwhile are lost, as a bus may). While the connection is down every call raises ``UnavailableError`` at
-once; each broker call is bounded by ``OP_TIMEOUT``. A silently dead peer is noticed by AMQP heartbeats
-(the broker proposes 60 s; ``?heartbeat=10`` in the URL shortens it).
+Queue names and reconnects: ``connection.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import os
-import socket
-import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from typing import cast
 
-import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-    AbstractRobustExchange,
-    AbstractRobustQueue,
-)
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from tidings.backends.idempotent import IdempotentLog
-from tidings.backends.wire import decode_live, encode_live, token
+from tidings.backends.rabbitmq.connection import (
+    BROKER_ERRORS,
+    OP_TIMEOUT,
+    broker,
+    check_connected,
+    connect,
+    lane_queue,
+)
 from tidings.core.clock import Clock, SystemClock
-from tidings.core.models import PRIORITIES, LiveMessage, Priority, event_from_bytes, event_to_bytes
+from tidings.core.models import PRIORITIES, Priority, event_from_bytes, event_to_bytes
 from tidings.errors import InvalidInputError, UnavailableError
-from tidings.ports import Append, Appended, Bus, Delivery, EventLog, LiveHandler, Store, Subscription
+from tidings.ports import Append, Appended, Delivery, EventLog, Store
 from tidings.settings import Settings
-
-__all__ = ["RabbitBus", "RabbitEventLog", "lane_queue", "live_exchange", "routing_key"]
 
 log = structlog.get_logger("tidings.rabbitmq")
 
-OP_TIMEOUT = 3.0  # seconds for one broker call (declare, get, bind...)
 APPEND_TIMEOUT = 5.0  # seconds for a publisher confirm
-RECONNECT_INTERVAL = 1.0  # seconds between reconnect attempts (unless the URL says reconnect_interval=)
 POLL_MIN, POLL_MAX = 0.01, 0.1  # pauses of an idle read between two looks at the lanes
 RECENT_IDS = 10_000  # acked event ids remembered to skip re-appended copies
-LIVE_PREFETCH = 1000  # bus messages in flight to this process
-LIVE_ACK_EVERY = 100  # bus deliveries per ack (multiple); must stay below LIVE_PREFETCH
-LIVE_QUEUE_MAX = 100_000  # bus messages the broker keeps for this process; beyond, the oldest are dropped
-MAX_ROUTING_KEY = 255  # bytes, AMQP's limit
 
 QUORUM = {"x-queue-type": "quorum"}
 PERSISTENT = 2  # AMQP delivery mode: written to disk
-TRANSIENT = aiormq.spec.Basic.Properties(delivery_mode=1)
-BROKER_ERRORS = (*CONNECTION_EXCEPTIONS, TimeoutError)
 DECODE_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
-
-
-def lane_queue(namespace: str, lane: Priority) -> str:
-    return f"{namespace}.events.{lane}"
-
-
-def live_exchange(namespace: str) -> str:
-    return f"{namespace}.live"
-
-
-def routing_key(app: str, user: str) -> str:
-    """``{token(app)}.{token(user)}``; when ids are too long for AMQP's 255 bytes, ``h.<sha256>`` instead (a
-    one-character first word that ``token`` never produces, so the two forms cannot collide)."""
-    key = f"{token(app)}.{token(user)}"
-    if len(key) <= MAX_ROUTING_KEY:
-        return key
-    return "h." + hashlib.sha256(f"{app}\x00{user}".encode()).hexdigest()
-
-
-@contextlib.asynccontextmanager
-async def _broker(what: str, timeout: float = OP_TIMEOUT) -> AsyncIterator[None]:
-    """Bounds a broker call and translates the library's errors into ``UnavailableError``, once."""
-    try:
-        async with asyncio.timeout(timeout):
-            yield
-    except BROKER_ERRORS as exc:
-        raise UnavailableError(f"RabbitMQ: {what} failed ({type(exc).__name__})") from exc
-
-
-async def _connect(url: str, role: str, namespace: str) -> AbstractRobustConnection:
-    """A robust connection named after its role (shown by ``rabbitmqctl list_connections``)."""
-    name = f"{namespace}.{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    options: dict[str, Any] = {"client_properties": {"connection_name": name}, "timeout": OP_TIMEOUT}
-    if "reconnect_interval" not in parse_qs(urlsplit(url).query):
-        options["reconnect_interval"] = RECONNECT_INTERVAL
-    async with _broker("connect", OP_TIMEOUT * 2):
-        connection: AbstractRobustConnection = await aio_pika.connect_robust(url, **options)
-    return connection
-
-
-def _check_connected(connection: AbstractRobustConnection, closed: bool, what: str) -> None:
-    if closed:
-        raise UnavailableError(f"the RabbitMQ {what} is closed")
-    if not cast(aio_pika.RobustConnection, connection).connected.is_set():
-        raise UnavailableError("RabbitMQ is unreachable; reconnecting")
-
-
-# --- event log ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +171,9 @@ class RabbitEventLog:
     @classmethod
     async def connect(cls, url: str, settings: Settings, *, clock: Clock | None = None) -> RabbitEventLog:
         """Connects and declares the lane queues; ``clock`` times the ``ack_wait`` leases."""
-        connection = await _connect(url, "log", settings.namespace)
+        connection = await connect(url, "log", settings.namespace)
         try:
-            async with _broker("open the event log"):
+            async with broker("open the event log"):
                 publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 reader = await connection.channel(publisher_confirms=False)
                 control = await connection.channel(publisher_confirms=False)
@@ -291,7 +214,7 @@ class RabbitEventLog:
             message_id=event.id, content_type="application/json", delivery_mode=PERSISTENT
         )
         try:
-            async with _broker("append", APPEND_TIMEOUT):
+            async with broker("append", APPEND_TIMEOUT):
                 # wait=False: queued for the socket without waiting for it to drain, so the next publish
                 # goes out at once; what is awaited is the broker's confirm.
                 await channel.basic_publish(
@@ -349,7 +272,7 @@ class RabbitEventLog:
         """Up to ``attempts`` gets from one lane (fewer if it runs dry), appended to ``into`` in queue order."""
         for _ in range(attempts):
             try:
-                async with _broker("read"):
+                async with broker("read"):
                     got = await channel.basic_get(self._queues[lane], no_ack=False, timeout=OP_TIMEOUT)
             except UnavailableError as exc:
                 if isinstance(exc.__cause__, TimeoutError):
@@ -383,7 +306,7 @@ class RabbitEventLog:
         """Nacks (requeue) what outlived its lease; returns how many went back to each lane."""
         requeued = dict.fromkeys(PRIORITIES, 0)
         for tag, lane in self._leases.expired(self._clock.monotonic()):
-            async with _broker("requeue"):
+            async with broker("requeue"):
                 await channel.basic_nack(tag, requeue=True)
             requeued[lane] += 1
         return requeued
@@ -392,7 +315,7 @@ class RabbitEventLog:
         control = await self._ready_channel(self._control, "count")
         counts: dict[Priority, int] = {}
         for lane, queue in self._queues.items():
-            async with _broker("count"):
+            async with broker("count"):
                 declared = await control.queue_declare(queue, passive=True, timeout=OP_TIMEOUT)
             counts[lane] = declared.message_count or 0
         return counts
@@ -414,7 +337,7 @@ class RabbitEventLog:
         # tag would close the channel. An event acked here but requeued anyway is remembered as done, so its
         # redelivery is skipped as a copy.
         settled = [held for held in tokens if self._leases.settle(held) and not held.channel.is_closed]
-        async with _broker("ack"):
+        async with broker("ack"):
             for index, held in enumerate(settled):
                 # Frames go out in order: waiting for the last one to drain covers all of them.
                 await held.channel.basic_ack(held.tag, wait=index == len(settled) - 1)
@@ -432,16 +355,16 @@ class RabbitEventLog:
         await self._connection.close()
 
     def _check(self) -> None:
-        _check_connected(self._connection, self._closing.is_set(), "event log")
+        check_connected(self._connection, self._closing.is_set(), "event log")
 
     async def _ready_channel(self, channel: AbstractRobustChannel, what: str) -> aiormq.Channel:
-        async with _broker(what):
+        async with broker(what):
             await channel.ready()  # after a reconnect: until the channel is reopened and restored
             return cast(aiormq.Channel, await channel.get_underlay_channel())
 
 
 async def _drop(channel: aiormq.Channel, tag: int) -> None:
-    async with _broker("read"):
+    async with broker("read"):
         await channel.basic_ack(tag)
 
 
@@ -449,148 +372,3 @@ def _token_of(delivery: Delivery) -> _Token:
     if not isinstance(delivery.token, _Token):
         raise InvalidInputError("not a delivery of the RabbitMQ event log")
     return delivery.token
-
-
-# --- live bus -------------------------------------------------------------------------------------------
-
-
-class RabbitSubscription:
-    """One handler on one (app, user); ``close`` is idempotent and never raises."""
-
-    def __init__(self, bus: RabbitBus, key: tuple[str, str], handler: LiveHandler) -> None:
-        self._bus = bus
-        self.key = key
-        self.handler = handler
-
-    async def close(self) -> None:
-        await self._bus.unsubscribe(self)
-
-
-class RabbitBus:
-    """``ports.Bus`` over the topic exchange ``{ns}.live``; one exclusive queue per bus instance."""
-
-    def __init__(
-        self,
-        connection: AbstractRobustConnection,
-        channel: AbstractRobustChannel,
-        exchange: AbstractRobustExchange,
-        queue: AbstractRobustQueue,
-    ) -> None:
-        self._connection = connection
-        self._channel = channel
-        self._exchange = exchange
-        self._queue = queue
-        self._handlers: dict[tuple[str, str], list[RabbitSubscription]] = {}
-        self._bound: set[tuple[str, str]] = set()
-        self._bind_lock = asyncio.Lock()  # one bind/unbind at a time: a user's binding follows its handlers
-        self._closed = False
-
-    @classmethod
-    async def open(cls, url: str, settings: Settings) -> Bus:
-        return await cls.connect(url, settings)
-
-    @classmethod
-    async def connect(cls, url: str, settings: Settings) -> RabbitBus:
-        connection = await _connect(url, "bus", settings.namespace)
-        try:
-            async with _broker("open the live bus"):
-                channel = await connection.channel(publisher_confirms=False)
-                await channel.set_qos(prefetch_count=LIVE_PREFETCH)
-                exchange = await channel.declare_exchange(
-                    live_exchange(settings.namespace), aio_pika.ExchangeType.TOPIC, durable=True
-                )
-                queue = await channel.declare_queue(
-                    f"{live_exchange(settings.namespace)}.{uuid.uuid4().hex}",
-                    exclusive=True,
-                    auto_delete=True,
-                    arguments={"x-max-length": LIVE_QUEUE_MAX},
-                )
-                bus = cls(connection, channel, exchange, queue)
-                await queue.consume(bus._on_message)
-        except BaseException:
-            await connection.close()
-            raise
-        return bus
-
-    async def publish(self, messages: Sequence[LiveMessage]) -> None:
-        if not messages:
-            return
-        self._check()
-        async with _broker("publish"):
-            await self._channel.ready()
-            channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-            for index, message in enumerate(messages):
-                await channel.basic_publish(
-                    encode_live(message),
-                    exchange=self._exchange.name,
-                    routing_key=routing_key(message.app, message.user),
-                    properties=TRANSIENT,
-                    wait=index == len(messages) - 1,  # frames go out in order: the last drained, all are
-                )
-
-    async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription:
-        self._check()
-        key = (app, user)
-        async with self._bind_lock:
-            if key not in self._bound:
-                async with _broker("subscribe"):
-                    await self._queue.bind(self._exchange, routing_key(app, user))
-                self._bound.add(key)
-            subscription = RabbitSubscription(self, key, handler)
-            self._handlers.setdefault(key, []).append(subscription)
-        return subscription
-
-    async def unsubscribe(self, subscription: RabbitSubscription) -> None:
-        """Stops calling the handler at once; unbinds the user when it was the last of theirs here."""
-        handlers = self._handlers.get(subscription.key)
-        if handlers is None or subscription not in handlers:
-            return
-        handlers.remove(subscription)
-        if handlers:
-            return
-        del self._handlers[subscription.key]
-        async with self._bind_lock:
-            if self._closed or subscription.key in self._handlers or subscription.key not in self._bound:
-                return  # subscribed again meanwhile, or nothing to undo
-            try:
-                async with _broker("unsubscribe"):
-                    await self._queue.unbind(self._exchange, routing_key(*subscription.key))
-            except UnavailableError as exc:
-                # Left bound: it only brings messages nobody here wants (dropped) until the user comes back.
-                log.warning("live_unbind_failed", error=exc.code)
-                return
-            self._bound.discard(subscription.key)
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            live = decode_live(message.body)
-        except ValueError:
-            live = None
-            log.warning("live_message_undecodable", size=len(message.body))
-        if live is not None:
-            # A copy: a handler may close its own subscription (or open one) while we iterate.
-            for subscription in tuple(self._handlers.get((live.app, live.user), ())):
-                _deliver(subscription, live)
-        # One ack (multiple) per LIVE_ACK_EVERY deliveries frees the prefetch slots of all before it: they were
-        # dispatched already (each delivery runs in its own task, in order, without waiting before this).
-        tag = message.delivery_tag
-        if tag is not None and tag % LIVE_ACK_EVERY == 0:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await cast(aiormq.Channel, message.channel).basic_ack(tag, multiple=True, wait=False)
-
-    async def close(self) -> None:
-        """Closes the connection (the broker deletes the exclusive queue). Idempotent."""
-        self._closed = True
-        self._handlers.clear()
-        await self._connection.close()
-
-    def _check(self) -> None:
-        _check_connected(self._connection, self._closed, "live bus")
-
-
-def _deliver(subscription: RabbitSubscription, message: LiveMessage) -> None:
-    try:
-        subscription.handler(message)
-    except Exception:
-        # No user id or payload in the log line: ids and bodies stay out of logs.
-        log.exception("live_handler_failed", app=message.app, kind=message.kind)
