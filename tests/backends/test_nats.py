@@ -23,7 +23,7 @@ from backend_support import appends, make_event
 from providers import namespace, require
 
 from tidings.backends.nats import Link, NatsBus, NatsEventLog
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import LiveMessage
 from tidings.errors import UnavailableError
 from tidings.ports import Appended, Bus, Delivery, EventLog

@@ -23,7 +23,7 @@ from providers import namespace, require
 from redis.asyncio import Redis
 
 from tidings.backends.redis import GROUP, RedisBus, RedisEventLog
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.backends.wire import encode_live
 from tidings.core.models import LiveMessage
 from tidings.errors import InvalidInputError, UnavailableError
