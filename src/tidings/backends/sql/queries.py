@@ -8,9 +8,22 @@ lets PostgreSQL prune it to one hash partition).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Delete, Select, Update, and_, delete, func, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Table,
+    Update,
+    and_,
+    delete,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.sql.dml import ReturningDelete
 
 from tidings.db.schema import (
@@ -151,6 +164,14 @@ def prune_keys(older_than: float) -> Delete:
 
 def rules_query(app: str) -> Select[Any]:
     return select(app_rules.c.body).where(app_rules.c.app == app)
+
+
+def upsert_body(insert: Callable[[Table], Any], table: Table, row: Mapping[str, str], now: float) -> Any:
+    """Stores ``row``'s JSON ``body`` (a user's preferences, an app's rules) under its primary key, new or
+    replacing. ``insert`` is the dialect's ``insert`` (both spell ``ON CONFLICT ... DO UPDATE`` alike)."""
+    upsert = insert(table).values({**row, "updated_at": now})
+    keys = list(table.primary_key.columns)
+    return upsert.on_conflict_do_update(index_elements=keys, set_={"body": row["body"], "updated_at": now})
 
 
 # --- the decision log and pending offline deliveries ----------------------------------------------------------

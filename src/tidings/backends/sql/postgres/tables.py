@@ -256,7 +256,8 @@ class PostgresPreferences:
 
     async def set_user(self, app: str, user: str, prefs: UserPreferences) -> None:
         row = prefs_row(app, user, prefs)
-        await self._db.write(partial(_upsert_body, table=user_preferences, row=row, now=self._clock.time()))
+        statement = queries.upsert_body(pg_insert, user_preferences, row, self._clock.time())
+        await self._db.write(partial(rowcount, statement=statement))
 
     async def rules(self, app: str) -> AppRules | None:
         rows = await self._db.read(partial(fetch_all, query=queries.rules_query(app)))
@@ -264,12 +265,5 @@ class PostgresPreferences:
 
     async def set_rules(self, app: str, rules: AppRules) -> None:
         row = rules_row(app, rules)
-        await self._db.write(partial(_upsert_body, table=app_rules, row=row, now=self._clock.time()))
-
-
-async def _upsert_body(conn: AsyncConnection, *, table: Any, row: dict[str, str], now: float) -> None:
-    upsert = pg_insert(table).values({**row, "updated_at": now})
-    keys = list(table.primary_key.columns)
-    await conn.execute(
-        upsert.on_conflict_do_update(index_elements=keys, set_={"body": row["body"], "updated_at": now})
-    )
+        statement = queries.upsert_body(pg_insert, app_rules, row, self._clock.time())
+        await self._db.write(partial(rowcount, statement=statement))

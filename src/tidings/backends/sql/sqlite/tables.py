@@ -8,10 +8,10 @@ further locking. The statements shared with PostgreSQL come from ``sql.queries``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 
-from sqlalchemy import ColumnElement, Connection, Table, insert, select
+from sqlalchemy import ColumnElement, Connection, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tidings.backends.sql import queries
@@ -202,7 +202,8 @@ class SqlitePreferences:
 
     async def set_user(self, app: str, user: str, prefs: UserPreferences) -> None:
         row = prefs_row(app, user, prefs)
-        await self._db.write(partial(_upsert_body, table=user_preferences, row=row, now=self._clock.time()))
+        statement = queries.upsert_body(sqlite_insert, user_preferences, row, self._clock.time())
+        await self._db.write(lambda conn: conn.execute(statement).rowcount)
 
     async def rules(self, app: str) -> AppRules | None:
         query = queries.rules_query(app)
@@ -211,12 +212,5 @@ class SqlitePreferences:
 
     async def set_rules(self, app: str, rules: AppRules) -> None:
         row = rules_row(app, rules)
-        await self._db.write(partial(_upsert_body, table=app_rules, row=row, now=self._clock.time()))
-
-
-def _upsert_body(conn: Connection, *, table: Table, row: Mapping[str, str], now: float) -> None:
-    upsert = sqlite_insert(table).values({**row, "updated_at": now})
-    keys = list(table.primary_key.columns)
-    conn.execute(
-        upsert.on_conflict_do_update(index_elements=keys, set_={"body": row["body"], "updated_at": now})
-    )
+        statement = queries.upsert_body(sqlite_insert, app_rules, row, self._clock.time())
+        await self._db.write(lambda conn: conn.execute(statement).rowcount)
