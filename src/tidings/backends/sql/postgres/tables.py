@@ -172,10 +172,8 @@ CLAIM_ROUNDS = 3
 
 async def _claim(conn: AsyncConnection, *, claims: Sequence[Claim], now: float) -> list[Claim | None]:
     firsts: dict[tuple[str, str], Claim] = {}
-    for claim in claims:
-        firsts.setdefault(
-            (claim.app, claim.key), claim
-        )  # a later claim of a key in this batch sees the first
+    for claim in claims:  # a later claim of a key in this batch sees the first
+        firsts.setdefault((claim.app, claim.key), claim)
     recorded: dict[tuple[str, str], Claim | None] = {}
     pending = sorted(firsts)
     for _ in range(CLAIM_ROUNDS):
