@@ -1,6 +1,6 @@
 """The ports: small Protocols, each with its written semantics. Every backend passes one contract suite.
 
-``backends/sqlite.py`` is the embedded reference implementation of the storage ports, ``backends/memory.py``
+``backends/sql/sqlite/`` is the embedded reference implementation of the storage ports, ``backends/memory.py``
 of the bus. Errors from a backend's library are translated once, inside that backend, into ``tidings.errors``
 (``UnavailableError`` when the backend cannot be reached).
 """

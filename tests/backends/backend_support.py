@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import Event, InboxWrite, Priority
 from tidings.ports import Append, EventLog, Store
 from tidings.settings import Settings

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import Event, InboxWrite
 from tidings.ports import Append
 from tidings.settings import Settings

@@ -11,7 +11,7 @@ import pytest
 from backend_support import LogHarness
 from providers import BUSES, LOGS, PROVIDERS, STORES, namespace, require
 
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.ports import Bus, Store
 from tidings.settings import Settings
 from tidings.testing import FakeClock

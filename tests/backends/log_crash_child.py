@@ -10,7 +10,7 @@ import asyncio
 import sys
 import time
 
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import Event
 from tidings.ports import Append, Appended
 from tidings.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg  # type: ignore[import-untyped]
 
-from tidings.backends.postgres import PostgresStore, quoted
+from tidings.backends.sql.postgres import PostgresStore, quoted
 from tidings.core.clock import Clock
 from tidings.ports import Store
 from tidings.settings import Settings

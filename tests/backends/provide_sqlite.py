@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tidings.backends.memory import MemoryBus
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.clock import Clock
 from tidings.ports import Bus, EventLog, Store
 from tidings.settings import Settings

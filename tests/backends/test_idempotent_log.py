@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from backend_support import appends, make_event
 
 from tidings.backends.idempotent import IdempotentLog
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.errors import IdempotencyMismatchError
 from tidings.ports import Append, Appended, Claim, Delivery
 

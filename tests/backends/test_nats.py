@@ -24,7 +24,7 @@ from providers import namespace, require
 
 from tidings.backends.nats import NatsBus, NatsEventLog
 from tidings.backends.nats.link import Link
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import LiveMessage
 from tidings.errors import UnavailableError
 from tidings.gateway.hub import Hub

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.backends import open_store
-from tidings.backends.postgres import PostgresStore, partitions_from_env
+from tidings.backends.sql.postgres import PostgresStore, partitions_from_env
 from tidings.db import migrate
 from tidings.db.schema import metadata
 from tidings.errors import ConfigError, InvalidInputError, UnavailableError
@@ -99,7 +99,7 @@ async def test_four_writers_on_their_own_connections_keep_every_users_seqs_gap_f
 
 CHILD = """
 import asyncio, sys
-from tidings.backends.postgres import PostgresStore
+from tidings.backends.sql.postgres import PostgresStore
 from tidings.settings import Settings
 
 async def main(url, ns, user):

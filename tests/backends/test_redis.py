@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from tidings.backends.envelope import encode_live
 from tidings.backends.redis import RedisBus, RedisEventLog
 from tidings.backends.redis.log import GROUP
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import LiveMessage
 from tidings.errors import InvalidInputError, UnavailableError
 from tidings.ports import Delivery, EventLog

@@ -7,7 +7,7 @@ import pytest
 from tidings import backends
 from tidings.backends import Backend, open_bus, open_log, open_store, scheme_of
 from tidings.backends.memory import MemoryBus
-from tidings.backends.sqlite import SqliteEventLog, SqliteStore
+from tidings.backends.sql.sqlite import SqliteEventLog, SqliteStore
 from tidings.errors import ConfigError
 from tidings.settings import Settings
 

@@ -12,8 +12,8 @@ import pytest
 from backend_support import LogHarness, appends, make_event
 from sqlalchemy import Connection, text
 
-from tidings.backends.sqlite import SqliteStore
-from tidings.backends.sqlite_log import IDEMPOTENCY_WINDOW, SqliteEventLog
+from tidings.backends.sql.sqlite import SqliteStore
+from tidings.backends.sql.sqlite.log import IDEMPOTENCY_WINDOW, SqliteEventLog
 from tidings.errors import ConfigError, UnavailableError
 from tidings.ports import Appended
 from tidings.settings import Settings

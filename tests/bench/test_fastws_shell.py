@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tidings.auth import create_app_record, mint_user_token
 from tidings.backends.memory import MemoryBus
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import App, Event, InboxWrite, LiveMessage
 from tidings.gateway.fastws import FastGateway, encode_frames, frame_header
 from tidings.gateway.hub import Hub

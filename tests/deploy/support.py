@@ -43,7 +43,7 @@ def setting_names() -> set[str]:
 
 def store_variables() -> set[str]:
     """Variables a backend reads itself, outside ``Settings`` (the PostgreSQL store's partition count)."""
-    from tidings.backends import postgres
+    from tidings.backends.sql import postgres
 
     return {postgres.PARTITIONS_ENV}
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tidings.backends.memory import LossyBus, MemoryBus
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core import frames
 from tidings.core.models import Event, InboxWrite, LiveMessage
 from tidings.gateway.hub import Hub

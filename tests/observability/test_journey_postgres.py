@@ -20,7 +20,7 @@ URL = "postgresql://postgres@127.0.0.1:5432/test"
 @pytest.fixture
 async def store() -> AsyncIterator[Store]:
     asyncpg = pytest.importorskip("asyncpg")
-    from tidings.backends.postgres import PostgresStore, quoted
+    from tidings.backends.sql.postgres import PostgresStore, quoted
 
     try:
         (await asyncpg.connect(URL, timeout=2)).terminate()

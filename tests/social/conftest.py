@@ -14,7 +14,7 @@ import pytest
 from tidings.api.app import create_app
 from tidings.auth import create_app_record, mint_user_token
 from tidings.backends.memory import MemoryBus
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import App, Event, LiveMessage
 from tidings.gateway.hub import Hub
 from tidings.ports import Append, Delivery

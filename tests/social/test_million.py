@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from tidings.backends.memory import MemoryBus
-from tidings.backends.postgres import PostgresStore, quoted
 from tidings.backends.redis import RedisEventLog
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.postgres import PostgresStore, quoted
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.clock import SystemClock
 from tidings.core.models import PRIORITIES, Event
 from tidings.db.schema import inbox

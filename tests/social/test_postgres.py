@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tidings.backends.memory import MemoryBus
-from tidings.backends.postgres import PostgresStore, quoted
 from tidings.backends.redis import RedisEventLog
+from tidings.backends.sql.postgres import PostgresStore, quoted
 from tidings.core.models import PRIORITIES
 from tidings.core.rules import UserPreferences
 from tidings.ports import Append, EventLog

@@ -10,7 +10,7 @@ import pytest
 
 from tidings import worker as worker_module
 from tidings.backends.memory import MemoryBus
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import Event, InboxWrite, StoredNotification
 from tidings.errors import InvalidInputError, UnavailableError
 from tidings.gateway.hub import Hub

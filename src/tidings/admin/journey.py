@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.clock import isoformat
 from tidings.db.schema import inbox
 from tidings.observability.journal import JOURNAL, EventRecord
@@ -78,7 +78,7 @@ async def inbox_rows(
         rows = await store.db.read(read)
     else:
         # Imported only when it is the store in use (it needs the postgres extra).
-        postgres = sys.modules.get("tidings.backends.postgres")
+        postgres = sys.modules.get("tidings.backends.sql.postgres")
         if postgres is None or not isinstance(store, postgres.PostgresStore):
             return None
 

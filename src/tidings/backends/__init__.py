@@ -40,8 +40,8 @@ class Backend:
 EMBEDDED = "memory"  # a broker URL meaning: the log in the store's database, the bus in this process
 
 STORES = {
-    "sqlite": Backend("tidings.backends.sqlite:SqliteStore"),
-    "postgresql": Backend("tidings.backends.postgres:PostgresStore", "postgres"),
+    "sqlite": Backend("tidings.backends.sql.sqlite:SqliteStore"),
+    "postgresql": Backend("tidings.backends.sql.postgres:PostgresStore", "postgres"),
 }
 LOGS = {
     "nats": Backend("tidings.backends.nats.log:NatsEventLog", "nats"),

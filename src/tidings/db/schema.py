@@ -90,7 +90,7 @@ inbox = Table(
     UniqueConstraint("app", "user_id", "event_id", name="ux_inbox_event"),
     # The lookup of a user's current aggregate of a group. Declared as a (trivially true) unique constraint
     # rather than an index so that it is part of the table's DDL, which the PostgreSQL hash partitioning
-    # recreates (postgres_partitions.py), and it starts with the partition key as PostgreSQL requires.
+    # recreates (backends/sql/postgres/partitions.py), and it starts with the partition key as PostgreSQL requires.
     UniqueConstraint("app", "user_id", "group_key", "seq", name="ux_inbox_group"),
 )
 

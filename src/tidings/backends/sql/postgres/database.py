@@ -1,4 +1,5 @@
-"""The scale-out store: PostgreSQL through SQLAlchemy Core on an async engine over asyncpg.
+"""PostgreSQL through SQLAlchemy Core on an async engine over asyncpg: the pool, the namespace, migrations,
+transactions with retries, and the translation of errors.
 
 URLs. ``postgresql://``, ``postgres://`` and ``postgresql+asyncpg://`` all mean asyncpg; query parameters
 (``?ssl=require``...) go to ``asyncpg.connect``. The tables (``tidings.db.schema``) live in the PostgreSQL
@@ -8,11 +9,12 @@ schema named ``Settings.namespace`` (default ``tidings``), created when missing;
 Migrations. ``open`` runs the same Alembic migrations as SQLite, in one transaction that first takes
 ``pg_advisory_xact_lock`` on the namespace: when many processes start at once, one migrates and the others
 wait, then find the schema at head and do nothing (PostgreSQL DDL is transactional, so a crash half-way
-leaves nothing behind).
+leaves nothing behind). With ``TIDINGS_PG_PARTITIONS=N`` the same transaction hash-partitions the per-user
+tables of a fresh namespace (``partitions.py``).
 
 Concurrency. Every write is one transaction on a pooled connection (READ COMMITTED); every read is one
 statement in autocommit mode. Inbox writes from any number of processes keep each user's seq gap-free because
-each transaction locks the user's counter row (``user_seqs``) before reading it; see ``postgres_store.py``.
+each transaction locks the user's counter row (``user_seqs``) before reading it; see ``inbox.py``.
 
 Errors. Serialization failures and deadlocks are retried a bounded number of times. Other errors of asyncpg
 and SQLAlchemy come out as ``UnavailableError``; or ``ConflictError`` for a violated constraint; or
@@ -20,20 +22,6 @@ and SQLAlchemy come out as ``UnavailableError``; or ``ConflictError`` for a viol
 string longer than its column, which SQLite does not check). A database that cannot be reached fails within
 ``CONNECT_TIMEOUT`` seconds, a statement within ``COMMAND_TIMEOUT``; pooled connections are pinged on
 checkout, so once a restarted server is back, no request fails on a dead connection.
-
-Partitioning by user hash. Every primary key and unique index of the per-user tables (``inbox``,
-``user_seqs``) starts with (app, user_id), and every per-user query names both, so both tables can be
-``PARTITION BY HASH (app, user_id)`` without changing a query: PostgreSQL prunes each read to one partition,
-and a write's rows and locks land in the partitions of its users. Opt in on a fresh namespace with
-``TIDINGS_PG_PARTITIONS=N`` (N partitions each; see ``postgres_partitions.py``): the first start then
-recreates the two still-empty tables as hash-partitioned tables. An existing, non-empty namespace is left as it
-is (with a warning); to convert one, create ``inbox_new (LIKE inbox INCLUDING ALL) PARTITION BY HASH (app,
-user_id)`` and its ``PARTITION OF ... FOR VALUES WITH (MODULUS n, REMAINDER r)`` tables, copy the rows over
-while writers are stopped (or in batches of users, then a final pass under ``LOCK TABLE``), swap the names in
-one transaction; likewise ``user_seqs``. Set the variable on every process from the first start: a process
-that opened the namespace before the tables were recreated holds prepared statements on the old ones. Past one
-server, the same columns distribute the tables (Citus: ``user_id`` as the distribution column of both,
-co-located, so a user's counter and rows share a node; a batch of many users then commits across nodes).
 """
 
 from __future__ import annotations
@@ -50,21 +38,20 @@ from sqlalchemy import Connection, exc, func, make_url, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from tidings.backends.postgres_partitions import partition_per_user_tables
-from tidings.backends.postgres_store import (
-    PostgresApps,
-    PostgresDecisions,
-    PostgresIdempotency,
-    PostgresInbox,
-    PostgresPreferences,
-    PostgresTopics,
-)
-from tidings.core.clock import Clock, SystemClock
+from tidings.backends.sql.postgres.partitions import partition_per_user_tables
 from tidings.db import migrate
 from tidings.errors import ConfigError, ConflictError, InvalidInputError, TidingsError, UnavailableError
 from tidings.settings import Settings
 
-__all__ = ["PostgresDatabase", "PostgresStore", "asyncpg_url"]
+__all__ = [
+    "PARTITIONS_ENV",
+    "PostgresDatabase",
+    "asyncpg_url",
+    "partitions_from_env",
+    "quoted",
+    "schema_of",
+    "sqlstate_of",
+]
 
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[T]]
@@ -242,33 +229,24 @@ def _upgrade(connection: Connection) -> str | None:
     return found
 
 
-class PostgresStore:
-    """``ports.Store`` on PostgreSQL. Open with ``await PostgresStore.open(url, settings)``."""
-
-    def __init__(self, db: PostgresDatabase, clock: Clock) -> None:
-        self.db = db
-        self.clock = clock
-        self.inbox = PostgresInbox(db, clock)
-        self.apps = PostgresApps(db, clock)
-        self.topics = PostgresTopics(db, clock)
-        self.idempotency = PostgresIdempotency(db)
-        self.preferences = PostgresPreferences(db, clock)
-        self.decisions = PostgresDecisions(db)
-
-    @classmethod
-    async def open(
-        cls, url: str, settings: Settings, clock: Clock | None = None, *, partitions: int | None = None
-    ) -> PostgresStore:
-        """``partitions``: hash partitions for a fresh namespace (default: ``TIDINGS_PG_PARTITIONS``, or 0)."""
-        db = await PostgresDatabase.open(url, settings, partitions=partitions)
-        return cls(db, clock or SystemClock())
-
-    async def ping(self) -> None:
-        await self.db.read(_select_one)
-
-    async def close(self) -> None:
-        await self.db.close()
+# --- units of work shared by the parts ------------------------------------------------------------------------
 
 
-async def _select_one(conn: AsyncConnection) -> Any:
+async def select_one(conn: AsyncConnection) -> Any:
+    """The unit of work of a ping."""
     return (await conn.execute(text("SELECT 1"))).scalar()
+
+
+async def fetch_all(conn: AsyncConnection, *, query: Any) -> list[Any]:
+    """Every row of ``query``."""
+    return list((await conn.execute(query)).all())
+
+
+async def rowcount(conn: AsyncConnection, *, statement: Any) -> int:
+    """How many rows ``statement`` changed."""
+    return int((await conn.execute(statement)).rowcount)
+
+
+async def changed(conn: AsyncConnection, *, statement: Any) -> bool:
+    """Whether ``statement`` changed any row."""
+    return bool((await conn.execute(statement)).rowcount > 0)

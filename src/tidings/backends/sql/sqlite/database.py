@@ -1,17 +1,17 @@
-"""The embedded backend: one SQLite file in WAL mode holds the store (inbox, apps, topics) and the event log.
+"""One SQLite file in WAL mode: its writer thread and connection, its reader threads, pragmas and migration.
 
 Threads. SQLite has a single writer, so every write transaction runs on ONE dedicated writer thread with ONE
 connection, and opens with ``BEGIN IMMEDIATE``: the write lock is taken up front, so a writer in another
 process (``tidings apps create`` while the server runs) waits up to ``busy_timeout`` instead of failing
-halfway through. Reads run on a small pool of reader threads, each with its own connection: WAL lets them
-proceed while a write commits. The event loop never waits on SQLite; each unit of work is one sync function
-run on those threads.
+halfway through. Reads run on a small pool of reader threads, each with its own connection (``query_only``):
+WAL lets them proceed while a write commits. The event loop never waits on SQLite; each unit of work is one
+sync function of a ``Connection`` run on those threads, in one transaction.
 
 Durability. ``PRAGMA synchronous`` comes from ``Settings.sqlite_synchronous``: FULL (the default) makes a
 commit survive power loss; NORMAL only a crash of the process, for a faster commit.
 
-The parts live in ``sqlite_store.py`` (inbox, apps, topics) and ``sqlite_log.py`` (the event log); this module
-owns the file, the threads and the translation of SQLite errors into ``tidings.errors``.
+Errors of SQLite come out as ``tidings.errors``: ``ConflictError`` for a violated constraint,
+``UnavailableError`` otherwise.
 """
 
 from __future__ import annotations
@@ -26,21 +26,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, text
 from sqlalchemy.engine import URL
 
-from tidings.backends.sqlite_log import SqliteEventLog
-from tidings.backends.sqlite_store import (
-    SqliteApps,
-    SqliteDecisions,
-    SqliteIdempotency,
-    SqliteInbox,
-    SqlitePreferences,
-    SqliteTopics,
-)
-from tidings.core.clock import Clock, SystemClock
 from tidings.db import migrate
 from tidings.errors import ConfigError, ConflictError, TidingsError, UnavailableError
 from tidings.settings import Settings
 
-__all__ = ["SqliteDatabase", "SqliteEventLog", "SqliteStore"]
+__all__ = ["SqliteDatabase", "select_one", "sqlite_path"]
 
 T = TypeVar("T")
 
@@ -175,34 +165,6 @@ class SqliteDatabase:
             return work(connection)  # leaving the block rolls the read transaction back
 
 
-class SqliteStore:
-    """``ports.Store`` on one SQLite file. Open with ``await SqliteStore.open(url, settings)``."""
-
-    def __init__(self, db: SqliteDatabase, clock: Clock) -> None:
-        self.db = db
-        self.clock = clock
-        self.inbox = SqliteInbox(db, clock)
-        self.apps = SqliteApps(db, clock)
-        self.topics = SqliteTopics(db, clock)
-        self.idempotency = SqliteIdempotency(db)
-        self.preferences = SqlitePreferences(db, clock)
-        self.decisions = SqliteDecisions(db)
-
-    @classmethod
-    async def open(cls, url: str, settings: Settings, clock: Clock | None = None) -> SqliteStore:
-        return cls(await SqliteDatabase.open(url, settings), clock or SystemClock())
-
-    def embedded_log(self, settings: Settings, consumer: str = "fanout") -> SqliteEventLog:
-        """The event log in this store's file, sharing its writer thread (see ``backends.open_log``)."""
-        return SqliteEventLog(self, settings, consumer=consumer)
-
-    async def ping(self) -> None:
-        await self.db.read(_select_one)
-
-    async def close(self) -> None:
-        """Close the event log on this store first: it writes through the same writer thread."""
-        await self.db.close()
-
-
-def _select_one(connection: Connection) -> None:
+def select_one(connection: Connection) -> None:
+    """The unit of work of a ping: a read that touches the file."""
     connection.execute(text("SELECT 1"))

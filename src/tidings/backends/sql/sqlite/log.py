@@ -1,4 +1,4 @@
-"""``ports.EventLog`` in the SQLite file of a ``SqliteStore``: the embedded log of ``tidings serve``.
+"""``ports.EventLog`` in the SQLite file of a ``SqliteStore``: the embedded log (``memory://`` as broker).
 
 Append (group commit). Concurrent appends are queued; one flusher task commits everything pending, up to
 ``FLUSH_MAX_ITEMS`` events, in one transaction on the store's writer thread, then resolves every caller. So a
@@ -28,20 +28,19 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import Connection, delete, func, insert, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from tidings.backends.sqlite_store import rows_matching
+from tidings.backends.sql.sqlite.batches import rows_matching
+from tidings.backends.sql.sqlite.database import SqliteDatabase
+from tidings.core.clock import Clock
 from tidings.core.models import PRIORITIES, Priority, event_from_bytes, event_to_bytes
 from tidings.db.schema import event_log, log_cursors
 from tidings.errors import IdempotencyMismatchError, InvalidInputError, UnavailableError
 from tidings.ports import Append, Appended, Delivery
 from tidings.settings import Settings
-
-if TYPE_CHECKING:
-    from tidings.backends.sqlite import SqliteStore
 
 FLUSH_MAX_ITEMS = 1000
 POLL_INTERVAL = 0.05  # how soon appends by other processes are seen
@@ -49,6 +48,16 @@ IDEMPOTENCY_WINDOW = 24 * 3600.0
 
 Result = Appended | Exception
 AppKey = tuple[str, str]  # (app, idempotency key)
+
+
+class LogHome(Protocol):
+    """What the log needs of its ``SqliteStore``: the database whose writer thread it shares, and the clock."""
+
+    @property
+    def db(self) -> SqliteDatabase: ...
+
+    @property
+    def clock(self) -> Clock: ...
 
 
 @dataclass
@@ -96,7 +105,7 @@ class SqliteEventLog:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: LogHome,
         settings: Settings,
         *,
         consumer: str = "fanout",

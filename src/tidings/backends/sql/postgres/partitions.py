@@ -1,11 +1,23 @@
 """Opt-in hash partitioning of the per-user tables (``TIDINGS_PG_PARTITIONS=N``), a PostgreSQL-only step of
-the migration that ``postgres.PostgresDatabase.open`` runs under the namespace's migration lock.
+the migration that ``PostgresDatabase.open`` runs under the namespace's migration lock.
 
-``inbox`` and ``user_seqs`` become ``PARTITION BY HASH (app, user_id)`` tables with N partitions each
-(``inbox_p0`` ... ``inbox_p{N-1}``), with the same columns, keys and constraint names as the Alembic
-migrations create: their keys start with (app, user_id), which PostgreSQL requires of a partitioned table's
-unique indexes. Only an empty, not yet partitioned table is recreated; anything else is left alone (see the
-``postgres`` module docstring for converting a namespace that has rows).
+Why it needs no query to change. Every primary key and unique index of the per-user tables (``inbox``,
+``user_seqs``) starts with (app, user_id), and every per-user query names both (``sql.queries``), so both
+tables can be ``PARTITION BY HASH (app, user_id)``: PostgreSQL prunes each read to one partition, and a write's
+rows and locks land in the partitions of its users.
+
+What it does. On a fresh namespace, ``inbox`` and ``user_seqs`` become partitioned tables with N partitions
+each (``inbox_p0`` ... ``inbox_p{N-1}``), with the same columns, keys and constraint names as the Alembic
+migrations create. Only an empty, not yet partitioned table is recreated; anything else is left as it is
+(with a warning). Set the variable on every process from the first start: a process that opened the namespace
+before the tables were recreated holds prepared statements on the old ones.
+
+Converting a namespace that has rows: create ``inbox_new (LIKE inbox INCLUDING ALL) PARTITION BY HASH (app,
+user_id)`` and its ``PARTITION OF ... FOR VALUES WITH (MODULUS n, REMAINDER r)`` tables, copy the rows over
+while writers are stopped (or in batches of users, then a final pass under ``LOCK TABLE``), swap the names in
+one transaction; likewise ``user_seqs``. Past one server, the same columns distribute the tables (Citus:
+``user_id`` as the distribution column of both, co-located, so a user's counter and rows share a node; a
+batch of many users then commits across nodes).
 """
 
 from __future__ import annotations
