@@ -87,11 +87,12 @@ def test_each_allow_listed_variable_is_still_read_where_its_reason_says(name: st
 
 
 def test_the_plans_shown_in_the_design_are_what_tidings_plan_prints(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """docs/design.md shows `tidings plan` runs with their output: each must be the command's output today."""
     from tidings.plan.command import main
 
+    monkeypatch.chdir(ROOT)
     text = (ROOT / "docs" / "design.md").read_text()
     blocks = re.findall(r"```console\n\$ tidings plan (.+?)\n(.*?)```", text, flags=re.S)
     assert len(blocks) >= 2
