@@ -84,6 +84,9 @@ def as_table(capacity: Capacity, costs: Costs) -> str:
         )
         for r in capacity.roles
     ]
+    processes = sum(r.processes for r in capacity.roles)
+    memory = sum(r.memory_gib for r in capacity.roles)
+    role_rows.append(("total", f"{processes} processes = {processes} cores, {_n(memory)} GiB"))
     role_rows.append(("connections per gateway", _n(capacity.connections_per_gateway)))
     role_rows.append(
         (f"one post to {_n(t.largest_fanout)}", f"{_n(capacity.largest_fanout_seconds)} s to fan out")
