@@ -112,6 +112,7 @@ def test_the_shipped_defaults_are_what_the_final_result_files_give() -> None:
         "gateway_bytes_per_connection_uvicorn",
         "process_base_rss_mb",
         "gateway_resumes_per_core",
+        "gateway_resumes_per_core_uvicorn",
         "api_single_per_core",
         "api_batch_per_core",
         "worker_rows_per_core",

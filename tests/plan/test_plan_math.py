@@ -178,3 +178,20 @@ def test_monthly_cost_and_cost_per_million() -> None:
     )
     assert database.total == pytest.approx(2 * 16 * 729.6)  # primary and standby, 16 cores each
     assert not math.isinf(database.per_million_notifications)
+
+
+def test_the_uvicorn_shell_uses_its_own_unit_costs() -> None:
+    """ws_server uvicorn: 50 frames/s, 20,000 B per connection and 6 resumes/s per core. Gateway cores =
+    2,915 / 50 + 24 / 6 = 58.3 + 4 = 62.3, / 0.5 = 124.6 -> 125 processes; connections per gateway
+    500,000,000 / 20,000 = 25,000; one lost: 43,200 / 125 = 345.6 clients over 124 x 6 = 744/s."""
+    units = UNITS.replace(
+        "test",
+        gateway_deliveries_per_core_uvicorn=50,
+        gateway_bytes_per_connection_uvicorn=20_000,
+        gateway_resumes_per_core_uvicorn=6,
+    )
+    capacity = plan(WORKLOAD.replace(ws_server="uvicorn"), units)
+    gateway = capacity.roles[2]
+    assert (gateway.cores, gateway.processes) == (pytest.approx(62.3), 125)
+    assert capacity.connections_per_gateway == 25_000
+    assert capacity.gateway_loss_resume_seconds == pytest.approx(345.6 / 744)

@@ -88,6 +88,7 @@ _MATCHERS: dict[str, tuple[str, Callable[[Result], bool], Callable[[Result], flo
     ),
     "process_base_rss_mb": ("connections", lambda r: r.get("kind") == "tidings", _base_rss),
     "gateway_resumes_per_core": ("resume", lambda r: r.get("kind") == "tidings", _resumes),
+    "gateway_resumes_per_core_uvicorn": ("resume", lambda r: r.get("kind") == "tidings-uvicorn", _resumes),
     "api_single_per_core": ("ingest", lambda r: r.get("kind") == "single", _per_core("rate")),
     "api_batch_per_core": (
         "ingest",

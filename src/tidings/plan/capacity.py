@@ -88,6 +88,10 @@ def connections_per_gateway(w: Workload, u: Units) -> int:
     return max(1, int(usable // each))
 
 
+def resumes_per_core(w: Workload, u: Units) -> float:
+    return u.gateway_resumes_per_core if w.ws_server == "fastws" else u.gateway_resumes_per_core_uvicorn
+
+
 def api_role(w: Workload, u: Units, t: Traffic) -> Role:
     per_event = w.batch_share / u.api_batch_per_core + (1 - w.batch_share) / u.api_single_per_core
     # A user request (inbox page, count, mark) is costed as one single-endpoint event: assumed, not measured.
@@ -108,7 +112,7 @@ def gateway_role(w: Workload, u: Units, t: Traffic) -> Role:
         u.gateway_bytes_per_connection if w.ws_server == "fastws" else u.gateway_bytes_per_connection_uvicorn
     )
     frames = t.peak_deliveries_per_second + t.peak_heartbeats_per_second
-    cores = frames / rate + t.peak_reconnects_per_second / u.gateway_resumes_per_core
+    cores = frames / rate + t.peak_reconnects_per_second / resumes_per_core(w, u)
     by_cpu = _processes(cores, w)
     by_connections = math.ceil(t.peak_connections / connections_per_gateway(w, u))
     n = max(by_cpu, by_connections)
@@ -178,6 +182,6 @@ def plan(w: Workload, u: Units) -> Capacity:
         connections_per_gateway=connections_per_gateway(w, u),
         largest_fanout_seconds=t.largest_fanout / fanout_rate if fanout_rate else 0.0,
         gateway_loss_resume_seconds=(
-            per_gateway / ((gateways - 1) * u.gateway_resumes_per_core) if gateways > 1 else math.inf
+            per_gateway / ((gateways - 1) * resumes_per_core(w, u)) if gateways > 1 else math.inf
         ),
     )

@@ -34,6 +34,8 @@ class Units:
     # Resume storm: 10,000 clients with a 10-row backlog each resumed in 20.9 s on one core
     # (latency-ingest-resume-quiet.json, kind tidings): 478 resumes per second.
     gateway_resumes_per_core: float = 10_000 / 20.89
+    # The same through uvicorn's ASGI shell: 10,000 in 37.27 s (kind tidings-uvicorn): 268 per second.
+    gateway_resumes_per_core_uvicorn: float = 10_000 / 37.27
     # API: events accepted per server CPU-second, the median over the runs of rate / server CPU
     # (latency-ingest-resume-quiet.json, ingest): single endpoint 1,877/s at 1.019 of a core in the median run;
     # batches of 500, 19,721/s at 1.00.
@@ -67,6 +69,7 @@ DEFAULT_SOURCES: dict[str, str] = {
     "gateway_bytes_per_connection_uvicorn": "bench/results/final/connections.json (tidings-uvicorn @10000)",
     "process_base_rss_mb": "bench/results/final/connections.json (RSS minus connections)",
     "gateway_resumes_per_core": "bench/results/final/latency-ingest-resume-quiet.json (resume)",
+    "gateway_resumes_per_core_uvicorn": "bench/results/final/latency-ingest-resume-quiet.json (resume uvicorn)",
     "api_single_per_core": "bench/results/final/latency-ingest-resume-quiet.json (ingest single)",
     "api_batch_per_core": "bench/results/final/latency-ingest-resume-quiet.json (ingest x500)",
     "worker_rows_per_core": "bench/results/final/celebrity-*.json (postgresql)",
