@@ -9,6 +9,7 @@ from typing import Any
 
 from tidings.plan.capacity import Capacity
 from tidings.plan.costs import Costs, Prices
+from tidings.plan.traffic import DAY
 from tidings.plan.units import Units
 
 
@@ -65,7 +66,7 @@ def as_table(capacity: Capacity, costs: Costs) -> str:
         "Traffic",
         [
             ("events/day (direct + posts)", _n(t.events_per_day)),
-            ("events/s at the peak", _n(t.peak_events_per_second)),
+            ("events/s average / peak", f"{_n(t.events_per_day / DAY)} / {_n(t.peak_events_per_second)}"),
             ("mean recipients / followers", f"{_n(t.mean_recipients)} / {_n(t.mean_followers)}"),
             ("inbox rows/day", _n(t.rows_per_day)),
             (
