@@ -79,17 +79,21 @@ def _processes(cores: float, w: Workload) -> int:
     return max(w.min_replicas, math.ceil(round(cores / w.target_utilisation, 9)))
 
 
+def shell(w: Workload, u: Units) -> tuple[float, float, float]:
+    """Frames per core, bytes per connection and resumes per core of the chosen WebSocket server."""
+    if w.ws_server == "fastws":
+        return u.gateway_deliveries_per_core, u.gateway_bytes_per_connection, u.gateway_resumes_per_core
+    return (
+        u.gateway_deliveries_per_core_uvicorn,
+        u.gateway_bytes_per_connection_uvicorn,
+        u.gateway_resumes_per_core_uvicorn,
+    )
+
+
 def connections_per_gateway(w: Workload, u: Units) -> int:
     """(memory limit x utilisation - base RSS) / bytes per connection, for the chosen WebSocket server."""
-    each = (
-        u.gateway_bytes_per_connection if w.ws_server == "fastws" else u.gateway_bytes_per_connection_uvicorn
-    )
     usable = w.gateway_memory_gib * GIB * w.target_utilisation - u.process_base_rss_mb * 1e6
-    return max(1, int(usable // each))
-
-
-def resumes_per_core(w: Workload, u: Units) -> float:
-    return u.gateway_resumes_per_core if w.ws_server == "fastws" else u.gateway_resumes_per_core_uvicorn
+    return max(1, int(usable // shell(w, u)[1]))
 
 
 def api_role(w: Workload, u: Units, t: Traffic) -> Role:
@@ -107,12 +111,9 @@ def worker_role(w: Workload, u: Units, t: Traffic) -> Role:
 
 
 def gateway_role(w: Workload, u: Units, t: Traffic) -> Role:
-    rate = u.gateway_deliveries_per_core if w.ws_server == "fastws" else u.gateway_deliveries_per_core_uvicorn
-    each = (
-        u.gateway_bytes_per_connection if w.ws_server == "fastws" else u.gateway_bytes_per_connection_uvicorn
-    )
+    rate, each, resumes = shell(w, u)
     frames = t.peak_deliveries_per_second + t.peak_heartbeats_per_second
-    cores = frames / rate + t.peak_reconnects_per_second / resumes_per_core(w, u)
+    cores = frames / rate + t.peak_reconnects_per_second / resumes
     by_cpu = _processes(cores, w)
     by_connections = math.ceil(t.peak_connections / connections_per_gateway(w, u))
     n = max(by_cpu, by_connections)
@@ -168,20 +169,21 @@ def plan(w: Workload, u: Units) -> Capacity:
     t = traffic(w)
     roles = (api_role(w, u, t), worker_role(w, u, t), gateway_role(w, u, t))
     workers, gateways = roles[1].processes, roles[2].processes
+    the_store = store(w, u, t)
     # Every worker takes chunk jobs of the largest post; the store writes them no faster than its cores allow.
-    fanout_rate = min(workers * u.worker_rows_per_core, store(w, u, t).cores * u.store_rows_per_core)
+    fanout_rate = min(workers * u.worker_rows_per_core, the_store.cores * u.store_rows_per_core)
     per_gateway = t.peak_connections / gateways
     return Capacity(
         workload=w,
         units=u,
         traffic=t,
         roles=roles,
-        store=store(w, u, t),
+        store=the_store,
         broker=broker(w, t),
         bandwidth=bandwidth(w, t),
         connections_per_gateway=connections_per_gateway(w, u),
         largest_fanout_seconds=t.largest_fanout / fanout_rate if fanout_rate else 0.0,
         gateway_loss_resume_seconds=(
-            per_gateway / ((gateways - 1) * resumes_per_core(w, u)) if gateways > 1 else math.inf
+            per_gateway / ((gateways - 1) * shell(w, u)[2]) if gateways > 1 else math.inf
         ),
     )
