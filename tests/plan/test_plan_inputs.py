@@ -127,3 +127,21 @@ def test_a_file_that_is_not_a_result_file_is_refused(tmp_path: Path) -> None:
     path.write_text("[]")
     with pytest.raises(ConfigError, match="not a `tidings bench` result file"):
         load_units([str(path)])
+
+
+def test_distributions_from_flags() -> None:
+    """`--recipients 1=0.5,3=0.5` on the command line replaces the file's distribution: mean recipients 2."""
+    from tidings.plan.command import parser
+    from tidings.plan.traffic import traffic
+
+    args = parser().parse_args(
+        ["--daily-users", "10", "--recipients", "1=0.5,3=0.5", "--channels", "email=1"]
+    )
+    workload = Workload.from_mapping(
+        {}, daily_users=args.daily_users, recipients=args.recipients, channels=args.channels
+    )
+    assert workload.recipients == {1: 0.5, 3: 0.5}
+    assert traffic(workload).mean_recipients == 2
+    assert workload.channels == {"email": 1.0}
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--recipients", "1:0.5"])

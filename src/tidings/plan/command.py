@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tidings.errors import TidingsError
 from tidings.plan.bench import load_units
@@ -14,12 +14,30 @@ from tidings.plan.render import as_json, as_table
 from tidings.plan.units import DEFAULT_UNITS
 from tidings.plan.workload import Workload
 
-_FLAGS = {
+
+def shares(text: str) -> dict[str, str]:
+    """``1=0.9,5=0.1`` -> ``{"1": "0.9", "5": "0.1"}`` (the workload checks and converts the values)."""
+    pairs = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"{item!r}: write count=share pairs, e.g. 1=0.9,5=0.1")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+_FLAGS: dict[str, tuple[Callable[[str], object], str]] = {
     "daily_users": (int, "daily active users"),
     "peak_concurrent_share": (float, "share of daily users connected at the peak (0.1)"),
     "peak_to_average": (float, "the busiest hour's event rate over the day's average (3)"),
     "events_per_user_per_day": (float, "direct events a daily user causes (5)"),
     "posts_per_user_per_day": (float, "posts to followers a daily user makes (0.05)"),
+    "recipients": (shares, "direct events by recipient count, e.g. 1=0.9,5=0.09,50=0.01"),
+    "followers": (
+        shares,
+        "posts by follower count, celebrities included, e.g. 50=0.99,10000=0.0099,1000000=0.0001",
+    ),
+    "channels": (shares, "share of rows also decided for an offline channel, e.g. web_push=0.3,email=0.02"),
     "retention_days": (int, "days inbox rows are kept (30)"),
     "ws_server": (str, "fastws or uvicorn (fastws)"),
 }
@@ -51,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--price", action="append", default=[], metavar="NAME=VALUE", help="override one price")
     for name, (kind, text) in _FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text)
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text, metavar="VALUE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
