@@ -71,7 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="the benchmark suite (tidings bench --help)", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_bench)
+    from tidings.plan import command as plan_command
+
+    plan = commands.add_parser(
+        "plan", help="capacity plan from the benchmarks", description=plan_command.DESCRIPTION
+    )
+    plan_command.add_arguments(plan)
+    plan.set_defaults(handler=_plan)
     return parser
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from tidings.plan.command import run
+
+    return run(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
