@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from tidings.channels.base import Outcome, bounded
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -169,3 +171,26 @@ class Egress:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def attempt(
+    egress: Egress,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    content: bytes,
+    secrets: tuple[str, ...] = (),
+) -> Reply | Outcome:
+    """POST through ``egress``: the Reply, or the Outcome when no answer came -- a refused address is
+    ``failed`` (it will not become public by retrying soon), a network error or timeout is ``retry``."""
+    try:
+        return await egress.request("POST", url, headers=headers, content=content)
+    except EgressRefused as exc:
+        return Outcome("failed", detail=bounded(f"refused: {exc}", secrets))
+    except httpx.HTTPError as exc:
+        return Outcome("retry", detail=bounded(f"{type(exc).__name__}: {exc}", secrets))
+
+
+def reply_detail(reply: Reply, secrets: tuple[str, ...] = ()) -> str:
+    """The provider's answer for ``Outcome.detail``: status and the start of the body, masked and bounded."""
+    return bounded(f"HTTP {reply.status}: {reply.text()}", secrets)
