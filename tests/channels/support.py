@@ -11,9 +11,10 @@ NOTE: dict[str, Any] = {
     "id": "n1",
     "seq": 7,
     "type": "comment",
-    "title": "Ada commented on your post",
-    "body": "Nice work!",
-    "data": {"post": "p1"},
+    "actors": [{"id": "ada", "name": "Ada"}],
+    "count": 1,
+    "object": {"id": "p1", "type": "post"},
+    "data": {"title": "Ada commented on your post", "body": "Nice work!", "url": "https://example.org/p/1"},
     "created_at": "2026-12-03T10:00:00.000Z",
 }
 
