@@ -23,6 +23,7 @@ import asyncio
 import ipaddress
 import os
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -110,7 +111,7 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> IPAddress:
 class PinnedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that checks the host's addresses and connects to the checked one (see module doc)."""
 
-    def __init__(self, policy: EgressPolicy, verify: bool | str = True) -> None:
+    def __init__(self, policy: EgressPolicy, verify: bool | ssl.SSLContext = True) -> None:
         self._policy = policy
         self._inner = httpx.AsyncHTTPTransport(verify=verify, trust_env=False, retries=0)
 
@@ -144,7 +145,7 @@ class Reply:
 class Egress:
     """A guarded HTTP client: one per channel, closed with it."""
 
-    def __init__(self, policy: EgressPolicy | None = None, verify: bool | str = True) -> None:
+    def __init__(self, policy: EgressPolicy | None = None, verify: bool | ssl.SSLContext = True) -> None:
         self.policy = policy or EgressPolicy.from_env()
         timeout = httpx.Timeout(self.policy.timeout, connect=self.policy.connect_timeout)
         self._client = httpx.AsyncClient(
