@@ -21,9 +21,9 @@ class Seen:
 
 @asynccontextmanager
 async def serve(
-    handler: Handler, ssl_context: ssl.SSLContext | None = None
+    handler: Handler, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
 ) -> AsyncIterator[tuple[str, Seen]]:
-    """Run ``handler`` for every path on 127.0.0.1 (a free port); yields (base URL, Seen)."""
+    """Run ``handler`` for every path on ``host`` (a free port); yields (base URL, Seen)."""
     seen = Seen()
 
     async def record(request: web.Request) -> web.StreamResponse:
@@ -35,11 +35,12 @@ async def serve(
     app.router.add_route("*", "/{tail:.*}", record)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     scheme = "https" if ssl_context else "http"
     try:
-        yield f"{scheme}://127.0.0.1:{port}", seen
+        netloc = f"[{host}]" if ":" in host else host
+        yield f"{scheme}://{netloc}:{port}", seen
     finally:
         await runner.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from tidings.channels.egress import Egress, EgressPolicy, EgressRefused, forbidden, parse_allow, permitted
 
+from .fcm_service import self_signed
 from .servers import serve
 
 REFUSED = [
@@ -176,3 +178,44 @@ async def test_timeouts_raise_http_errors() -> None:
                 await egress.request("GET", base)
         finally:
             await egress.close()
+
+
+def has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_ipv6_literal_is_pinned_when_allowed() -> None:
+    async with serve(ok, host="::1") as (base, seen):
+        refused = Egress(EgressPolicy())
+        allowed = Egress(EgressPolicy(allow=parse_allow("::1/128")))
+        try:
+            with pytest.raises(EgressRefused):
+                await refused.request("GET", base)
+            reply = await allowed.request("GET", base + "/six")
+        finally:
+            await refused.close()
+            await allowed.close()
+    assert reply.status == 200
+    assert [r[1] for r in seen.requests] == ["/six"]
+
+
+async def test_https_connects_to_the_address_but_checks_the_name(tmp_path: Path) -> None:
+    server_ctx, client_ctx = self_signed(tmp_path, dns_name="localhost")
+    async with serve(ok, ssl_context=server_ctx) as (base, seen):
+        egress = Egress(EgressPolicy(allow=parse_allow("127.0.0.1/32,::1/128")), verify=client_ctx)
+        try:
+            by_name = await egress.request("GET", base.replace("127.0.0.1", "localhost") + "/tls")
+            with pytest.raises(httpx.ConnectError):  # the certificate names localhost, not 127.0.0.1
+                await egress.request("GET", base + "/tls")
+        finally:
+            await egress.close()
+    assert by_name.status == 200
+    assert seen.requests[0][2]["Host"].startswith("localhost:")

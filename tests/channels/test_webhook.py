@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 
 import orjson
 import pytest
@@ -121,11 +123,30 @@ async def test_refused_and_unreachable_targets() -> None:
     unreachable = await allowed.send(
         message("webhook", WebhookTarget("w1", "http://127.0.0.1:1/x", (new_secret(),)))
     )
+    nowhere = await channel.send(
+        message("webhook", WebhookTarget("w1", "http://nowhere.invalid/x", (new_secret(),)))
+    )
     await channel.close()
     await allowed.close()
+    assert nowhere.result == "retry"
+    assert "cannot resolve" in nowhere.detail
     assert refused.result == "failed"
     assert "non-public" in refused.detail
     assert unreachable.result == "retry"
+
+
+async def test_unresolvable_name_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_dns(*args: object, **kwargs: object) -> list[object]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_dns)
+    channel = WebhookChannel(LOCAL)
+    outcome = await channel.send(
+        message("webhook", WebhookTarget("w1", "https://hooks.example.org/x", (new_secret(),)))
+    )
+    await channel.close()
+    assert outcome.result == "retry"
+    assert "cannot resolve 'hooks.example.org'" in outcome.detail
 
 
 async def test_secrets_never_leak(caplog: pytest.LogCaptureFixture) -> None:

@@ -24,6 +24,7 @@ import ipaddress
 import os
 import socket
 import ssl
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -41,6 +42,10 @@ MAX_BODY = 64 * 1024
 
 class EgressRefused(Exception):
     """The target's address is not one Tidings may connect to. The message names the host, never a secret."""
+
+
+class Unresolvable(EgressRefused):
+    """The host name did not resolve now (perhaps a passing DNS failure: the channels answer ``retry``)."""
 
 
 def forbidden(ip: IPAddress) -> bool:
@@ -98,7 +103,7 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> IPAddress:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise EgressRefused(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        raise Unresolvable(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses:
         raise EgressRefused(f"{host!r} resolves to no address")
@@ -109,11 +114,32 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> IPAddress:
 
 
 class PinnedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that checks the host's addresses and connects to the checked one (see module doc)."""
+    """An httpx transport that checks the host's addresses and connects to the checked one (see module doc).
+
+    The connection pool keys on the (rewritten) IP, so HTTPS gets one pool per host name: a TLS connection whose
+    certificate was checked for one name is never reused for another name that resolves to the same address.
+    At most ``MAX_TLS_POOLS`` are kept; the least recently used is closed (a request in flight on it fails, and
+    its channel answers ``retry``).
+    """
+
+    MAX_TLS_POOLS = 128
 
     def __init__(self, policy: EgressPolicy, verify: bool | ssl.SSLContext = True) -> None:
         self._policy = policy
-        self._inner = httpx.AsyncHTTPTransport(verify=verify, trust_env=False, retries=0)
+        self._verify = verify
+        self._plain = self._transport()
+        self._tls: OrderedDict[str, httpx.AsyncHTTPTransport] = OrderedDict()
+
+    def _transport(self) -> httpx.AsyncHTTPTransport:
+        return httpx.AsyncHTTPTransport(verify=self._verify, trust_env=False, retries=0)
+
+    async def _tls_pool(self, host: str) -> httpx.AsyncHTTPTransport:
+        pool = self._tls.pop(host, None) or self._transport()
+        self._tls[host] = pool
+        while len(self._tls) > self.MAX_TLS_POOLS:
+            _, oldest = self._tls.popitem(last=False)
+            await oldest.aclose()
+        return pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -122,12 +148,16 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         ip = await resolve(host, port, self._policy)
         request.url = url.copy_with(host=str(ip))
         request.headers["Host"] = url.netloc.decode("ascii")
-        if url.scheme == "https":
-            request.extensions = {**request.extensions, "sni_hostname": host}
-        return await self._inner.handle_async_request(request)
+        if url.scheme != "https":
+            return await self._plain.handle_async_request(request)
+        request.extensions = {**request.extensions, "sni_hostname": host}
+        return await (await self._tls_pool(host)).handle_async_request(request)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        await self._plain.aclose()
+        for pool in self._tls.values():
+            await pool.aclose()
+        self._tls.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,9 +213,12 @@ async def attempt(
     secrets: tuple[str, ...] = (),
 ) -> Reply | Outcome:
     """POST through ``egress``: the Reply, or the Outcome when no answer came -- a refused address is
-    ``failed`` (it will not become public by retrying soon), a network error or timeout is ``retry``."""
+    ``failed`` (it will not become public by retrying soon), a name that does not resolve, a network error or a
+    timeout is ``retry``."""
     try:
         return await egress.request("POST", url, headers=headers, content=content)
+    except Unresolvable as exc:
+        return Outcome("retry", detail=bounded(str(exc), secrets))
     except EgressRefused as exc:
         return Outcome("failed", detail=bounded(f"refused: {exc}", secrets))
     except httpx.HTTPError as exc:
