@@ -219,3 +219,23 @@ async def test_https_connects_to_the_address_but_checks_the_name(tmp_path: Path)
             await egress.close()
     assert by_name.status == 200
     assert seen.requests[0][2]["Host"].startswith("localhost:")
+
+
+async def test_a_dripping_answer_meets_the_deadline() -> None:
+    import asyncio
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(30):
+            await response.write(b"x")
+            await asyncio.sleep(0.1)
+        return response
+
+    async with serve(drip) as (base, _):
+        egress = Egress(EgressPolicy(allow=parse_allow("127.0.0.1/32"), timeout=1, deadline=0.5))
+        try:
+            with pytest.raises(httpx.TimeoutException, match=r"within 0\.5 s"):
+                await egress.request("GET", base)
+        finally:
+            await egress.close()

@@ -179,3 +179,17 @@ async def test_auth_and_password_never_leaks(caplog: pytest.LogCaptureFixture) -
         assert wrong not in outcome.detail
     assert PASSWORD not in caplog.text
     assert wrong not in caplog.text
+
+
+def test_template_names_per_app_and_type() -> None:
+    from tidings.channels.mail_templates import candidates
+
+    assert candidates("demo", "comment", "html") == [
+        "demo/comment.html",
+        "comment.html",
+        "demo/single.html",
+        "single.html",
+    ]
+    assert candidates("demo", "digest", "txt") == ["demo/single.txt", "single.txt"]
+    assert candidates("../x", "a/b", "txt") == ["single.txt"]
+    assert candidates("demo", "", "subject.txt") == ["demo/digest.subject.txt", "digest.subject.txt"]

@@ -55,6 +55,17 @@ async def test_sends_a_v1_message_with_a_cached_token(
     assert fake.messages[1]["apns"]["headers"] == {"apns-priority": "5"}
 
 
+async def test_oversized_notification_is_left_out_of_data(
+    google: tuple[Google, FcmChannel, dict[str, str]],
+) -> None:
+    fake, channel, _ = google
+    big = {**NOTE, "data": {"title": "t", "body": "b", "blob": "x" * 5000}}
+    outcome = await channel.send(message("mobile_push", device(), big))
+    assert outcome.result == "sent"
+    assert "notification" not in fake.messages[0]["data"]
+    assert fake.messages[0]["data"]["id"] == "n1"
+
+
 @pytest.mark.parametrize(
     ("token", "result", "status", "retry_after"),
     [

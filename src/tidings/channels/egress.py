@@ -88,7 +88,8 @@ class EgressPolicy:
 
     allow: tuple[IPNetwork, ...] = ()
     connect_timeout: float = 5.0
-    timeout: float = 15.0
+    timeout: float = 15.0  # per read or write
+    deadline: float = 30.0  # the whole request, so a server dripping its answer cannot hold a sender
     max_body: int = MAX_BODY
 
     @classmethod
@@ -192,6 +193,15 @@ class Egress:
         network failures and timeouts. A URL that is not http(s) is refused."""
         if not url.startswith(("https://", "http://")):
             raise EgressRefused("only http and https URLs are allowed")
+        try:
+            async with asyncio.timeout(self.policy.deadline):
+                return await self._exchange(method, url, headers, content)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no complete answer within {self.policy.deadline:g} s") from None
+
+    async def _exchange(
+        self, method: str, url: str, headers: Mapping[str, str] | None, content: bytes
+    ) -> Reply:
         async with self._client.stream(method, url, headers=headers, content=content) as response:
             body = bytearray()
             async for chunk in response.aiter_bytes():

@@ -12,7 +12,8 @@ One send: ``POST {api_base}/v1/projects/{project}/messages:send`` with ``{"messa
 {"title", "body"}, "data": {string values}, "android": {"priority", "collapse_key", "ttl"}, "apns": {"headers":
 {"apns-priority", "apns-collapse-id", "apns-expiration"}}}}``. Priority high -> Android HIGH / APNs 10, else
 NORMAL / 5; replace_key -> collapse key (hashed to fit APNs' 64 bytes). ``data`` carries ``id``, ``type``,
-``seq``, ``count`` and ``notification`` (the JSON text) so the app can render it itself.
+``seq``, ``count`` and ``notification`` (the JSON text, left out when over 3000 bytes: FCM refuses messages over
+4 KB, and the app can fetch the notification by id) so the app can render it itself.
 
 Answers: 200 sent; 404, or an ``UNREGISTERED`` error, or ``INVALID_ARGUMENT`` about ``message.token``: gone;
 401 (the token was revoked): the cached token is dropped, retry; 429, 500, 503: retry (Retry-After honoured);
@@ -35,6 +36,7 @@ from tidings.channels.base import ChannelName, DeviceTarget, Message, Outcome, b
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 API_BASE = "https://fcm.googleapis.com"
+MAX_DATA_JSON = 3000
 EXTRA_HINT = "the FCM channel needs the 'fcm' extra: pip install 'tidings[fcm]' (google-auth)"
 
 
@@ -111,8 +113,10 @@ def v1_message(message: Message, target: DeviceTarget) -> dict[str, Any]:
         "type": str(note.get("type", "")),
         "seq": str(note.get("seq", "")),
         "count": str(count),
-        "notification": orjson.dumps(note).decode(),
     }
+    text = orjson.dumps(note).decode()
+    if len(text.encode()) <= MAX_DATA_JSON:  # FCM refuses a message over 4 KB: then the app fetches it by id
+        data["notification"] = text
     notification = {"title": title, "body": body} if body else {"title": title}
     return {
         "message": {
@@ -152,7 +156,7 @@ def verdict(response: httpx.Response, masked: tuple[str, ...]) -> Outcome:
         return Outcome("gone", status, detail)
     if err_status == "INVALID_ARGUMENT" and ("message.token" in text or "registration token" in text.lower()):
         return Outcome("gone", status, detail)
-    if status in (429, 500, 503) or status >= 500:
+    if status == 429 or status >= 500:
         return Outcome("retry", status, detail, parse_retry_after(response.headers.get("retry-after")))
     return Outcome("failed", status, detail)
 

@@ -66,17 +66,25 @@ Unsubscribe: {{ unsubscribe_url }}
 }
 
 
+RESERVED = ("single", "digest", "macros")  # default template names a notification type may not shadow
+
+
 def _safe(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
+def _type_ok(kind: str) -> bool:
+    return _safe(kind) and kind not in RESERVED
+
+
 def candidates(app: str, kind: str, part: str) -> list[str]:
-    """Template names to try for one part: ``kind`` is the notification type, or None-like "" for a digest."""
+    """Template names to try for one part: ``kind`` is the notification type, "" for a digest. A type named
+    like a default template (single, digest, macros) gets no names of its own."""
     names: list[str] = []
     if kind:
-        if _safe(app) and _safe(kind):
+        if _safe(app) and _type_ok(kind):
             names.append(f"{app}/{kind}.{part}")
-        if _safe(kind):
+        if _type_ok(kind):
             names.append(f"{kind}.{part}")
         if _safe(app):
             names.append(f"{app}/single.{part}")
