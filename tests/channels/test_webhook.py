@@ -170,4 +170,5 @@ async def test_secrets_never_leak(caplog: pytest.LogCaptureFixture) -> None:
         assert secret not in outcome.detail
         assert secret.removeprefix("whsec_") not in outcome.detail
     assert "whsec_" not in caplog.text
+    assert secret not in repr(message("webhook", WebhookTarget("w1", base, (secret,))))
     assert secret.removeprefix("whsec_") not in caplog.text
