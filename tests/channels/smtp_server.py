@@ -61,9 +61,9 @@ def free_port() -> int:
 @contextmanager
 def smtp_server(auth: bool = False) -> Iterator[tuple[int, Mailbox]]:
     mailbox = Mailbox()
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"server_hostname": "smtp.test"}  # no lookup of this machine's FQDN
     if auth:
-        kwargs = {
+        kwargs |= {
             "authenticator": authenticate,
             "auth_required": True,
             "auth_require_tls": False,

@@ -239,3 +239,15 @@ async def test_a_dripping_answer_meets_the_deadline() -> None:
                 await egress.request("GET", base)
         finally:
             await egress.close()
+
+
+@given(st.ip_addresses(), st.lists(st.ip_addresses(), max_size=3))
+def test_allow_list_only_widens(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    extra: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+) -> None:
+    allow = tuple(ipaddress.ip_network(a) for a in extra)
+    if permitted(ip):
+        assert permitted(ip, allow)
+    if ip in extra:
+        assert permitted(ip, allow)

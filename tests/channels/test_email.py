@@ -17,6 +17,11 @@ SENDER = "Tidings <notify@example.org>"
 UNSUB = "https://example.org/unsubscribe?t=u1.abc.def"
 
 
+def url(port: int) -> str:
+    """The test server's URL; the EHLO name is given so no lookup of this machine's FQDN is made."""
+    return f"smtp://127.0.0.1:{port}?ehlo=tidings.test"
+
+
 def target(address: str = "bob@example.org", unsubscribe_url: str = UNSUB) -> EmailTarget:
     return EmailTarget(address, "Bob B", "en", unsubscribe_url)
 
@@ -28,7 +33,7 @@ def parts(mail: object) -> dict[str, str]:
 
 async def test_single_notification_mail() -> None:
     with smtp_server() as (port, box):
-        channel = EmailChannel(f"smtp://127.0.0.1:{port}", SENDER)
+        channel = EmailChannel(url(port), SENDER)
         outcome = await channel.send(message("email", target(), key="k1"))
         await channel.close()
     assert outcome.result == "sent"
@@ -52,7 +57,7 @@ async def test_single_notification_mail() -> None:
 async def test_digest_holds_exactly_the_given_notifications() -> None:
     notes = [{**NOTE, "id": f"n{i}", "data": {"title": f"Title {i}", "body": f"Body {i}"}} for i in range(3)]
     with smtp_server() as (port, box):
-        channel = EmailChannel(f"smtp://127.0.0.1:{port}", SENDER)
+        channel = EmailChannel(url(port), SENDER)
         outcome = await channel.send(message("email", target(unsubscribe_url=""), *notes))
     assert outcome.result == "sent"
     [mail] = box.mails
@@ -70,7 +75,7 @@ async def test_hostile_text_is_escaped_in_html_only() -> None:
         "data": {"title": "<script>alert(1)</script>", "body": '"><img src=x onerror=alert(1)>'},
     }
     with smtp_server() as (port, box):
-        await EmailChannel(f"smtp://127.0.0.1:{port}", SENDER).send(message("email", target(), hostile))
+        await EmailChannel(url(port), SENDER).send(message("email", target(), hostile))
     body = parts(box.mails[0])
     assert "<script>" not in body["text/html"]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body["text/html"]
@@ -86,7 +91,7 @@ async def test_override_loader_per_app_and_type() -> None:
         }
     )
     with smtp_server() as (port, box):
-        channel = EmailChannel(f"smtp://127.0.0.1:{port}", SENDER, MailRenderer(loader))
+        channel = EmailChannel(url(port), SENDER, MailRenderer(loader))
         await channel.send(message("email", target()))
     mail = box.mails[0]
     assert mail["Subject"] == "Custom: Ada commented on your post"
@@ -97,10 +102,8 @@ async def test_override_loader_per_app_and_type() -> None:
 async def test_raising_or_oversized_template_fails_clearly() -> None:
     loader = jinja2.DictLoader({"comment.txt": "{{ 1 // 0 }}"})
     with smtp_server() as (port, box):
-        broken = await EmailChannel(f"smtp://127.0.0.1:{port}", SENDER, MailRenderer(loader)).send(
-            message("email", target())
-        )
-        big = await EmailChannel(f"smtp://127.0.0.1:{port}", SENDER, MailRenderer(max_bytes=200)).send(
+        broken = await EmailChannel(url(port), SENDER, MailRenderer(loader)).send(message("email", target()))
+        big = await EmailChannel(url(port), SENDER, MailRenderer(max_bytes=200)).send(
             message("email", target())
         )
     assert broken.result == "failed"
@@ -117,17 +120,15 @@ async def test_raising_or_oversized_template_fails_clearly() -> None:
 )
 async def test_recipient_refusals(local: str, result: str, status: int) -> None:
     with smtp_server() as (port, _):
-        outcome = await EmailChannel(f"smtp://127.0.0.1:{port}", SENDER).send(
-            message("email", target(f"{local}@example.org"))
-        )
+        outcome = await EmailChannel(url(port), SENDER).send(message("email", target(f"{local}@example.org")))
     assert (outcome.result, outcome.status) == (result, status)
 
 
 async def test_data_refusal_and_unreachable_server() -> None:
     with smtp_server() as (port, box):
         box.data_answer = "554 5.7.1 rejected as spam"
-        rejected = await EmailChannel(f"smtp://127.0.0.1:{port}", SENDER).send(message("email", target()))
-    down = await EmailChannel(SmtpConfig("127.0.0.1", port, timeout=2), SENDER).send(
+        rejected = await EmailChannel(url(port), SENDER).send(message("email", target()))
+    down = await EmailChannel(SmtpConfig("127.0.0.1", port, timeout=2, local_hostname="t.test"), SENDER).send(
         message("email", target())
     )
     assert (rejected.result, rejected.status) == ("failed", 554)
@@ -146,6 +147,7 @@ def test_smtp_url() -> None:
     implicit = SmtpConfig.from_url("smtps://mail.example.org")
     assert (implicit.port, implicit.use_tls, implicit.start_tls) == (465, True, False)
     assert SmtpConfig.from_url("smtp://h").start_tls is None
+    assert SmtpConfig.from_url("smtp://h?ehlo=mx.example.org").local_hostname == "mx.example.org"
     assert "p:ss" not in repr(plain)
     with pytest.raises(ValueError, match="SMTP URL"):
         SmtpConfig.from_url("http://h")
@@ -156,18 +158,18 @@ async def test_auth_and_password_never_leaks(caplog: pytest.LogCaptureFixture) -
     caplog.set_level(logging.DEBUG)
     with smtp_server(auth=True) as (port, box):
         good = await EmailChannel(
-            f"smtp://{USER}:{PASSWORD.replace('!', '%21')}@127.0.0.1:{port}", SENDER
+            f"smtp://{USER}:{PASSWORD.replace('!', '%21')}@127.0.0.1:{port}?ehlo=tidings.test", SENDER
         ).send(message("email", target()))
         wrong = "Wr0ng-" + PASSWORD
-        bad = await EmailChannel(SmtpConfig("127.0.0.1", port, USER, wrong), SENDER).send(
-            message("email", target())
-        )
-        unknown = await EmailChannel(SmtpConfig("127.0.0.1", port, USER, PASSWORD), SENDER).send(
-            message("email", target("unknown@example.org"))
-        )
-    down = await EmailChannel(SmtpConfig("127.0.0.1", port, USER, PASSWORD, timeout=2), SENDER).send(
-        message("email", target())
-    )
+        bad = await EmailChannel(
+            SmtpConfig("127.0.0.1", port, USER, wrong, local_hostname="t.test"), SENDER
+        ).send(message("email", target()))
+        unknown = await EmailChannel(
+            SmtpConfig("127.0.0.1", port, USER, PASSWORD, local_hostname="t.test"), SENDER
+        ).send(message("email", target("unknown@example.org")))
+    down = await EmailChannel(
+        SmtpConfig("127.0.0.1", port, USER, PASSWORD, timeout=2, local_hostname="t.test"), SENDER
+    ).send(message("email", target()))
     assert good.result == "sent"
     assert len(box.mails) == 1
     assert bad.result == "failed"

@@ -170,4 +170,24 @@ async def test_secrets_never_leak(caplog: pytest.LogCaptureFixture) -> None:
         assert secret not in outcome.detail
         assert secret.removeprefix("whsec_") not in outcome.detail
     assert "whsec_" not in caplog.text
+    assert secret not in repr(message("webhook", WebhookTarget("w1", base, (secret,))))
     assert secret.removeprefix("whsec_") not in caplog.text
+
+
+async def test_redirect_to_loopback_is_not_followed_and_fails() -> None:
+    async def inner(request: web.Request) -> web.Response:
+        return answer(200)
+
+    async with serve(inner) as (inner_base, inner_seen):
+
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPFound(inner_base + "/admin")
+
+        async with serve(redirect) as (base, _):
+            channel = WebhookChannel(LOCAL)
+            outcome = await channel.send(
+                message("webhook", WebhookTarget("w1", base + "/hook", (new_secret(),)))
+            )
+            await channel.close()
+    assert (outcome.result, outcome.status) == ("failed", 302)
+    assert inner_seen.requests == []

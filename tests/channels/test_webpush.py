@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidings.channels.egress import EgressPolicy, parse_allow
 from tidings.channels.webpush import WebPushChannel, generate_vapid_keys, topic_of
@@ -133,3 +136,29 @@ async def test_private_key_never_leaks(caplog: pytest.LogCaptureFixture) -> None
         assert keys.private_key[:-3] not in outcome.detail
     assert keys.private_key[:20] not in caplog.text
     assert repr(keys) == f"VapidKeys(public_key={keys.public_key!r})"
+
+
+@given(st.text())
+def test_topic_is_always_a_valid_rfc8030_topic(key: str) -> None:
+    topic = topic_of(key)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", topic)
+    assert topic == topic_of(key)
+
+
+async def test_several_notifications_are_one_payload() -> None:
+    keys = generate_vapid_keys()
+    service = PushService(keys.public_key)
+    second = {**NOTE, "id": "n2"}
+    async with serve(service) as (base, _):
+        channel = WebPushChannel(lambda app: (keys.private_key, SUBJECT), LOCAL)
+        outcome = await channel.send(message("web_push", service.subscribe(base, "s1"), NOTE, second))
+        await channel.close()
+    assert outcome.result == "sent"
+    assert orjson.loads(service.received[0].payload) == {"notifications": [NOTE, second]}
+
+
+def test_vapid_keys_are_usable_by_a_browser() -> None:
+    keys = generate_vapid_keys()
+    assert len(base64.urlsafe_b64decode(keys.public_key + "=")) == 65
+    assert base64.urlsafe_b64decode(keys.public_key + "=")[0] == 4
+    assert keys.private_key not in repr(keys)

@@ -12,7 +12,8 @@ does that, on top of this module:
   seconds when given), ``failed`` (permanent: dead-letter it), ``gone`` (the target is invalid now: the
   subscription, device token, mailbox or endpoint must be removed, and the message dropped).
 
-Invariants: ``Outcome.detail`` is bounded (:data:`DETAIL_LIMIT` characters) and never holds a secret (VAPID
+Invariants: secrets stay out of ``repr`` (a logged Message shows no webhook secret or push auth secret);
+``Outcome.detail`` is bounded (:data:`DETAIL_LIMIT` characters) and never holds a secret (VAPID
 private key, SMTP password, webhook secret, service-account key); adapters build it from the provider's answer
 through :func:`bounded`. ``Channel.close`` releases pooled connections; a closed channel is not used again.
 """
@@ -20,7 +21,7 @@ through :func:`bounded`. ``Channel.close`` releases pooled connections; a closed
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
 
@@ -39,7 +40,7 @@ class WebPushTarget:
     id: str
     endpoint: str
     p256dh: str
-    auth: str
+    auth: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class WebhookTarget:
 
     id: str
     url: str
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...] = field(repr=False)
     event_type: str = "notification.created"
 
 

@@ -1,7 +1,8 @@
 """Email over SMTP (aiosmtplib): one multipart/alternative mail (plain text + HTML) per message.
 
 The server is configured by URL: ``smtp://user:pass@host:port`` (plain, upgraded with STARTTLS when the server
-offers it; ``?starttls=true`` requires it), ``smtps://...`` (implicit TLS, port 465 by default). The password is
+offers it; ``?starttls=true`` requires it), ``smtps://...`` (implicit TLS, port 465 by default); ``?ehlo=name`` sets the
+EHLO name (default: the machine's FQDN). The password is
 kept out of ``repr`` and masked out of every Outcome detail. The SMTP host is the operator's, not a user's, so
 it does not go through the egress guard.
 
@@ -44,6 +45,7 @@ class SmtpConfig:
     use_tls: bool = False
     start_tls: bool | None = None  # None: when the server offers it
     timeout: float = 30.0
+    local_hostname: str | None = None  # the EHLO name; None: the machine's FQDN
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 30.0) -> SmtpConfig:
@@ -52,6 +54,7 @@ class SmtpConfig:
             raise ValueError("the SMTP URL must be smtp://host[:port] or smtps://host[:port]")
         query = parse_qs(parts.query)
         starttls = query.get("starttls", [""])[0].lower() in ("1", "true", "yes")
+        ehlo = query.get("ehlo", [""])[0] or None
         implicit = parts.scheme == "smtps"
         return cls(
             host=parts.hostname,
@@ -61,6 +64,7 @@ class SmtpConfig:
             use_tls=implicit,
             start_tls=False if implicit else (True if starttls else None),
             timeout=timeout,
+            local_hostname=ehlo,
         )
 
 
@@ -189,6 +193,7 @@ class EmailChannel:
                 use_tls=smtp.use_tls,
                 start_tls=smtp.start_tls,
                 timeout=smtp.timeout,
+                local_hostname=smtp.local_hostname,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]
