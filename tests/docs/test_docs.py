@@ -25,7 +25,7 @@ VARIABLE = re.compile(r"\bTIDINGS_[A-Z0-9_]*[A-Z0-9]\b")
 # Variables read outside Settings: name -> (the file that reads it, why it is not a setting).
 ELSEWHERE = {
     "TIDINGS_PG_PARTITIONS": (
-        "src/tidings/backends/postgres.py",
+        "src/tidings/backends/sql/postgres/database.py",
         "read when a PostgreSQL namespace is created",
     ),
     "TIDINGS_BENCH_PROFILE": (
