@@ -33,11 +33,12 @@ MAX_HELD: Final = (
 class DeliveryObserver:
     """The observations of one connection of ``app``/``user`` on ``transport`` ("ws", "sse")."""
 
-    __slots__ = ("_sent", "app", "held", "transport", "user")
+    __slots__ = ("_last_written", "_sent", "app", "held", "transport", "user")
 
     def __init__(self, app: str, user: str, transport: str) -> None:
         self.app, self.user, self.transport = app, user, transport
         self.held: dict[int, Held] = {}
+        self._last_written = 0  # the highest notification seq written on this connection
         self._sent = metrics.deliveries_total.labels(transport=transport, result="sent")
 
     def opened(self) -> None:
@@ -73,6 +74,7 @@ class DeliveryObserver:
                     metrics.accepted_to_delivered_seconds.observe(max(0.0, now - accepted_at))
                 tracing.end_span(span)
             sent.append((seq, entry is not None))
+        self._last_written = seqs[-1]
         metrics.FUNNEL["delivered_live"].inc(len(seqs))
         JOURNAL.delivered(self.app, self.user, sent, self.transport, now)
 
@@ -88,7 +90,9 @@ class DeliveryObserver:
         self.held.clear()
 
     def _forget_waiting(self, last_seq: int) -> None:
-        """Forget the held messages not yet queued (seq > ``last_seq``); queued ones still wait for their write."""
-        waiting = [seq for seq in self.held if seq > last_seq]
-        for seq in waiting:
+        """Keep only the held messages queued and not yet written (``_last_written`` < seq <= ``last_seq``,
+        at most an outbox of them); forget those still waiting for a gap-fill, and those below the last
+        written seq, which will never be written (a row replaced before the gap-fill read it)."""
+        low = self._last_written
+        for seq in [seq for seq in self.held if seq > last_seq or seq <= low]:
             tracing.end_span(self.held.pop(seq)[1], attributes=UNDELIVERED)

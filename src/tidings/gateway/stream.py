@@ -52,8 +52,10 @@ class LiveStream:
         self._runtime = runtime
         self.app, self.user, self.transport = app, user, transport
         standard = SSE_ENCODER if transport == "sse" else WS_ENCODER
-        self._encoder = Encoder(
-            encode or standard.notification, heartbeat or standard.heartbeat, standard.sync
+        self._encoder = (
+            standard
+            if encode is None and heartbeat is None
+            else Encoder(encode or standard.notification, heartbeat or standard.heartbeat, standard.sync)
         )
         self.observer = DeliveryObserver(app, user, transport)
         self._wakeup = asyncio.Event()
@@ -172,7 +174,7 @@ class LiveStream:
             connection.receive_sync(message.payload)
         else:
             return
-        notices = connection.notices()
+        notices = connection.notices()  # ``_after_input``, inlined: this runs for every live message
         if notices:
             self._handle(notices)
         if connection.pending:
