@@ -156,10 +156,20 @@ class Connection:
         """A notification from the live bus (published only after its row was committed)."""
         if self.end_reason is not None:
             return
-        if seq <= self._session.last_seq:
+        session = self._session
+        if seq <= session.last_seq:
             self._notices.append(Dropped(seq))
             return
-        self._apply(self._session.live(seq, payload))
+        step = session.live(seq, payload)
+        if step.fetch_after is None and len(step.send) == 1:
+            # The common case, one frame for the next seq, without the loop of ``_apply`` (the hot path).
+            if self._outbox.push(self._encoder.notification(seq, payload)):
+                self.pending = True
+                self._written.append(seq)
+            else:
+                self._overflowed()
+            return
+        self._apply(step)
 
     def receive_backlog(self, rows: Sequence[tuple[int, bytes]]) -> None:
         """The answer to the last ``NeedBacklog``: store rows with seq > its ``after``, ascending."""
@@ -231,9 +241,12 @@ class Connection:
         if self._outbox.push(frame, pulled=pulled):
             self.pending = True
             return True
+        self._overflowed()
+        return False
+
+    def _overflowed(self) -> None:
         if self.end_reason is None:
             self.pending = True
             # Policy "close": a slow consumer is closed and resumes from the store; nobody else waits for it.
             self.end_reason = EndReason.SLOW_CONSUMER
             self._notices.append(Overflow(EndReason.SLOW_CONSUMER))
-        return False
