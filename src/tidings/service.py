@@ -25,8 +25,8 @@ from tidings.api.routes import ROUTERS, ops
 from tidings.backends import open_bus, open_log, open_store
 from tidings.core.clock import Clock, SystemClock
 from tidings.demo import install as install_demo
-from tidings.gateway.fastws import FastGateway
 from tidings.gateway.hub import Hub
+from tidings.gateway.listener import FastGateway
 from tidings.gateway.sse import stream_endpoint
 from tidings.gateway.stream import EndReason
 from tidings.gateway.websocket import websocket_endpoint

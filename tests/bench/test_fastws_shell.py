@@ -1,4 +1,5 @@
-"""``gateway.fastws``: the /v1/ws protocol over a real socket, as a client sees it (same as the ASGI shell)."""
+"""``gateway.listener`` (``--ws-server fastws``): the /v1/ws protocol over a real socket, as a client sees it
+(same as the ASGI shell)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from tidings.auth import create_app_record, mint_user_token
 from tidings.backends.memory import MemoryBus
 from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import App, Event, InboxWrite, LiveMessage
-from tidings.gateway.fastws import FastGateway, encode_frames, frame_header
 from tidings.gateway.hub import Hub
+from tidings.gateway.listener import FastGateway, encode_frames, frame_header
 from tidings.runtime import Runtime
 from tidings.settings import Settings
 
@@ -265,7 +266,7 @@ def test_frame_reader_joins_fragments_and_enforces_limits() -> None:
     """The sans-I/O reader: fragments become one message; bad frames raise with the right close code."""
     from websockets.utils import apply_mask
 
-    from tidings.gateway.wswire import FrameReader, WireError
+    from tidings.gateway.rfc6455 import FrameReader, WireError
 
     def masked(first: int, payload: bytes) -> bytes:
         mask = b"\x01\x02\x03\x04"

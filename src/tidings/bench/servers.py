@@ -3,7 +3,7 @@
 Every kind accepts WebSocket (or MQTT) clients and can ``publish_round``: one ~200-byte message to every
 connection it holds, through its normal per-message API:
 
-- ``tidings``: the gateway on ``gateway.fastws`` doing its real per-connection work (auth, hub, bus,
+- ``tidings``: the gateway on ``gateway.listener`` doing its real per-connection work (auth, hub, bus,
   ``LiveStream``: session seq check, bounded outbox, framing), fed by the in-process bus like the worker feeds it;
 - ``tidings-uvicorn``: the same protocol core behind the ASGI shell ``gateway.websocket`` on uvicorn;
 - ``starlette``: a minimal uvicorn + Starlette broadcaster (a queue and ``send_text`` per message);
@@ -36,8 +36,8 @@ from tidings.bench.counters import Counters
 from tidings.bench.procs import commands, emit
 from tidings.core import frames
 from tidings.core.models import LiveMessage
-from tidings.gateway.fastws import FastGateway, frame_header
 from tidings.gateway.hub import Hub
+from tidings.gateway.listener import FastGateway, frame_header
 from tidings.ports import LiveHandler, Subscription
 from tidings.runtime import Runtime
 from tidings.settings import Settings

@@ -1,7 +1,7 @@
 """A whole Tidings process for the end-to-end scenarios, started by the bench (not by ``tidings serve``).
 
 Roles as ``tidings serve`` has them (API on uvicorn, fan-out worker, gateway) on the embedded backends; the
-gateway's WebSocket listener is ``gateway.fastws`` on its own port (``ws_server="fastws"``), or the ASGI
+gateway's WebSocket listener is ``gateway.listener`` on its own port (``ws_server="fastws"``), or the ASGI
 shell on the API port (``"uvicorn"``), as the service has it today. The service cannot pick fastws yet: the
 settings/service change it needs is written in docs/decisions/0002-gateway-websocket-server.md.
 """
@@ -21,8 +21,8 @@ UNLIMITED = 1e12  # the producer key's rate limit is not what these scenarios me
 
 async def serve_stack(data: str, roles: str, ws_server: str) -> None:
     """``roles``: comma-separated ``api``, ``worker``, ``gateway``. Prints ``listening`` with both ports."""
-    from tidings.gateway.fastws import FastGateway
     from tidings.gateway.hub import Hub
+    from tidings.gateway.listener import FastGateway
     from tidings.service import build_app, close_runtime, open_runtime
     from tidings.worker import FanoutWorker
 

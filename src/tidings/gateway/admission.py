@@ -1,6 +1,6 @@
 """Who may open a live WebSocket stream, and how a refusal is worded: shared by every WebSocket shell.
 
-A shell (``websocket.py`` on uvicorn, ``fastws.py`` on a plain asyncio transport) hands over the client's
+A shell (``websocket.py`` on uvicorn, ``listener.py`` on a plain asyncio transport) hands over the client's
 first frame and the handshake's ``Origin`` and ``Host`` headers; ``admit`` answers with the app, the user and
 the resume point, or raises ``Refused`` carrying the error code, message and close code to send. Close codes
 come from ``api.errors`` only, so both shells refuse identically.
@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 from tidings.api import errors
 from tidings.auth import AppCache, authenticate_user
 from tidings.core import frames
+from tidings.core.connection import EndReason
 from tidings.core.models import App
 from tidings.errors import AuthError, FrameError, TidingsError
-from tidings.gateway.stream import EndReason
 from tidings.runtime import Runtime
 
 

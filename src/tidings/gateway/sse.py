@@ -1,8 +1,12 @@
 """The Server-Sent Events shell: ``GET /v1/stream``. Credentials are checked before the stream starts, so a
-bad token is a 401 JSON answer, never a stream that ends at once."""
+bad token is a 401 JSON answer, never a stream that ends at once.
+
+The response body is the loop of ``gateway.serve`` (``deliver``), pulled by the HTTP server; this module only
+maps credentials and the resume point in, and the ready and end-of-stream events out."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from collections.abc import AsyncIterator
@@ -15,8 +19,8 @@ from tidings.auth import authenticate_user
 from tidings.core import frames
 from tidings.core.backoff import jittered
 from tidings.errors import AuthError, FrameError, InvalidInputError, UnavailableError
+from tidings.gateway import serve
 from tidings.gateway.stream import EndReason, LiveStream
-from tidings.observability import metrics
 from tidings.runtime import Runtime
 
 RETRY_MS = 2000  # the reconnect delay browsers use after a dropped stream
@@ -29,19 +33,10 @@ async def stream_endpoint(request: Request) -> StreamingResponse:
         raise UnavailableError("server is restarting", retry_after=1)
     app, user = await _credentials(request, runtime)
     after = _after(request)
-    stream = LiveStream(
-        runtime,
-        app,
-        user,
-        transport="sse",
-        encode=lambda seq, payload: frames.sse_event("notification", payload, id=seq),
-        heartbeat=lambda: frames.sse_comment("ping"),
-    )
-    last_seq = await stream.open(after)
+    stream = LiveStream(runtime, app, user, transport="sse")
+    await stream.open(after)  # before the response: a failing store is an HTTP error, not an empty stream
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(
-        _body(runtime, stream, last_seq), media_type="text/event-stream", headers=headers
-    )
+    return StreamingResponse(_body(runtime, stream, after), media_type="text/event-stream", headers=headers)
 
 
 async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str]:
@@ -68,23 +63,16 @@ def _after(request: Request) -> int | None:
         raise InvalidInputError("after / Last-Event-ID must be a non-negative integer") from exc
 
 
-async def _body(runtime: Runtime, stream: LiveStream, last_seq: int) -> AsyncIterator[bytes]:
-    hub = runtime.hub
-    connections = metrics.connections.labels(transport="sse")
-    connections.inc()
-    hub.register(stream)
-    try:
-        ready = orjson.dumps({"user": stream.user, "last_seq": last_seq})
-        yield frames.sse_retry(RETRY_MS) + frames.sse_event("ready", ready)
-        async for batch in stream.batches():
+def _ready(user: str, last_seq: int) -> bytes:
+    ready = orjson.dumps({"user": user, "last_seq": last_seq})
+    return frames.sse_retry(RETRY_MS) + frames.sse_event("ready", ready)
+
+
+async def _body(runtime: Runtime, stream: LiveStream, after: int | None) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(serve.deliver(runtime, stream, after, _ready)) as batches:
+        async for batch in batches:
             yield b"".join(batch)
-            metrics.deliveries_total.labels(transport="sse", result="sent").inc(len(batch))
-        if stream.end_reason is EndReason.DRAINING:
-            yield frames.sse_retry(int(jittered(DRAIN_RETRY_MS, random.random())))
-        elif stream.end_reason is EndReason.SLOW_CONSUMER:
-            yield frames.sse_event("error", orjson.dumps({"code": "slow_consumer"}))
-    finally:
-        stream.end(EndReason.CLIENT_GONE)
-        hub.unregister(stream)
-        connections.dec()
-        await stream.close()
+    if stream.end_reason is EndReason.DRAINING:
+        yield frames.sse_retry(int(jittered(DRAIN_RETRY_MS, random.random())))
+    elif stream.end_reason is EndReason.SLOW_CONSUMER:
+        yield frames.sse_event("error", orjson.dumps({"code": "slow_consumer"}))

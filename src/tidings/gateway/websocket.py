@@ -1,25 +1,21 @@
-"""The WebSocket shell on uvicorn/Starlette: ``GET /v1/ws``. Protocol decisions live in ``core`` (frames,
-session), in ``gateway.stream`` and in ``gateway.admission`` (shared with ``gateway.fastws``); this module only
-moves bytes between them and the ASGI socket."""
+"""The WebSocket shell on uvicorn/Starlette: ``GET /v1/ws``. Protocol decisions live in ``core`` (frames, the
+connection core), in the loop of ``gateway.serve`` and in ``gateway.admission`` (shared with
+``gateway.listener``); this module only moves bytes between them and the ASGI socket."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tidings.core import frames
 from tidings.core.models import App
-from tidings.errors import FrameError, TidingsError
-from tidings.gateway import admission
+from tidings.errors import FrameError
+from tidings.gateway import admission, serve
 from tidings.gateway.admission import Refused
 from tidings.gateway.stream import EndReason, LiveStream
-from tidings.observability import metrics
 from tidings.runtime import Runtime
-
-log = structlog.get_logger("tidings.gateway.websocket")
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -50,40 +46,39 @@ async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[App, st
 
 
 async def _serve(websocket: WebSocket, runtime: Runtime, app: App, user: str, after: int | None) -> None:
-    stream = LiveStream(
-        runtime,
-        app.name,
-        user,
-        transport="ws",
-        encode=lambda _seq, payload: frames.encode_notification(payload),
-        heartbeat=frames.encode_ping,
-    )
-    gateway = runtime.hub
-    connections = metrics.connections.labels(transport="ws")
-    connections.inc()
-    gateway.register(stream)
+    stream = LiveStream(runtime, app.name, user, transport="ws")
     reader = asyncio.create_task(_read(websocket, stream))
     try:
-        last_seq = await stream.open(after)
-        await _send(websocket, [frames.encode_ready(user, last_seq)])
-        async for batch in stream.batches():
-            await _send(websocket, batch)
-            metrics.deliveries_total.labels(transport="ws", result="sent").inc(len(batch))
-    except (WebSocketDisconnect, OSError, RuntimeError):
-        stream.end(EndReason.CLIENT_GONE)
-    except TidingsError as exc:  # e.g. the store became unavailable: the client resumes elsewhere or later
-        log.warning("stream_failed", error=exc.code)
-        await _refuse(websocket, admission.failed(exc))
+        await serve.serve(runtime, stream, after, frames.encode_ready, _Transport(websocket, reader))
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        gateway.unregister(stream)
-        connections.dec()
-        await stream.close()
-    refused = admission.for_end(stream.end_reason)
-    if refused is not None:
-        await _refuse(websocket, refused)
+        await _stop(reader)
+
+
+class _Transport:
+    """The ``serve.Transport`` of one ASGI socket: one ASGI message per frame (the ASGI contract)."""
+
+    __slots__ = ("_reader", "_websocket")
+
+    def __init__(self, websocket: WebSocket, reader: asyncio.Task[None]) -> None:
+        self._websocket, self._reader = websocket, reader
+
+    async def send(self, batch: list[bytes]) -> None:
+        try:
+            for frame in batch:
+                await self._websocket.send_text(frame.decode())
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            raise serve.Gone from None
+
+    async def close(self, refused: Refused | None) -> None:
+        await _stop(self._reader)  # the client's frames are no longer read once the stream is over
+        if refused is not None:
+            await _refuse(self._websocket, refused)
+
+
+async def _stop(reader: asyncio.Task[None]) -> None:
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
 
 
 async def _read(websocket: WebSocket, stream: LiveStream) -> None:
@@ -112,11 +107,6 @@ async def _refuse(websocket: WebSocket, refused: Refused) -> None:
     with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
         await websocket.send_text(refused.error_frame().decode())
         await websocket.close(refused.close_code)
-
-
-async def _send(websocket: WebSocket, batch: list[bytes]) -> None:
-    for frame in batch:
-        await websocket.send_text(frame.decode())
 
 
 def _data(message: object) -> str | bytes:

@@ -1,16 +1,17 @@
-"""The gateway's WebSocket shell on a plain asyncio transport (no ASGI): ``GET /v1/ws``.
+"""The gateway's WebSocket listener on a plain asyncio transport (no ASGI): ``GET /v1/ws``; the server behind
+``--ws-server fastws``.
 
 Why it exists (docs/decisions/0002-gateway-websocket-server.md): the ASGI shell sends one message per
 ``send_text`` through uvicorn and websockets, which bounds a process at a fraction of what the socket can take.
 Here the RFC 6455 wire (handshake, client frames, server frame headers) comes from the sans-I/O
-``gateway.wswire``, and every frame queued for a connection leaves in ONE ``transport.write``.
+``gateway.rfc6455``, and every frame queued for a connection leaves in ONE ``transport.write``.
 
 The protocol is the same as ``websocket.py``'s: admission (auth frame, origin) comes from ``gateway.admission``
-and the stream from ``gateway.stream.LiveStream``; this module only moves bytes. Invariants:
+and the stream from the loop in ``gateway.serve``; this module only moves bytes. Invariants:
 
-- nothing is written after a close frame: writes go through ``_write``, which stops once a refusal was sent;
+- nothing is written after a close frame: writes go through ``send``, which stops once a refusal was sent;
 - a write that fills the transport's buffer pauses the stream's writer (``pause_writing``); frames meanwhile
-  accumulate in the stream's bounded outbox, whose overflow closes the connection as a slow consumer (1013);
+  accumulate in the connection core's bounded outbox, whose overflow closes the connection as a slow consumer (1013);
 - every connection is closed within ``CLOSE_TIMEOUT`` of its close frame, answered or not.
 """
 
@@ -21,32 +22,27 @@ import contextlib
 from dataclasses import dataclass
 from typing import cast
 
-import structlog
-
 from tidings.api import errors
 from tidings.auth import AppCache
 from tidings.core import frames
-from tidings.errors import FrameError, TidingsError
-from tidings.gateway import admission, wswire
+from tidings.errors import FrameError
+from tidings.gateway import admission, rfc6455, serve
 from tidings.gateway.admission import Refused
+from tidings.gateway.rfc6455 import WireError
 from tidings.gateway.stream import EndReason, LiveStream
-from tidings.gateway.wswire import WireError
-from tidings.observability import metrics
 from tidings.runtime import Runtime
-
-log = structlog.get_logger("tidings.gateway.fastws")
 
 PATH = "/v1/ws"
 CLOSE_TIMEOUT = 5.0  # seconds a peer has to answer our close frame before the socket is dropped
 MAX_EARLY_MESSAGES = 16  # client messages buffered while the auth frame is being checked
 BACKLOG = 4096  # pending TCP connections: a reconnect storm must not be refused by the kernel
 
-frame_header = wswire.text_frame_header
+frame_header = rfc6455.text_frame_header
 
 
 def encode_frames(batch: list[bytes]) -> bytes:
     """Text frames for ``batch``, back to back: what one write sends."""
-    header = wswire.text_frame_header
+    header = rfc6455.text_frame_header
     parts: list[bytes] = []
     for payload in batch:
         parts.append(header(len(payload)))
@@ -76,8 +72,6 @@ class FastGateway:
         self.writes = 0
         self._server: asyncio.Server | None = None
         self._all_gone = asyncio.Event()  # set when the last connection is gone (for ``close``)
-        self.sent_metric = metrics.deliveries_total.labels(transport="ws", result="sent")
-        self.open_metric = metrics.connections.labels(transport="ws")
 
     async def start(self) -> int:
         """Binds and starts accepting; returns the bound port (useful with port 0)."""
@@ -113,7 +107,8 @@ class FastGateway:
 
 
 class _Connection(asyncio.Protocol):
-    """One client socket: handshake -> auth frame -> stream, then the close handshake.
+    """One client socket: handshake -> auth frame -> stream, then the close handshake. It is the
+    ``serve.Transport`` of its stream (``send``, ``close``).
 
     States: ``_reader`` None and ``_handshake`` bytes while the request is read; then frames go to
     ``_reader``; ``_closing`` once our close frame is out (nothing else is written after it).
@@ -140,7 +135,7 @@ class _Connection(asyncio.Protocol):
         self._runtime = gateway.runtime
         self._transport: asyncio.Transport | None = None
         self._handshake: bytes | None = b""  # the request head read so far; None once answered
-        self._reader: wswire.FrameReader | None = None
+        self._reader: rfc6455.FrameReader | None = None
         self._origin: str | None = None
         self._host = ""
         self._timer: asyncio.TimerHandle | None = None
@@ -208,7 +203,7 @@ class _Connection(asyncio.Protocol):
 
     def _on_handshake(self, buffer: bytes) -> bytes:
         """Answers the request once its head is complete; returns the bytes after it (the first frames)."""
-        handshake = wswire.read_handshake(buffer, PATH)
+        handshake = rfc6455.read_handshake(buffer, PATH)
         if handshake is None:
             self._handshake = buffer
             return b""
@@ -219,19 +214,19 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
             return b""
         self._origin, self._host = handshake.origin, handshake.host
-        self._reader = wswire.FrameReader(self._runtime.settings.max_frame_bytes)
+        self._reader = rfc6455.FrameReader(self._runtime.settings.max_frame_bytes)
         if self._runtime.draining:
             self._refuse(admission.DRAINING)
         return handshake.rest
 
     def _on_frame(self, opcode: int, payload: bytes) -> None:
-        if opcode == wswire.OP_CLOSE:
+        if opcode == rfc6455.OP_CLOSE:
             if self._stream is not None:
                 self._stream.end(EndReason.CLIENT_GONE)
             self._close(1000 if not self._closing else None)  # answer theirs, or theirs answered ours
-        elif opcode == wswire.OP_PING:
-            self._send_control(wswire.control_frame(wswire.OP_PONG, payload))
-        elif opcode in (wswire.OP_TEXT, wswire.OP_BINARY) and not self._closing:
+        elif opcode == rfc6455.OP_PING:
+            self._send_control(rfc6455.control_frame(rfc6455.OP_PONG, payload))
+        elif opcode in (rfc6455.OP_TEXT, rfc6455.OP_BINARY) and not self._closing:
             self._on_message(payload)
 
     def _on_message(self, message: bytes) -> None:
@@ -281,44 +276,16 @@ class _Connection(asyncio.Protocol):
         if self._closing:
             return
         self._origin = None
-        stream = self._stream = LiveStream(
-            runtime,
-            app.name,
-            user,
-            transport="ws",
-            encode=_encode_notification,
-            heartbeat=frames.encode_ping,
-        )
+        stream = self._stream = LiveStream(runtime, app.name, user, transport="ws")
         for message in self._early or ():
             self._on_client_frame(stream, message)
         self._early = None
-        await self._serve(stream, user, after)
+        await serve.serve(runtime, stream, after, frames.encode_ready, self)
 
-    async def _serve(self, stream: LiveStream, user: str, after: int | None) -> None:
-        hub = self._runtime.hub
-        hub.register(stream)
-        self._gateway.open_metric.inc()
-        try:
-            last_seq = await stream.open(after)
-            self._write([frames.encode_ready(user, last_seq)])
-            async for batch in stream.batches():
-                self._write(batch)
-                if self._writable is not None:
-                    await self._writable  # the socket is full: let the outbox absorb (or overflow)
-        except TidingsError as exc:  # e.g. the store became unavailable: the client resumes later
-            log.warning("stream_failed", error=exc.code)
-            self._refuse(admission.failed(exc))
-        finally:
-            hub.unregister(stream)
-            self._gateway.open_metric.dec()
-            await stream.close()
-        refused = admission.for_end(stream.end_reason)
-        if refused is not None:
-            self._refuse(refused)
+    # --- writing: the ``serve.Transport`` of the stream -----------------------------------------------------
 
-    # --- writing ----------------------------------------------------------------------------------------------
-
-    def _write(self, batch: list[bytes]) -> None:
+    async def send(self, batch: list[bytes]) -> None:
+        """All of ``batch`` in one write; waits while the socket is full (the outbox absorbs, or overflows)."""
         transport = self._transport
         if self._closing or transport is None or transport.is_closing():
             return
@@ -326,7 +293,12 @@ class _Connection(asyncio.Protocol):
         gateway = self._gateway
         gateway.frames_sent += len(batch)
         gateway.writes += 1
-        gateway.sent_metric.inc(len(batch))
+        if self._writable is not None:
+            await self._writable
+
+    async def close(self, refused: Refused | None) -> None:
+        if refused is not None:
+            self._refuse(refused)
 
     def _send_control(self, frame: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -339,7 +311,7 @@ class _Connection(asyncio.Protocol):
         if self._closing or self._reader is None:
             return
         payload = refused.error_frame()
-        self._send_control(wswire.text_frame_header(len(payload)) + payload)
+        self._send_control(rfc6455.text_frame_header(len(payload)) + payload)
         self._close(refused.close_code)
 
     def _close(self, code: int | None, reason: str = "") -> None:
@@ -350,9 +322,9 @@ class _Connection(asyncio.Protocol):
         complete = self._closing or code is None
         if code is not None and not self._closing:
             self._closing = True
-            self._send_control(wswire.close_frame(code, reason))
+            self._send_control(rfc6455.close_frame(code, reason))
         self._cancel_timer()
-        if complete or code in (wswire.CLOSE_PROTOCOL_ERROR, wswire.CLOSE_TOO_BIG) or code == 1000:
+        if complete or code in (rfc6455.CLOSE_PROTOCOL_ERROR, rfc6455.CLOSE_TOO_BIG) or code == 1000:
             if self._transport is not None:
                 self._transport.close()  # after the buffered frames are flushed
         else:
@@ -367,7 +339,3 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def _encode_notification(_seq: int, payload: bytes) -> bytes:
-    return frames.encode_notification(payload)

@@ -1,5 +1,5 @@
 """The server side of RFC 6455 as far as the gateway needs it, sans I/O: the opening handshake, client frames
-in, server frames out. ``fastws`` drives it on an asyncio transport.
+in, server frames out. ``gateway.listener`` drives it on an asyncio transport.
 
 Why not websockets' ``ServerProtocol`` (decision 0002): it keeps the parsed request, a stream reader and a
 parser generator alive per connection (about 3.5 KB), while a gateway connection after its handshake only ever
