@@ -10,7 +10,7 @@ import orjson
 
 from tidings.api import errors
 from tidings.backends.memory import MemoryBus
-from tidings.backends.sqlite import SqliteStore
+from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core import frames
 from tidings.core.models import Event, InboxWrite, LiveMessage
 from tidings.gateway import serve

@@ -1,9 +1,10 @@
-"""All the bookkeeping of live delivery in one place: metrics, the delivery journal and the delivery spans.
+"""The delivery bookkeeping of one connection: what it holds until written, reported to the ``Funnel``.
 
 The loop (``gateway.serve``) and the stream driver (``gateway.stream``) call one ``DeliveryObserver`` per
 connection with what happened: a connection opened or closed, a live message heard, a batch written (with the
-``core.connection`` "written" seqs), an outbox overflow. Nothing else in the gateway touches ``metrics``,
-``JOURNAL`` or ``tracing`` for delivery.
+``core.connection`` "written" seqs), an outbox overflow. It reports each of them, once per batch, to the
+process's funnel observer (``observability.funnel``, reached as ``runtime.funnel``), which feeds the metrics,
+the journal and the spans; nothing in the gateway touches those directly.
 
 What is observed when: a notification counts as delivered (funnel, journal, latency, its span ends) once its
 frame was *written* to the transport, not when it was queued. Live messages are remembered (``held``, with
@@ -13,18 +14,11 @@ client resumes counts as delivered but not in the live latency.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from tidings.core.models import LiveMessage
-from tidings.observability import metrics, tracing
-from tidings.observability.journal import JOURNAL
+from tidings.observability.funnel import Funnel, Held, Written
 
-if TYPE_CHECKING:
-    from opentelemetry.trace import Span
-
-# A live message on its way to the socket: (accepted_at, its gateway.deliver span when tracing is on).
-Held = tuple[float, "Span | None"]
-UNDELIVERED: Final = {"tidings.delivered": False}  # a span ended without its frame reaching the socket
 MAX_HELD: Final = (
     256  # live messages remembered while their frame waits to be queued (a gap-fill in progress)
 )
@@ -33,19 +27,18 @@ MAX_HELD: Final = (
 class DeliveryObserver:
     """The observations of one connection of ``app``/``user`` on ``transport`` ("ws", "sse")."""
 
-    __slots__ = ("_last_written", "_sent", "app", "held", "transport", "user")
+    __slots__ = ("_last_written", "app", "funnel", "held", "transport", "user")
 
-    def __init__(self, app: str, user: str, transport: str) -> None:
-        self.app, self.user, self.transport = app, user, transport
+    def __init__(self, app: str, user: str, transport: str, funnel: Funnel) -> None:
+        self.app, self.user, self.transport, self.funnel = app, user, transport, funnel
         self.held: dict[int, Held] = {}
         self._last_written = 0  # the highest notification seq written on this connection
-        self._sent = metrics.deliveries_total.labels(transport=transport, result="sent")
 
     def opened(self) -> None:
-        metrics.connections.labels(transport=self.transport).inc()
+        self.funnel.connected(self.transport, +1)
 
     def closed(self) -> None:
-        metrics.connections.labels(transport=self.transport).dec()
+        self.funnel.connected(self.transport, -1)
 
     def heard(self, message: LiveMessage, last_seq: int) -> None:
         """A live notification newer than ``last_seq`` and not heard before: remember it until it is written.
@@ -53,40 +46,27 @@ class DeliveryObserver:
         The caller checks ``message.seq > last_seq and message.seq not in held`` first (the hot path)."""
         if len(self.held) >= MAX_HELD:
             self._forget_waiting(last_seq)  # a long gap-fill: its frames count as resumed rather than live
-        span = None
-        if message.trace is not None:
-            attributes = {"tidings.transport": self.transport, "tidings.seq": message.seq}
-            span = tracing.start_span("gateway.deliver", message.trace, attributes)
-        self.held[message.seq] = (message.accepted_at, span)
+        self.held[message.seq] = self.funnel.holding(
+            self.transport, message.seq, message.accepted_at, message.trace
+        )
 
-    def written(self, frames: int, seqs: list[int], now: float) -> None:
+    def written(self, frames: int, seqs: list[int]) -> None:
         """A batch of ``frames`` reached the transport; ``seqs`` are the notifications among them."""
-        self._sent.inc(frames)
+        self.funnel.sent(self.transport, frames)
         if not seqs:
             return
         held = self.held
-        sent: list[tuple[int, bool]] = []
-        for seq in seqs:
-            entry = held.pop(seq, None) if held else None
-            if entry is not None:
-                accepted_at, span = entry
-                if accepted_at:
-                    metrics.accepted_to_delivered_seconds.observe(max(0.0, now - accepted_at))
-                tracing.end_span(span)
-            sent.append((seq, entry is not None))
+        written: list[Written] = [(seq, held.pop(seq, None) if held else None) for seq in seqs]
         self._last_written = seqs[-1]
-        metrics.FUNNEL["delivered_live"].inc(len(seqs))
-        JOURNAL.delivered(self.app, self.user, sent, self.transport, now)
+        self.funnel.delivered(self.app, self.user, self.transport, written)
 
     def overflow(self) -> None:
         """The outbox overflowed: the connection is closed as a slow consumer."""
-        metrics.outbox_overflows_total.labels(transport=self.transport).inc()
-        metrics.slow_consumer_closes_total.inc()
+        self.funnel.overflowed(self.transport)
 
     def forget(self) -> None:
         """The connection is over: whatever was not written is not delivered (the client resumes it)."""
-        for _accepted_at, span in self.held.values():
-            tracing.end_span(span, attributes=UNDELIVERED)
+        self.funnel.undelivered(self.held.values())
         self.held.clear()
 
     def _forget_waiting(self, last_seq: int) -> None:
@@ -94,5 +74,5 @@ class DeliveryObserver:
         at most an outbox of them); forget those still waiting for a gap-fill, and those below the last
         written seq, which will never be written (a row replaced before the gap-fill read it)."""
         low = self._last_written
-        for seq in [seq for seq in self.held if seq > last_seq or seq <= low]:
-            tracing.end_span(self.held.pop(seq)[1], attributes=UNDELIVERED)
+        stale = [seq for seq in self.held if seq > last_seq or seq <= low]
+        self.funnel.undelivered([self.held.pop(seq) for seq in stale])

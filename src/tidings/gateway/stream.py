@@ -57,7 +57,7 @@ class LiveStream:
             if encode is None and heartbeat is None
             else Encoder(encode or standard.notification, heartbeat or standard.heartbeat, standard.sync)
         )
-        self.observer = DeliveryObserver(app, user, transport)
+        self.observer = DeliveryObserver(app, user, transport, runtime.funnel)
         self._wakeup = asyncio.Event()
         self._backlog_after: int | None = None  # a NeedBacklog the writer is to perform
         self._connection: Connection | None = None
@@ -130,13 +130,12 @@ class LiveStream:
         connection = self._connection
         assert connection is not None, "open() first"
         interval = self._runtime.settings.heartbeat_interval
-        clock = self._runtime.clock
         observer = self.observer
         while connection.end_reason is None:
             batch = connection.data_to_send()
             if batch is not None:
                 yield batch.frames  # returns once the shell has written them
-                observer.written(len(batch.frames), batch.written, clock.time())
+                observer.written(len(batch.frames), batch.written)
                 continue
             self._handle(connection.notices())
             if self._backlog_after is not None:
