@@ -1,0 +1,1 @@
+"""Packaging: what a plain `pip install` of the wheel gives a user."""
