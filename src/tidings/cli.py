@@ -1,4 +1,4 @@
-"""The ``tidings`` command line Flags mirror ``Settings``, as do ``TIDINGS_*`` variables."""
+"""The ``tidings`` command line. Flags mirror ``Settings``, as do ``TIDINGS_*`` variables."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     fall back to a ``TIDINGS_*`` variable or a setting, and their help says which default applies."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
             return action.help
         return super()._get_help_string(action)
 
@@ -53,6 +53,8 @@ def _default(name: str) -> object:
     """The default of a ``Settings`` field (what a flag left unset ends up as, without a TIDINGS_* variable)."""
     return Settings.__dataclass_fields__[name].default
 
+
+ENV_NOTE = "Every flag mirrors a TIDINGS_<NAME> environment variable (src/tidings/settings.py); a flag wins."
 
 # What each role command serves; a flag appears only on the commands that use it.
 _ROLE_COMMANDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -67,13 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tidings",
         description="Real-time notifications for social products.",
-        epilog="Every flag mirrors a TIDINGS_<NAME> environment variable (src/tidings/settings.py).",
+        epilog=ENV_NOTE,
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tidings {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name, roles, text in _ROLE_COMMANDS:
-        sub = commands.add_parser(name, help=text, description=f"Run {text}.", formatter_class=_HelpFormatter)
+        sub = commands.add_parser(
+            name, help=text, description=f"Run {text}.", epilog=ENV_NOTE, formatter_class=_HelpFormatter
+        )
         _role_flags(sub, roles)
         sub.set_defaults(handler=_run_roles, roles=roles)
     _apps_parser(commands)
