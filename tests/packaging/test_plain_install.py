@@ -3,6 +3,9 @@ with the pinned constraints, then serve, create an app, post an event and read i
 
 This is the user's first minute, so it runs in the default suite (marked ``e2e``); it takes a minute or two,
 most of it ``pip install`` (from the local cache and package indexes pip is configured with).
+
+No ``__init__.py`` in this directory on purpose: a test package named ``packaging`` would shadow the
+``packaging`` library for every test that imports it (matplotlib does).
 """
 
 from __future__ import annotations

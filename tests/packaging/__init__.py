@@ -1,1 +1,0 @@
-"""Packaging: what a plain `pip install` of the wheel gives a user."""
