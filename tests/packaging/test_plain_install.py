@@ -111,7 +111,10 @@ def _wait_ready(http: httpx.Client, proc: subprocess.Popen[bytes], log: Path) ->
 
 def _first_sse_notification(http: httpx.Client, token: str) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
-    with http.stream("GET", "/v1/stream", headers=headers, timeout=15.0) as response:
+    # after=0: the whole inbox. Without it the stream starts at the user's last seq, and a worker quicker than
+    # this request would already have stored the notification (it would never be sent).
+    stream = http.stream("GET", "/v1/stream", params={"after": 0}, headers=headers, timeout=15.0)
+    with stream as response:
         assert response.status_code == 200
         kind = None
         for line in response.iter_lines():
