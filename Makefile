@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# make serve PORT=8090 (HOST=0.0.0.0 to listen on every interface)
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 
@@ -23,7 +27,7 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json bench/package.json bench
 install: $(STAMP)
 
 serve: $(STAMP)  ## demo mode on: /demo works out of the box (local use only)
-	$(BIN)/tidings serve --demo
+	$(BIN)/tidings serve --demo --host $(HOST) --port $(PORT)
 
 test: $(STAMP) $(JS_STAMP)  ## lint, types, then the default suite (no slow soaks)
 	$(BIN)/ruff check src tests

@@ -3,12 +3,26 @@
 # server that already answers is left alone. Used by .ci/run; safe to run by hand. Needs root for apt-get.
 set -uo pipefail
 
+# Progress goes to stderr, one line before each slow apt step (an update and a first install of Chromium or
+# RabbitMQ take minutes): a silent script would look hung.
+say() { echo "ensure-services: $*" >&2; }
+
 apt_updated=""
 need_pkg() {  # need_pkg COMMAND PACKAGE...
   command -v "$1" >/dev/null 2>&1 && return 0
-  if [ -z "$apt_updated" ]; then apt-get update -qq >/dev/null 2>&1; apt_updated=1; fi
+  if [ -z "$apt_updated" ]; then
+    say "apt-get update (package lists; may take a minute)..."
+    apt-get update -qq >/dev/null 2>&1
+    apt_updated=1
+  fi
   shift
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 || echo "ensure-services: could not install $*" >&2
+  say "apt-get install $* (missing: $1)..."
+  local started=$SECONDS
+  if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; then
+    say "installed $* in $(( SECONDS - started )) s"
+  else
+    say "could not install $*"
+  fi
 }
 
 port_open() { timeout 1 bash -c "</dev/tcp/127.0.0.1/$1" 2>/dev/null; }
@@ -53,6 +67,9 @@ ensure_tools() {  # servers the tests start themselves, on their own ports
   need_pkg haproxy haproxy
   need_pkg prometheus prometheus
   need_pkg promtool prometheus
+  # /usr/bin/chromium: the browser tests (tests/browser, the admin page) drive it headless through
+  # Playwright's Python package, so no Playwright browser download is needed (TIDINGS_CHROMIUM=<path>
+  # points them at another build).
   need_pkg chromium chromium
   need_pkg npm npm
 }

@@ -5,7 +5,8 @@
   ``tidings``, and ``exp``, ``iss``, ``sub``, ``aud`` all required. ``iss`` is read unverified only to choose
   which secret to verify with; nothing else from the token is trusted before the signature is checked.
 - The admin token is compared in constant time; with no token configured the admin routes answer 404.
-Every failure is an ``AuthError`` whose message says what is wrong without echoing the credential.
+Every failure is an ``AuthError`` whose message says what is wrong without echoing the credential, and
+whose ``reason`` names the failed check (``tidings.errors.AUTH_REASONS``): ``token_expired`` and the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import jwt
 
+from tidings import errors
 from tidings.core.clock import Clock
 from tidings.core.models import App
 from tidings.errors import AuthError, InvalidInputError, NotFoundError
@@ -81,12 +83,21 @@ class AppCache:
             self._entries.popitem(last=False)
 
 
+def _looks_like_jwt(credential: str) -> bool:
+    return credential.startswith("eyJ") and credential.count(".") == 2
+
+
 async def authenticate_producer(runtime: Runtime, api_key: str, cache: AppCache | None = None) -> App:
     key_hash = hash_key(api_key)
     app = cache.get("key:" + key_hash) if cache is not None else None
     if app is None:
         app = await runtime.store.apps.by_key_hash(key_hash)
         if app is None:
+            if _looks_like_jwt(api_key):
+                raise AuthError(
+                    "this route takes an API key (Bearer tdk_…), not a user token",
+                    reason=errors.WRONG_CREDENTIAL_KIND,
+                )
             raise AuthError("invalid API key")
         if cache is not None:
             cache.put("key:" + key_hash, app)
@@ -103,17 +114,43 @@ async def _app_named(apps: Apps, name: str, cache: AppCache | None) -> App | Non
 
 
 def _unverified_issuer(token: str) -> str:
+    if token.startswith("tdk_"):
+        raise AuthError(
+            "this route takes a user token (a JWT signed with the app's jwt_secret), not an API key",
+            reason=errors.WRONG_CREDENTIAL_KIND,
+        )
     try:
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
-        raise AuthError("malformed token") from exc
+        raise AuthError("malformed token: not a JWT", reason=errors.MALFORMED_TOKEN) from exc
     if header.get("alg") != ALGORITHM:
-        raise AuthError(f"token algorithm must be {ALGORITHM}")
+        raise AuthError(f"token algorithm must be {ALGORITHM}", reason=errors.ALGORITHM_NOT_ALLOWED)
     issuer = claims.get("iss")
+    if issuer is None:
+        raise AuthError("the token has no iss claim (the app's name)", reason=errors.MISSING_CLAIM)
     if not isinstance(issuer, str) or not APP_NAME_RE.fullmatch(issuer):
-        raise AuthError("token has no valid iss")
+        raise AuthError("the token's iss is not an app name", reason=errors.UNKNOWN_ISSUER)
     return issuer
+
+
+# PyJWT's refusals, most specific first, as (exception class, reason, message).
+_JWT_REFUSALS: tuple[tuple[type[jwt.PyJWTError], str, str], ...] = (
+    (jwt.InvalidSignatureError, errors.BAD_SIGNATURE, "the signature does not verify"),
+    (jwt.InvalidAlgorithmError, errors.ALGORITHM_NOT_ALLOWED, f"token algorithm must be {ALGORITHM}"),
+    (jwt.InvalidAudienceError, errors.WRONG_AUDIENCE, f"the token's aud must be {AUDIENCE!r}"),
+    (jwt.InvalidIssuerError, errors.UNKNOWN_ISSUER, "the token's iss does not name this app"),
+    (jwt.DecodeError, errors.MALFORMED_TOKEN, "malformed token"),
+)
+
+
+def _refusal(exc: jwt.PyJWTError) -> AuthError:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return AuthError(f"the token has no {exc.claim} claim", reason=errors.MISSING_CLAIM)
+    for cls, reason, message in _JWT_REFUSALS:
+        if isinstance(exc, cls):
+            return AuthError(message, reason=reason)
+    return AuthError("the token's claims are invalid", reason=errors.INVALID_CLAIM)
 
 
 def _verified_claims(token: str, app: App) -> dict[str, Any]:
@@ -133,7 +170,7 @@ def _verified_claims(token: str, app: App) -> dict[str, Any]:
             },
         )
     except jwt.PyJWTError as exc:
-        raise AuthError("invalid token") from exc
+        raise _refusal(exc) from exc
     return claims
 
 
@@ -145,23 +182,23 @@ def _check_times(claims: dict[str, Any], now: float) -> None:
     """``exp`` must be a number of seconds in the future; ``nbf``, when present, not in the future."""
     exp, nbf = claims["exp"], claims.get("nbf")
     if not _is_time(exp) or (nbf is not None and not _is_time(nbf)):
-        raise AuthError("invalid token times")
+        raise AuthError("the token's exp and nbf must be numbers of seconds", reason=errors.INVALID_CLAIM)
     if exp <= now:
-        raise AuthError("token expired")
+        raise AuthError("token expired: mint a new one", reason=errors.TOKEN_EXPIRED)
     if nbf is not None and nbf > now:
-        raise AuthError("token not valid yet")
+        raise AuthError("token not valid yet (nbf is in the future)", reason=errors.TOKEN_NOT_YET_VALID)
 
 
 async def authenticate_user(runtime: Runtime, token: str, cache: AppCache | None = None) -> tuple[App, str]:
     """The app and user id of a valid user JWT, or ``AuthError``. The gateway uses it for WS and SSE."""
     app = await _app_named(runtime.store.apps, _unverified_issuer(token), cache)
-    if app is None:
-        raise AuthError("invalid token")  # the same answer as a bad signature: app names are not probed
+    if app is None:  # the same answer as a bad signature: app names are not probed
+        raise AuthError("the signature does not verify", reason=errors.BAD_SIGNATURE)
     claims = _verified_claims(token, app)
     _check_times(claims, runtime.clock.time())
     sub = claims.get("sub")
     if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_ID or _has_control_chars(sub):
-        raise AuthError("token sub must be a user id of 1 to 255 characters")
+        raise AuthError("token sub must be a user id of 1 to 255 characters", reason=errors.INVALID_CLAIM)
     return app, sub
 
 

@@ -1,4 +1,4 @@
-"""The ``tidings`` command line Flags mirror ``Settings``, as do ``TIDINGS_*`` variables."""
+"""The ``tidings`` command line. Flags mirror ``Settings``, as do ``TIDINGS_*`` variables."""
 
 from __future__ import annotations
 
@@ -16,13 +16,21 @@ from tidings.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the suite parses its own arguments, --help included
+        return _guarded(_bench, argv[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_ttl(argv))
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    return _guarded(args.handler, args)
+
+
+def _guarded(handler: Callable[[Any], int], arg: Any) -> int:
+    """Run a command; a ``TidingsError`` ends it with one line on stderr (what to fix), never a traceback."""
     try:
-        result: int = args.handler(args)
+        result: int = handler(arg)
     except TidingsError as exc:
         print(f"tidings: {exc.message}", file=sys.stderr)
         return 1
@@ -31,50 +39,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after a flag's help, except where the default is None or False: those flags
+    fall back to a ``TIDINGS_*`` variable or a setting, and their help says which default applies."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _default(name: str) -> object:
+    """The default of a ``Settings`` field (what a flag left unset ends up as, without a TIDINGS_* variable)."""
+    return Settings.__dataclass_fields__[name].default
+
+
+ENV_NOTE = "Every flag mirrors a TIDINGS_<NAME> environment variable (src/tidings/settings.py); a flag wins."
+
+# What each role command serves; a flag appears only on the commands that use it.
+_ROLE_COMMANDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("serve", ("api", "worker", "gateway"), "everything in one process (embedded backends by default)"),
+    ("api", ("api",), "the producer and user HTTP API only"),
+    ("worker", ("worker",), "the fan-out worker only (serves /healthz, /readyz and /metrics on --port)"),
+    ("gateway", ("gateway",), "the WebSocket/SSE gateway only"),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tidings", description="Real-time notifications for social products."
+        prog="tidings",
+        description="Real-time notifications for social products.",
+        epilog=ENV_NOTE,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tidings {__version__}")
-    commands = parser.add_subparsers(title="commands")
-    for name, roles, text in (
-        ("serve", ("api", "worker", "gateway"), "everything in one process (embedded backends by default)"),
-        ("api", ("api",), "the producer and user HTTP API only"),
-        ("worker", ("worker",), "the fan-out worker only"),
-        ("gateway", ("gateway",), "the WebSocket/SSE gateway only"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        _backend_flags(sub)
-        sub.add_argument("--host", default=None)
-        sub.add_argument("--port", type=int, default=None)
-        sub.add_argument(
-            "--ws-server", choices=("fastws", "uvicorn"), default=None, help="the WebSocket server"
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name, roles, text in _ROLE_COMMANDS:
+        sub = commands.add_parser(
+            name, help=text, description=f"Run {text}.", epilog=ENV_NOTE, formatter_class=_HelpFormatter
         )
-        sub.add_argument("--ws-port", type=int, default=None, help="fastws port (default: --port + 1)")
-        sub.add_argument("--log-format", choices=("json", "console"), default="json")
-        sub.add_argument("--demo", action="store_true", default=None, help="serve the demo app's endpoints")
+        _role_flags(sub, roles)
         sub.set_defaults(handler=_run_roles, roles=roles)
-    apps = commands.add_parser("apps", help="manage apps (tenants)").add_subparsers(title="apps commands")
-    create = apps.add_parser("create", help="create an app; prints its api_key and jwt_secret as JSON")
-    create.add_argument("name")
-    create.add_argument(
-        "--origin", action="append", default=[], help="an allowed browser origin (repeatable)"
+    _apps_parser(commands)
+    token = commands.add_parser(
+        "token",
+        help="mint a user token (for trying things out)",
+        description="Print a user JWT signed with the app's jwt_secret (your backend does this in production).",
+        formatter_class=_HelpFormatter,
     )
-    _backend_flags(create)
-    create.set_defaults(handler=_apps_create)
-    token = commands.add_parser("token", help="mint a user token (for trying things out)")
-    token.add_argument("--app", required=True)
-    token.add_argument("--user", required=True)
-    token.add_argument("--ttl", type=float, default=3600.0)
+    token.add_argument("--app", required=True, help="the app (tenant) the user belongs to")
+    token.add_argument("--user", required=True, help="the user id (the token's sub claim)")
+    token.add_argument(
+        "--ttl",
+        type=duration,
+        default="1h",
+        help="lifetime: seconds, or a number with s, m, h or d (30m, 7d)",
+    )
     _backend_flags(token)
     token.set_defaults(handler=_token)
-    bench = commands.add_parser("bench", help="the benchmark suite (tidings bench --help)", add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER)
-    bench.set_defaults(handler=_bench)
+    # Its arguments are the suite's own (``tidings bench --help``): ``main`` hands them over unparsed.
+    commands.add_parser("bench", help="the benchmark suite (tidings bench --help)", add_help=False)
     from tidings.plan import command as plan_command
 
     plan = commands.add_parser(
-        "plan", help="capacity plan from the benchmarks", description=plan_command.DESCRIPTION
+        "plan",
+        help="capacity plan from the benchmarks",
+        description=plan_command.DESCRIPTION,
+        formatter_class=_HelpFormatter,
     )
     plan_command.add_arguments(plan)
     plan.set_defaults(handler=_plan)
@@ -87,20 +118,122 @@ def _plan(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _role_flags(sub: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
+    _backend_flags(sub)
+    sub.add_argument("--host", default=None, help=f"interface to listen on (default: {_default('host')})")
+    sub.add_argument(
+        "--port", type=int, default=None, help=f"HTTP port to listen on (default: {_default('port')})"
+    )
+    if "gateway" in roles:
+        sub.add_argument(
+            "--ws-server",
+            choices=("fastws", "uvicorn"),
+            default=None,
+            help=f"the WebSocket server: uvicorn on --port, or fastws on --ws-port (default: {_default('ws_server')})",
+        )
+        sub.add_argument("--ws-port", type=int, default=None, help="fastws port (default: --port + 1)")
+    if "api" in roles:
+        sub.add_argument(
+            "--demo",
+            action="store_true",
+            default=None,
+            help="serve the demo app at /demo: anyone who can reach the server acts as any demo user; "
+            "local use only (default: off)",
+        )
+    sub.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="log lines as JSON or for humans; auto: for humans when stderr is a terminal, JSON otherwise",
+    )
+
+
+def _apps_parser(commands: Any) -> None:
+    apps_parser: argparse.ArgumentParser = commands.add_parser(
+        "apps",
+        help="manage apps (tenants)",
+        description="Manage apps (tenants). Works while the server runs.",
+        formatter_class=_HelpFormatter,
+    )
+    apps_parser.set_defaults(handler=lambda _args: _print_help(apps_parser))
+    apps = apps_parser.add_subparsers(title="apps commands", metavar="COMMAND")
+    create = apps.add_parser(
+        "create",
+        help="create an app; prints its api_key and jwt_secret as JSON",
+        description="Create an app and print {app, api_key, jwt_secret} as JSON (shown once: keep them).",
+        formatter_class=_HelpFormatter,
+    )
+    create.add_argument("name", help="the app's name (the iss claim of its user tokens)")
+    create.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        help="a browser origin allowed to open WebSockets, e.g. https://app.example (repeatable; default: none)",
+    )
+    _backend_flags(create)
+    create.set_defaults(handler=_apps_create)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _glue_ttl(argv: list[str]) -> list[str]:
+    """``--ttl -5m`` as ``--ttl=-5m``: argparse would take ``-5m`` for a flag and say only "expected one
+    argument"; glued, the value reaches ``duration``, which says what is wrong with it."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--ttl" and arg.startswith("-"):
+            out[-1] = f"--ttl={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``30m``, ``1h`` or ``7d``; more than zero (an argparse ``type``)."""
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:]) if raw else None
+    number = raw[:-1] if unit is not None else raw
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: give seconds or a number with s, m, h or d (90, 30m, 1h, 7d)"
+        ) from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a token's lifetime must be more than zero")
+    return seconds
+
+
+def _bench(args: list[str]) -> int:
     try:
         from tidings.bench import main as bench_main
     except ImportError as exc:
         raise ConfigError(
             f"the benchmark suite needs its extra: pip install 'tidings[bench]' ({exc})"
         ) from exc
-    return bench_main(list(args.args))
+    return bench_main(args)
 
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None, help="data directory for embedded backends (./tidings-data)")
-    parser.add_argument("--store", default=None, help="store URL: sqlite:///path or postgresql://...")
-    parser.add_argument("--broker", default=None, help="broker URL: memory://, nats://, redis://, amqp://")
+    parser.add_argument(
+        "--data", default=None, help=f"data directory of the embedded backends (default: {_default('data')})"
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="store URL: sqlite:///path or postgresql://... (default: SQLite in --data)",
+    )
+    parser.add_argument(
+        "--broker",
+        default=None,
+        help=f"broker URL: memory://, nats://, redis:// or amqp:// (default: {_default('broker')})",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -139,21 +272,12 @@ def _run_roles(args: argparse.Namespace) -> int:
     from tidings.service import Service
 
     settings = _settings(args)
-    configure(json=args.log_format == "json")
+    _check_port_free(settings.host, settings.port)
+    configure(json=_json_logs(args.log_format))
 
     def announce() -> None:
-        base = f"http://{settings.host}:{settings.port}"
-        lines = [f"Tidings {__version__} ({', '.join(args.roles)}) on {settings.store_url.split('?')[0]}"]
-        if "api" in args.roles:
-            lines += [f"  API       {base}/v1/events", f"  API docs  {base}/docs", f"  demo      {base}/demo"]
-        if "gateway" in args.roles:
-            ws_port = (
-                settings.ws_port or settings.port + 1 if settings.ws_server == "fastws" else settings.port
-            )
-            lines += [f"  WebSocket ws://{settings.host}:{ws_port}/v1/ws", f"  SSE       {base}/v1/stream"]
-        lines += [f"  admin     {base}/admin", f"  metrics   {base}/metrics"]
-        lines += [f"  health    {base}/healthz  {base}/readyz"]
-        print("\n".join(lines), flush=True)
+        # A plain block on stdout (logs go to stderr): readable whatever the log format.
+        print(banner(settings, args.roles), flush=True)
 
     async def go() -> int:
         _tune_gc()
@@ -161,6 +285,56 @@ def _run_roles(args: argparse.Namespace) -> int:
         return 0
 
     return _run(go)
+
+
+def _json_logs(log_format: str) -> bool:
+    """``auto``: lines for humans on a terminal, JSON for collectors (a pipe, a file, a container log)."""
+    if log_format == "auto":
+        return not sys.stderr.isatty()
+    return log_format == "json"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail fast with one line when the HTTP port is taken, instead of uvicorn's log line and exit after the
+    backends were opened. Binds as uvicorn will (SO_REUSEADDR), then lets go at once."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {host} is already in use: pick another with --port N (or TIDINGS_PORT=N)"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(
+                    f"port {port} needs privileges: pick one above 1023 with --port N"
+                ) from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def banner(settings: Settings, roles: Sequence[str]) -> str:
+    """What this process serves, one URL a line. ``/admin`` is listed as usable only while admin routes are on."""
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [f"Tidings {__version__} ({', '.join(roles)}) on {settings.store_url.split('?')[0]}"]
+    if "api" in roles:
+        lines += [f"  home      {base}/", f"  API       {base}/v1/events", f"  API docs  {base}/docs"]
+        if settings.demo:
+            lines.append(f"  demo      {base}/demo")
+    if "gateway" in roles:
+        fast = settings.ws_server == "fastws"
+        ws_port = (settings.ws_port or settings.port + 1) if fast else settings.port
+        lines += [f"  WebSocket ws://{settings.host}:{ws_port}/v1/ws", f"  SSE       {base}/v1/stream"]
+    if settings.admin_token:
+        lines.append(f"  admin     {base}/admin")
+    else:
+        lines.append("  admin     off (start with TIDINGS_ADMIN_TOKEN=<a secret> to turn on /admin)")
+    lines += [f"  metrics   {base}/metrics", f"  health    {base}/healthz  {base}/readyz"]
+    return "\n".join(lines)
 
 
 def _apps_create(args: argparse.Namespace) -> int:

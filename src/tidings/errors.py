@@ -44,7 +44,46 @@ class LimitExceededError(InvalidInputError):
 
 
 class AuthError(TidingsError):
+    """Refused credentials. ``code`` stays ``unauthorized`` (the WebSocket error frame's code); ``reason`` names
+    the check that failed (one of ``AUTH_REASONS``, or the class's code), and is the ``code`` of the HTTP 401
+    body, so a developer sees what to fix. Neither ever holds the credential."""
+
     code = "unauthorized"
+
+    def __init__(self, message: str = "", *, reason: str = "", **details: object) -> None:
+        super().__init__(message, **details)
+        self.reason = reason or self.code
+
+
+# Why a credential was refused (``AuthError.reason``): what the HTTP 401 body's ``code`` says, and what the
+# gateway may put in its error frames. ``bad_signature`` also covers an ``iss`` that names no app, so app
+# names cannot be probed; ``unknown_issuer`` is an ``iss`` that cannot be an app name at all.
+TOKEN_EXPIRED = "token_expired"
+TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+WRONG_AUDIENCE = "wrong_audience"
+UNKNOWN_ISSUER = "unknown_issuer"
+MISSING_CLAIM = "missing_claim"
+INVALID_CLAIM = "invalid_claim"
+BAD_SIGNATURE = "bad_signature"
+ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
+MALFORMED_TOKEN = "malformed_token"
+WRONG_CREDENTIAL_KIND = (
+    "wrong_credential_kind"  # an API key on a user route, or a user token on a producer one
+)
+AUTH_REASONS = frozenset(
+    {
+        TOKEN_EXPIRED,
+        TOKEN_NOT_YET_VALID,
+        WRONG_AUDIENCE,
+        UNKNOWN_ISSUER,
+        MISSING_CLAIM,
+        INVALID_CLAIM,
+        BAD_SIGNATURE,
+        ALGORITHM_NOT_ALLOWED,
+        MALFORMED_TOKEN,
+        WRONG_CREDENTIAL_KIND,
+    }
+)
 
 
 class ForbiddenError(AuthError):

@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tidings.admin import install as install_admin
+from tidings.api import home
 from tidings.api.app import create_app
 from tidings.api.routes import ROUTERS, ops
 from tidings.backends import open_bus, open_log, open_store
@@ -61,6 +62,7 @@ def build_app(runtime: Runtime, roles: Iterable[str] = ROLES) -> FastAPI:
     roles = frozenset(roles)
     app = create_app(runtime, ROUTERS if "api" in roles else (ops.router,))
     install_admin(app, runtime)  # every replica: its numbers are its own
+    home.install(app, runtime.settings, roles)
     if "api" in roles:
         install_demo(app, runtime)
     if "gateway" in roles:

@@ -13,7 +13,7 @@ import pytest
 
 from tidings.auth import AppCache, authenticate_user, hash_key
 from tidings.core.models import App
-from tidings.errors import AuthError
+from tidings.errors import AUTH_REASONS, AuthError
 from tidings.testing import FakeClock
 
 from .conftest import OpenApi
@@ -60,25 +60,26 @@ def bad_tokens(api: Api, acme: Tenant, other: Tenant) -> dict[str, str]:
     }
 
 
-TOKEN_CASES = [
-    "alg none",
-    "HS512",
-    "RS256-shaped",
-    "expired",
-    "no exp",
-    "exp not a number",
-    "not yet valid",
-    "wrong aud",
-    "no aud",
-    "no sub",
-    "empty sub",
-    "sub too long",
-    "other app's secret",
-    "unknown iss",
-    "no iss",
-    "garbage",
-    "empty segments",
-]
+# Each bad token and the check its 401 names (the body's code): what the developer has to fix.
+TOKEN_CASES = {
+    "alg none": "algorithm_not_allowed",
+    "HS512": "algorithm_not_allowed",
+    "RS256-shaped": "algorithm_not_allowed",
+    "expired": "token_expired",
+    "no exp": "missing_claim",
+    "exp not a number": "invalid_claim",
+    "not yet valid": "token_not_yet_valid",
+    "wrong aud": "wrong_audience",
+    "no aud": "missing_claim",
+    "no sub": "missing_claim",
+    "empty sub": "invalid_claim",
+    "sub too long": "invalid_claim",
+    "other app's secret": "bad_signature",
+    "unknown iss": "bad_signature",  # the same answer as a wrong secret: app names cannot be probed
+    "no iss": "missing_claim",
+    "garbage": "malformed_token",
+    "empty segments": "malformed_token",
+}
 
 
 @pytest.mark.parametrize("case", TOKEN_CASES)
@@ -87,10 +88,24 @@ async def test_bad_user_tokens_are_refused(api: Api, acme: Tenant, case: str) ->
     function the live gateway uses."""
     token = bad_tokens(api, acme, await api.tenant("other"))[case]
     response = await api.client.get("/v1/me/unread-count", headers={"Authorization": f"Bearer {token}"})
-    assert_error(response, 401, "unauthorized")
+    error = assert_error(response, 401, TOKEN_CASES[case])
+    assert token not in error["message"]
+    assert acme.jwt_secret not in response.text
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    with pytest.raises(AuthError):
+    with pytest.raises(AuthError) as refused:
         await authenticate_user(api.runtime, token)
+    assert refused.value.code == "unauthorized"  # what the WebSocket error frame says, unchanged
+    assert refused.value.reason == TOKEN_CASES[case]
+    assert refused.value.reason in AUTH_REASONS
+
+
+async def test_an_expired_token_is_told_apart_from_a_forged_one(api: Api, acme: Tenant) -> None:
+    """``token_expired`` means "mint a new one"; nothing else answers with it."""
+    headers = api.user(acme, "alice", ttl=60)
+    api.clock.advance(61)
+    expired = assert_error(await api.client.get("/v1/me/unread-count", headers=headers), 401)
+    assert expired["code"] == "token_expired"
+    assert "expired" in expired["message"]
 
 
 async def test_a_good_token_expires_on_the_runtime_clock(api: Api, acme: Tenant) -> None:
@@ -121,9 +136,12 @@ async def test_producer_routes_need_a_valid_api_key(
 async def test_a_user_token_is_not_an_api_key_and_vice_versa(api: Api, acme: Tenant) -> None:
     """A user cannot send events, and a producer key cannot read an inbox."""
     user = await api.client.post("/v1/events", json=event(), headers=api.user(acme, "alice"))
-    assert_error(user, 401)
+    error = assert_error(user, 401, "wrong_credential_kind")
+    assert "this route takes an API key" in error["message"]
     producer = await api.client.get("/v1/me/notifications", headers=acme.producer)
-    assert_error(producer, 401)
+    error = assert_error(producer, 401, "wrong_credential_kind")
+    assert "this route takes a user token" in error["message"]
+    assert acme.api_key not in producer.text
 
 
 async def test_api_keys_are_stored_hashed(api: Api, acme: Tenant) -> None:

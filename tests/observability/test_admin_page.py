@@ -206,3 +206,19 @@ async def test_a_wrong_token_is_refused_and_the_page_says_so(browser: Browser, s
     await expect(page.locator("#status")).to_have_text("the admin token was refused")
     await expect(page.locator("#token")).to_be_visible()
     await expect(page.locator("#tile-accepted .value")).to_have_text(UNKNOWN)
+
+
+async def test_with_admin_routes_off_the_page_says_how_to_turn_them_on(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """Without TIDINGS_ADMIN_TOKEN the page does not ask for a token: it says how to start the server."""
+    server = await Server(tmp_path / "off", env={"TIDINGS_ADMIN_TOKEN": ""}).start()
+    try:
+        page = await _open(browser, server)
+        note = page.locator("#admin-off")
+        await expect(note).to_be_visible()
+        await expect(note).to_contain_text("TIDINGS_ADMIN_TOKEN=")
+        await expect(page.locator("#token-form")).to_be_hidden()
+        await expect(page.locator("#status")).to_have_text("admin routes are off")
+    finally:
+        await server.stop()

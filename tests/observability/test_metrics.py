@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+from tidings.api.middleware import MetricsMiddleware
 from tidings.observability import metrics
 
 from .metrics_support import exposition, value
@@ -80,3 +90,40 @@ def test_every_stage_and_the_process_metrics_are_exported_from_the_start() -> No
     ):
         assert f"\n{name} " in text
     assert 'tidings_build_info{version="' in text
+
+
+async def test_static_files_get_their_mount_as_route_label(stack: Stack) -> None:
+    """Files under a mount are labelled with the mount's path, not ``unmatched``."""
+    for path, route in (("/sdk/tidings.js", "/sdk"), ("/admin/static/admin.js", "/admin/static")):
+        before = value("tidings_http_requests_total", method="GET", route=route, status="200")
+        assert (await stack.http.get(path)).status_code == 200
+        assert value("tidings_http_requests_total", method="GET", route=route, status="200") == before + 1
+    unmatched = value("tidings_http_requests_total", method="GET", route="unmatched", status="200")
+    assert unmatched == 0
+
+
+async def test_a_long_lived_stream_is_counted_but_not_timed_as_an_answer() -> None:
+    """An SSE response is counted in the requests total, but stays out of the duration histogram."""
+
+    async def events() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            await asyncio.sleep(0.05)
+            yield b": ping\n\n"
+
+    async def stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def answer(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    inner = Starlette(routes=[Route("/metrics-test/stream", stream), Route("/metrics-test/answer", answer)])
+    app = MetricsMiddleware(inner, routes=lambda: inner.router.routes)
+    labels = {"method": "GET", "status": "200"}
+    seconds = "tidings_http_request_duration_seconds_count"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        assert (await http.get("/metrics-test/stream")).text.count("ping") == 3
+        assert (await http.get("/metrics-test/answer")).text == "ok"
+    assert value("tidings_http_requests_total", route="/metrics-test/stream", **labels) == 1
+    assert value(seconds, route="/metrics-test/stream", **labels) == 0
+    assert value(seconds, route="/metrics-test/answer", **labels) == 1

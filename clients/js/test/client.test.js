@@ -31,7 +31,7 @@ function setup(options = {}) {
     transport: options.transport,
     after: options.after,
   });
-  const seen = { notification: [], error: [], state: [], unread: [], read: [], ready: [], reset: [] };
+  const seen = { notification: [], error: [], state: [], unread: [], read: [], seen: [], ready: [], reset: [] };
   for (const type of Object.keys(seen)) client.on(type, (detail) => seen[type].push(detail));
   return { client, timers, storage, http, seen };
 }
@@ -364,6 +364,49 @@ describe("SSE fallback", () => {
     assert.equal(env.client.state, "stopped");
     assert.deepEqual(env.seen.error.at(-1), { kind: "auth", code: "unauthorized", message: "token expired", fatal: true });
     assert.equal(FakeEventSource.instances.length, 0);
+  });
+});
+
+describe("read-sync frames", () => {
+  test("a read frame over WebSocket updates the list and the badge at once, without a REST call", async () => {
+    const env = setup();
+    const ws = await connected(env, 0);
+    const calls = env.http.calls.length;
+    ws.frame({ type: "read", field: "read", seqs: [3, 4], unread: 5, unseen: 2 });
+    assert.deepEqual(env.seen.read.at(-1).seqs, [3, 4]);
+    assert.equal(env.seen.read.at(-1).remote, true);
+    assert.deepEqual(env.seen.unread.at(-1), { unread: 5, unseen: 2 });
+    assert.equal(env.http.calls.length, calls);
+  });
+
+  test("a seen frame with up_to is emitted as seen", async () => {
+    const env = setup();
+    const ws = await connected(env, 0);
+    ws.frame({ type: "read", field: "seen", up_to: 9, unread: 5, unseen: 0 });
+    assert.equal(env.seen.seen.at(-1).upTo, 9);
+    assert.deepEqual(env.seen.unread.at(-1), { unread: 5, unseen: 0 });
+    assert.equal(env.seen.read.length, 0);
+  });
+
+  test("a malformed read frame is ignored", async () => {
+    const env = setup();
+    const ws = await connected(env, 0);
+    const counts = env.seen.unread.length;
+    ws.frame({ type: "read", field: "deleted", seqs: [1], unread: 0, unseen: 0 });
+    ws.frame({ type: "read", field: "read", unread: 0, unseen: 0 });
+    assert.equal(env.seen.read.length, 0);
+    assert.equal(env.seen.unread.length, counts);
+  });
+
+  test("over SSE, `event: read` is applied the same way", async () => {
+    const env = setup({ transport: "sse" });
+    env.client.start();
+    await flush();
+    const source = FakeEventSource.last();
+    source.ready(0);
+    source.emit("read", { data: JSON.stringify({ type: "read", field: "read", up_to: 4, unread: 1, unseen: 1 }) });
+    assert.equal(env.seen.read.at(-1).upTo, 4);
+    assert.deepEqual(env.seen.unread.at(-1), { unread: 1, unseen: 1 });
   });
 });
 

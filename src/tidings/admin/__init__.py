@@ -30,6 +30,8 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     from tidings.admin.routes import router
 
     page = (STATIC / "index.html").read_text(encoding="utf-8")
+    if not runtime.settings.admin_token:
+        page = admin_off(page)
 
     async def admin_page(request: Request) -> HTMLResponse:
         return HTMLResponse(page, headers=PAGE_HEADERS)
@@ -37,3 +39,13 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     app.add_route("/admin", admin_page, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
     app.include_router(router)
+
+
+def admin_off(page: str) -> str:
+    """The page as served while the admin routes are off: the "start with TIDINGS_ADMIN_TOKEN" note shown
+    (without JavaScript too), the token form hidden, and ``data-admin="off"`` on ``<html>`` for the script."""
+    page = page.replace('<html lang="en">', '<html lang="en" data-admin="off">', 1)
+    page = page.replace('<p id="admin-off" class="off" hidden>', '<p id="admin-off" class="off">', 1)
+    return page.replace(
+        '<form id="token-form" class="token"', '<form id="token-form" class="token" hidden', 1
+    )

@@ -24,6 +24,8 @@ Tidings turns your backend's events into each user's inbox and pushes them live 
 * **Producers** (your backend) authenticate with `Authorization: Bearer <api_key>`.
 * **Users** authenticate with a JWT your backend signs with the app's `jwt_secret`
   (HS256, `iss` = app name, `sub` = user id, `aud` = `tidings`, `exp` required).
+* **Live delivery** (`GET /v1/ws` WebSocket, `GET /v1/stream` SSE) is described in the
+  [AsyncAPI 3 document](/asyncapi.json): every frame, in both directions, and the close codes.
 * **Admin** routes take `Authorization: Bearer $TIDINGS_ADMIN_TOKEN` and answer 404 when it is unset.
 
 **Events.** `202 {"id", "status": "accepted"}` means durable. Repeating an `Idempotency-Key` with the same

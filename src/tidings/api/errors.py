@@ -8,7 +8,8 @@ Every error answer has the body ``{"error": {"code": "...", "message": "..."}}``
       LimitExceededError       422  a count or size limit inside a well-formed body (recipients, batch items,
                                     ``data`` bytes): the body parsed, its content breaks the schema
     schema violations          422  ``validation_failed`` (pydantic; unknown fields included)
-    AuthError                  401  with ``WWW-Authenticate: Bearer``
+    AuthError                  401  with ``WWW-Authenticate: Bearer``; the code names the failed check
+                                    (``token_expired``, ``bad_signature``...: ``tidings.errors.AUTH_REASONS``)
       ForbiddenError           403
     NotFoundError              404  (also unknown routes: ``not_found``; 405 ``method_not_allowed``)
     ConflictError              409  (``app_exists``, ``idempotency_key_in_flight``)
@@ -166,27 +167,45 @@ def tidings_error_response(exc: TidingsError) -> JSONResponse:
     status = status_for(exc)
     if status == 500:
         return internal_error_response()
-    return error_response(status, exc.code, exc.message, headers_for(exc))
+    return error_response(status, public_code(exc), exc.message, headers_for(exc))
+
+
+def public_code(exc: TidingsError) -> str:
+    """The ``code`` of an error body: a refused credential names the failed check (``token_expired``...)."""
+    return exc.reason if isinstance(exc, AuthError) else exc.code
 
 
 def internal_error_response() -> JSONResponse:
     return error_response(500, "internal_error", "internal error")
 
 
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
 def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
-    """``loc``/``msg`` of pydantic errors, without the offending input (it may be large or secret)."""
+    """``loc``/``msg`` of pydantic errors, without the offending input (it may be large or secret).
+
+    ``loc`` is never empty: a check on a whole object names the field it is about (``FieldError``), and a
+    body that is not an object at all is ``body``. ``msg`` is the check's own words, without pydantic's
+    "Value error, " prefix."""
     details = []
     for err in errors[:20]:
         loc = [str(part) for part in err.get("loc", ())]
         if loc[:1] == ["body"]:
             loc = loc[1:]  # the body is what the client sent; "query.limit" and "header.x" stay explicit
-        details.append({"loc": ".".join(loc), "msg": str(err.get("msg", "invalid"))})
+        field = getattr((err.get("ctx") or {}).get("error"), "field", None)
+        if isinstance(field, str):
+            loc.append(field)
+        msg = str(err.get("msg", "invalid"))
+        for prefix in _PYDANTIC_PREFIXES:
+            msg = msg.removeprefix(prefix)
+        details.append({"loc": ".".join(loc) or "body", "msg": msg})
     return details
 
 
 def validation_message(details: Sequence[dict[str, str]]) -> str:
     """The first few problems in one line, e.g. ``recipients: List should have at least 1 item``."""
-    message = "; ".join(f"{d['loc']}: {d['msg']}" if d["loc"] else d["msg"] for d in details[:3])
+    message = "; ".join(f"{d['loc']}: {d['msg']}" for d in details[:3])
     return message or "invalid request"
 
 

@@ -105,7 +105,11 @@ class MetricsMiddleware:
     """Counts and times every HTTP request by method, route template and status.
 
     The route label is the template of the route that matches (``/v1/topics/{topic}/subscribers``), the mount
-    path for mounts, or ``unmatched``: raw paths never become label values.
+    path for mounts (``/sdk``, ``/admin/static``), or ``unmatched``: raw paths never become label values.
+    Mounts are matched against the scope as it arrived (routing rewrites ``root_path`` on the way in).
+
+    A long-lived stream (``text/event-stream``) is counted but not timed: the duration histogram is about
+    answers, and an SSE connection open for an hour is not a one-hour answer.
     """
 
     def __init__(self, app: ASGIApp, routes: Callable[[], Iterable[BaseRoute]]) -> None:
@@ -116,23 +120,30 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started, status = time.perf_counter(), 500
+        started, status, streaming = time.perf_counter(), 500, False
+        arrived = dict(scope)
 
         async def send_and_note(message: Message) -> None:
-            nonlocal status
+            nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
+                streaming = _is_event_stream(message.get("headers", ()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
         finally:
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            # The router notes its route in the scope; requests refused before routing are matched here.
-            template = getattr(scope.get("route"), "path", None) or route_template(self.routes(), scope)
+            # The router notes its route in the scope; mounts and requests refused before routing are matched.
+            template = getattr(scope.get("route"), "path", None) or route_template(self.routes(), arrived)
             labels = (method, template, str(status))
             metrics.http_requests_total.labels(*labels).inc()
-            metrics.http_request_duration_seconds.labels(*labels).observe(time.perf_counter() - started)
+            if not streaming:
+                metrics.http_request_duration_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+
+def _is_event_stream(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers)
 
 
 def route_template(routes: Iterable[BaseRoute], scope: Scope) -> str:

@@ -55,6 +55,15 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+class FieldError(ValueError):
+    """A model-level check's refusal that names its field: the 422 ``loc`` then ends with ``field`` instead
+    of being the whole object's (see ``tidings.api.errors.validation_details``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _depth(value: Any) -> int:
     """How deeply objects and arrays nest in a JSON value (a scalar is 0), without recursion."""
     deepest, stack = 0, [(value, 1)]
@@ -146,7 +155,7 @@ class EventIn(BaseModel):
     @model_validator(mode="after")
     def _one_target(self) -> EventIn:
         if (self.recipients is None) == (self.topic is None):
-            raise ValueError("exactly one of recipients or topic is required")
+            raise FieldError("recipients", "exactly one of recipients or topic is required")
         return self
 
     def body_hash(self) -> str:
@@ -253,7 +262,7 @@ class MarkIn(BaseModel):
     @model_validator(mode="after")
     def _one_of(self) -> MarkIn:
         if (self.seqs is None) == (self.up_to is None):
-            raise ValueError("exactly one of seqs or up_to is required")
+            raise FieldError("seqs", "exactly one of seqs or up_to is required")
         return self
 
 
@@ -348,7 +357,7 @@ class QuietHoursIn(BaseModel):
 
 
 class PreferencesIn(BaseModel):
-    """A user's preferences, replaced whole by ``PUT``."""
+    """A user's preferences, replaced whole by ``PUT``; the body ``GET`` answered is accepted unchanged."""
 
     model_config = _STRICT
     categories: Annotated[
@@ -357,6 +366,10 @@ class PreferencesIn(BaseModel):
     ] = Field(default_factory=dict)
     mutes: Mutes = Field(default_factory=Mutes)
     quiet_hours: QuietHoursIn | None = None
+    # What GET answers can be sent back as is: its read-only part is accepted here and ignored.
+    defaults: dict[str, Any] | None = Field(
+        default=None, description="read-only (the app's defaults, as GET shows them): ignored"
+    )
 
     def to_preferences(self) -> UserPreferences:
         quiet = self.quiet_hours

@@ -37,7 +37,11 @@
 
 /** @typedef {{ unread: number, unseen: number }} UnreadCount */
 /** @typedef {{ items: Notification[], next: string | null }} NotificationsPage */
-/** @typedef {{ seqs?: number[], upTo?: number, updated: number, at: string }} MarkChange */
+/**
+ * A read or seen mark: `seqs` or everything up to `upTo`. `updated` (how many changed) is known for this
+ * client's own marks; `remote` is true for a mark another of the user's clients made (read-sync frames).
+ * @typedef {{ seqs?: number[], upTo?: number, updated?: number, at: string, remote?: boolean }} MarkChange
+ */
 /** @typedef {"idle" | "connecting" | "open" | "waiting" | "stopped"} ConnectionState */
 /** @typedef {"ws" | "sse"} Transport */
 /** @typedef {{ state: ConnectionState, transport: Transport | null, attempt: number, delay?: number }} StateChange */
@@ -426,6 +430,7 @@ export class TidingsClient {
         ready = true;
         this._onReady(frame, generation);
       } else if (frame.type === "notification") this._deliver(frame.notification);
+      else if (frame.type === "read") this._applyMark(frame);
       else if (frame.type === "ping") socket.send('{"type":"pong"}');
       else if (frame.type === "error") errorCode = String(frame.code ?? "error");
     };
@@ -482,6 +487,9 @@ export class TidingsClient {
     source.addEventListener("notification", (ev) => {
       if (live()) this._deliver(parseJson(ev.data));
     });
+    source.addEventListener("read", (ev) => {
+      if (live()) this._applyMark(parseJson(ev.data));
+    });
     // Both the server's `event: error` (slow consumer) and a dropped connection. The browser would
     // reconnect by itself with the used ticket (refused), so the client closes it and reconnects itself.
     source.addEventListener("error", () => {
@@ -523,6 +531,26 @@ export class TidingsClient {
     this._remember(notification.seq);
     this._emit("notification", /** @type {Notification} */ (notification));
     this._scheduleCount(this._countDelay);
+  }
+
+  /**
+   * A read-sync frame (`{"type":"read","field":"read"|"seen","seqs"|"up_to","unread","unseen"}`): a mark
+   * made by any of the user's clients. Applied at once: `read`/`seen` for the list and `unread` with the
+   * counts the frame carries for the badge, without waiting for a REST round trip.
+   * @param {any} frame
+   */
+  _applyMark(frame) {
+    const field = frame?.field;
+    if (field !== "read" && field !== "seen") return;
+    /** @type {MarkChange} */
+    const change = { at: new Date().toISOString(), remote: true };
+    if (Array.isArray(frame.seqs)) change.seqs = frame.seqs.filter(isSeq);
+    else if (isSeq(frame.up_to)) change.upTo = frame.up_to;
+    else return;
+    this._emit(field, change);
+    const unread = Number(frame.unread);
+    const unseen = Number(frame.unseen);
+    if (Number.isInteger(unread) && Number.isInteger(unseen)) this._emit("unread", { unread, unseen });
   }
 
   /** @param {number} seq */

@@ -242,4 +242,8 @@ $('#forget').addEventListener('click', () => {
 });
 $('#journey-form').addEventListener('submit', findJourney);
 setupCharts();
-if (sessionStorage.getItem(TOKEN_KEY)) start();
+if (document.documentElement.dataset.admin === 'off') {
+  // The server says its admin routes are off (TIDINGS_ADMIN_TOKEN unset): asking for a token would only fail.
+  $('#token-form').hidden = true;
+  setStatus('stopped', 'admin routes are off');
+} else if (sessionStorage.getItem(TOKEN_KEY)) start();

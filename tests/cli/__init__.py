@@ -1,0 +1,1 @@
+"""The `tidings` command line, run as a user runs it: through subprocesses."""
