@@ -34,6 +34,7 @@ ELSEWHERE = {
     ),
     "TIDINGS_BENCH_SWITCH_INTERVAL": ("src/tidings/bench/stack.py", "a benchmark experiment knob"),
     "TIDINGS_TEST_REQUIRE": ("tests", "read by the test suite: fail instead of skipping without services"),
+    "TIDINGS_CHROMIUM": ("tests/browser/conftest.py", "read by the browser tests: where Chromium is"),
 }
 
 

@@ -64,12 +64,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="a `tidings bench` result file (repeatable: runs are pooled)",
+        help="a `tidings bench` result file (repeatable: runs are pooled; default: the shipped unit costs)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--price", action="append", default=[], metavar="NAME=VALUE", help="override one price")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
+    p.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one price (default: the shipped price table)",
+    )
     for name, (kind, text) in _FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text, metavar="VALUE")
+        help_text = f"{text}; default: the workload file's value, else the built-in default"
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, default=None, help=help_text, metavar="VALUE"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
