@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
@@ -28,9 +27,9 @@ def _forbidden(what: str) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def _fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.config.getoption("--fast-tier"):
         for name in ("connect", "connect_ex", "bind"):
             monkeypatch.setattr(socket.socket, name, _forbidden("sockets"))
         monkeypatch.setattr(subprocess.Popen, "_execute_child", _forbidden("subprocesses"))
-    yield
+    return
