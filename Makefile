@@ -61,4 +61,4 @@ js: $(JS_STAMP)  ## the JS SDK: tsc (strict, checkJs) and node --test
 	cd $(JS) && npm run check
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules bench/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage $(JS)/node_modules bench/node_modules
