@@ -11,7 +11,12 @@ PORT ?= 8080
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: install serve test test-all lint format typecheck js clean
+# The fast tier: pure tests (no services, no sockets, no subprocesses; tests/conftest.py fails any test that
+# tries under --fast-tier). Coverage of tidings.core is measured on it, with a floor.
+FAST := tests/core tests/test_settings.py
+COVERAGE := --cov=tidings.core --cov-branch --cov-fail-under=95 --cov-report=term-missing:skip-covered
+
+.PHONY: install serve test test-fast test-cov test-all lint format typecheck js clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,11 +34,18 @@ install: $(STAMP)
 serve: $(STAMP)  ## demo mode on: /demo works out of the box (local use only)
 	$(BIN)/tidings serve --demo --host $(HOST) --port $(PORT)
 
-test: $(STAMP) $(JS_STAMP)  ## lint, types, then the default suite (no slow soaks)
+test: $(STAMP) $(JS_STAMP)  ## lint, types, the fast tier with core coverage, then the default suite (no slow soaks)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory test-cov
 	$(BIN)/pytest -q
+
+test-fast: $(STAMP)  ## the fast tier alone: pure core and unit tests, well under a minute
+	$(BIN)/pytest -q --fast-tier $(FAST)
+
+test-cov: $(STAMP)  ## the fast tier with branch coverage of tidings.core; fails under 95%
+	$(BIN)/pytest -q --fast-tier $(COVERAGE) $(FAST)
 
 test-all: $(STAMP) $(JS_STAMP)  ## the default suite plus the slow soak runs
 	$(BIN)/pytest -q -m ''
@@ -53,4 +65,4 @@ js: $(JS_STAMP)  ## the JS SDK: tsc (strict, checkJs) and node --test
 	cd $(JS) && npm run check
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules bench/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage $(JS)/node_modules bench/node_modules

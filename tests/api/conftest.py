@@ -15,6 +15,8 @@ from tidings.backends import open_bus, open_log, open_store
 from tidings.runtime import Runtime
 from tidings.settings import Settings
 from tidings.testing import FakeClock
+from worker.stack import open_stack as open_stack  # the fan-out stack, shared with tests/worker
+from worker.stack import stack as stack
 
 from .support import ADMIN_TOKEN, Api, Tenant
 

@@ -24,7 +24,7 @@ from tidings.settings import Settings
 from tidings.testing import FakeClock
 from tidings.worker import FanoutWorker
 
-from .conftest import event
+from .stack import event
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -1,6 +1,6 @@
 """A celebrity's post: one event to a topic of a million followers, fanned out through chunk jobs on the log.
 
-Slow (excluded from the default suite): ``pytest -m slow tests/social/test_million.py -s`` prints the times.
+Slow (excluded from the default suite): ``pytest -m slow tests/worker/test_million.py -s`` prints the times.
 ``TIDINGS_FANOUT_N`` sets the number of followers (default 1,000,000). Embedded: SQLite with its own log and one
 worker (the embedded log has one consumer). PostgreSQL: the inbox in PostgreSQL, the log on Redis Streams, and
 two workers sharing the chunk jobs.

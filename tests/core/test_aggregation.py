@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tidings.core.aggregation import merge_actors
+from tidings.core.aggregation import current_from_row, id_source, merge_actors
 from tidings.core.models import ChannelPlan, InboxWrite
 from tidings.core.rules import AGGREGATE, DEFER, DELIVER
 from tidings.core.session import Session
@@ -297,3 +297,25 @@ def test_resume_after_aggregation_is_gap_free(script: list[object], after: int, 
     clock = FakeClock(2_000_000_000.0)
     [new] = inbox.write([like("late", "alice", group="g1")], clock.time())
     assert session.live(new.seq, new.payload).send == (((new.seq, new.payload),) if new.seq > after else ())
+
+
+def test_a_commits_notification_ids_are_unique_sorted_and_random_across_commits() -> None:
+    """The ids a store gives the rows of one commit sort in the order made; two commits draw apart."""
+    first, second = id_source(1_790_000_000.0), id_source(1_790_000_000.0)
+    ids = [first() for _ in range(1000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 1000
+    assert second() not in ids
+
+
+def test_a_stored_row_without_a_start_cannot_be_joined() -> None:
+    """Rows written before aggregation (no group start) stay alone; a started row reads back its state."""
+    payload = b'{"type":"post.liked","count":2,"actors":[{"id":"carol"},{"id":"bob"}]}'
+    assert current_from_row(7, payload, None) is None
+    current = current_from_row(7, payload, 100.0)
+    assert current is not None
+    assert (current.seq, current.type, current.started_at, current.count) == (7, "post.liked", 100.0, 2)
+    assert current.actors == ({"id": "carol"}, {"id": "bob"})
+    bare = current_from_row(8, b'{"type":"post.liked"}', 100.0)
+    assert bare is not None
+    assert (bare.count, bare.actors) == (1, ())

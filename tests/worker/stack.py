@@ -1,5 +1,8 @@
 """A fan-out stack on real embedded backends (a SQLite file with its event log, the in-process bus) and a fake
-clock, driven one batch at a time: no worker loop, no sleeps."""
+clock, driven one batch at a time: no worker loop, no sleeps.
+
+A support module, not a conftest: ``tests/worker/conftest.py`` and ``tests/api/conftest.py`` both re-export its
+``open_stack`` and ``stack`` fixtures, so the planner tests and the social route tests share one stack."""
 
 from __future__ import annotations
 

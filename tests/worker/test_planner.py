@@ -16,7 +16,7 @@ from tidings.core.rules import (
     UserPreferences,
 )
 
-from .conftest import OpenStack, Stack, event
+from .stack import OpenStack, Stack, event
 
 USERS = [f"f{i:03d}" for i in range(95)]
 

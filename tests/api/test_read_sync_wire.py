@@ -14,8 +14,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from tidings.service import build_app
-
-from .conftest import Stack, event
+from worker.stack import Stack, event
 
 
 @contextlib.asynccontextmanager

@@ -14,8 +14,7 @@ from tidings.auth import create_app_record
 from tidings.core import frames
 from tidings.core.rules import UserPreferences
 from tidings.gateway.stream import LiveStream
-
-from .conftest import OpenStack, Stack, event
+from worker.stack import OpenStack, Stack, event
 
 
 def like(**fields: Any) -> dict[str, Any]:
