@@ -175,16 +175,14 @@ def test_the_zones_accepted_are_the_iana_names_only() -> None:
     assert "europe/paris" not in zones
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="quiet_until builds the end with fold=0: in the hour repeated when clocks go back, it skips a day",
-)
 def test_quiet_hours_in_the_repeated_hour_end_the_same_night() -> None:
     """The night the clocks go back (Paris, 2026-10-25, 03:00 CEST -> 02:00 CET), 22:00-02:30 quiet hours seen at
     02:10 CET (the second 02:10) end 20 minutes later, not the next night."""
     night = QuietHours(22 * 60, 2 * 60 + 30, "Europe/Paris")
     now = datetime(2026, 10, 25, 1, 10, tzinfo=ZoneInfo("UTC")).timestamp()  # 02:10 CET
     assert quiet_until(night, now) == now + 20 * 60
+    first = datetime(2026, 10, 25, 0, 10, tzinfo=ZoneInfo("UTC")).timestamp()  # the first 02:10 (CEST)
+    assert quiet_until(night, first) == first + 20 * 60  # the first 02:30, an hour before the second
 
 
 def test_low_priority_goes_to_a_digest_and_high_priority_skips_caps() -> None:

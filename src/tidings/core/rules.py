@@ -287,11 +287,30 @@ def quiet_until(quiet: QuietHours, now: float) -> float | None:
         return None
     day = local.date() if minute < quiet.end else local.date() + timedelta(days=1)
     for _ in range(3):  # bounded: a local end time exists within a day of a DST change
-        end = datetime(day.year, day.month, day.day, quiet.end // 60, quiet.end % 60, tzinfo=tz).timestamp()
-        if end > now:
-            return end
+        wall = datetime(day.year, day.month, day.day, quiet.end // 60, quiet.end % 60, tzinfo=tz)
+        for end in _instants(wall):
+            if end > now:
+                return end
         day += timedelta(days=1)
     return None  # unreachable for real zones; outside quiet hours rather than deferred forever
+
+
+def _instants(wall: datetime) -> list[float]:
+    """The instants a local wall-clock time names, earliest first: two in the hour repeated when clocks go
+    back (fold 0 and 1), one otherwise; a time in a daylight-saving gap names none, and is taken as fold 0
+    gives it (past the jump)."""
+    naive = wall.replace(tzinfo=None)
+    real = sorted(
+        {
+            instant
+            for fold in (0, 1)
+            if datetime.fromtimestamp(instant := wall.replace(fold=fold).timestamp(), wall.tzinfo).replace(
+                tzinfo=None
+            )
+            == naive
+        }
+    )
+    return real or [wall.timestamp()]
 
 
 # --- cap windows ----------------------------------------------------------------------------------------------
