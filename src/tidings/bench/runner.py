@@ -39,6 +39,7 @@ FANOUT_KINDS = (
     "mosquitto",
 )
 
+SENDS = {"webhook": 3000, "web_push": 2000, "email": 1000}  # per path and round, at full size
 Job = tuple[str, Callable[[], Awaitable[dict[str, Any]]]]
 
 
@@ -107,6 +108,12 @@ def jobs(names: list[str], size: str, kinds: list[str], postgres: str) -> list[J
             out.append(("celebrity postgresql", partial(scenarios.run_celebrity, postgres, followers)))
     if "growth" in names:
         out.extend(growth_jobs(tiny))
+    if "senders" in names:
+        from tidings.bench.senders import CHANNELS, run_senders
+
+        for channel in CHANNELS:
+            sends = 20 if tiny else SENDS[channel]
+            out.append((f"senders {channel}", partial(run_senders, channel, sends, 1 if tiny else 2)))
     if "resume" in names:
         for kind in ("tidings",) if tiny else ("tidings", "tidings-uvicorn"):
             n, backlog = (20, 3) if tiny else (10_000, 10)
