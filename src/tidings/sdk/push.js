@@ -140,7 +140,7 @@ function subscribeFailure(error) {
   const message = error instanceof Error ? error.message : String(error);
   if (name === "NotAllowedError") return new PushError("denied", `the browser refused the push subscription: ${message}`);
   if (name === "AbortError" || /push service/i.test(message)) {
-    return new PushError("push_service_unavailable", `the browser could not reach its push service (${message}); headless browsers have none`);
+    return new PushError("push_service_unavailable", `the browser's push service did not give a subscription (${message}); headless browsers have none`);
   }
   return new PushError("failed", `the push subscription failed: ${name ? `${name}: ` : ""}${message}`);
 }
