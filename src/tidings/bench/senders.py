@@ -239,14 +239,15 @@ PATHS = {"library": library_path, "adapter": adapter_path}
 
 
 async def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Both paths of one channel: a warm-up each, then ``rounds`` alternations of ``sends`` each."""
+    """Both paths of one channel: a warm-up each, then ``rounds`` alternations of ``sends`` each (short blocks
+    alternated many times, so a change in the shared machine's load hits both paths alike)."""
     channel = spec["channel"]
     ends = Endpoints(spec["http"], spec["smtp"])
     opened = {name: await factory(channel, ends) for name, factory in PATHS.items()}
     totals = {name: Pass() for name in opened}
     try:
         for send, _ in opened.values():
-            await drive(send, max(5, spec["sends"] // 10), spec["concurrency"])
+            await drive(send, max(10, spec["sends"] // 2), spec["concurrency"])
         for _ in range(spec["rounds"]):
             for name, (send, _) in opened.items():
                 totals[name].add(await drive(send, spec["sends"], spec["concurrency"]))
@@ -288,7 +289,8 @@ def summarise(channel: str, passes: dict[str, dict[str, Any]], spec: dict[str, A
 
 
 async def run_senders(channel: str, sends: int, rounds: int = 2, concurrency: int = 8) -> dict[str, Any]:
-    """One channel: start the sinks and the measuring process, return the summarised result."""
+    """One channel: start the sinks and the measuring process, return the summarised result (``sends`` per
+    block, ``rounds`` blocks per path)."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
     sinks = await Child.start("sinks", python_child("sinks", "{}"))
