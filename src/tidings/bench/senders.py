@@ -102,7 +102,7 @@ def _policy() -> EgressPolicy:
     return EgressPolicy(allow=parse_allow("127.0.0.1/32"))  # the sinks are on loopback
 
 
-def _target(channel: ChannelName, ends: Endpoints, keys: Any) -> Target:
+def _target(channel: ChannelName, ends: Endpoints, keys: Browser) -> Target:
     if channel == "webhook":
         from tidings.channels.webhook import new_secret
 
