@@ -17,6 +17,7 @@ import pytest
 from tidings.bench import main, report, scenarios
 from tidings.bench.fanout import FanoutSpec, run_fanout
 from tidings.bench.runner import POSTGRES, available, postgres_reachable, run_all
+from tidings.bench.senders import run_senders
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,6 +104,22 @@ async def test_resume_storm_scenario_resumes_every_client() -> None:
     assert result["resumed"] == 10
     assert result["ok"] is True
     assert result["seconds"] > 0
+
+
+@pytest.mark.parametrize("channel", ["webhook", "web_push", "email"])
+async def test_senders_scenario_sends_through_the_adapter_and_the_library(channel: str) -> None:
+    """Every send of both paths reaches the local endpoint, and CPU per send and the ratio come out."""
+    result = await run_senders(channel, sends=10, rounds=1, concurrency=4)
+    assert result["ok"] is True
+    assert result["failed"] == 0
+    assert result["sends"] == 10
+    assert result["rate"] > 0
+    assert result["library_rate"] > 0
+    assert result["cpu_us"] > 0
+    assert result["library_cpu_us"] > 0
+    assert result["own_cpu_us"] == pytest.approx(result["cpu_us"] - result["library_cpu_us"], abs=0.2)
+    assert isinstance(result["goal_met"], bool)
+    assert f"| senders | {channel} |" in report.markdown({"results": [result]})
 
 
 def test_report_renders_a_table_ratios_and_a_plot(tmp_path: Path) -> None:

@@ -51,6 +51,18 @@ def test_the_sdk_is_served_as_javascript_and_revalidated(http: httpx.Client) -> 
     assert again.status_code == 304
 
 
+def test_the_service_worker_and_push_module_are_served(http: httpx.Client) -> None:
+    """/sdk/sw.js (a classic script, registered by subscribePush) may take a wider scope than /sdk/."""
+    worker = http.get("/sdk/sw.js")
+    assert worker.status_code == 200
+    assert worker.headers["content-type"].startswith("text/javascript")
+    assert worker.headers["service-worker-allowed"] == "/"
+    assert 'addEventListener("push"' in worker.text
+    push = http.get("/sdk/push.js")
+    assert push.status_code == 200
+    assert "export async function subscribe" in push.text
+
+
 def test_the_page_loads_only_its_own_files(http: httpx.Client) -> None:
     """No CDN or external asset: a Content-Security-Policy of 'self', and no http(s) URL in the page."""
     page = http.get("/demo")

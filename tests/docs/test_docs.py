@@ -33,6 +33,7 @@ ELSEWHERE = {
         "a benchmark-suite switch, not a server setting",
     ),
     "TIDINGS_BENCH_SWITCH_INTERVAL": ("src/tidings/bench/stack.py", "a benchmark experiment knob"),
+    "TIDINGS_EGRESS_ALLOW": ("src/tidings/channels/egress.py", "read by the channels' egress policy"),
     "TIDINGS_TEST_REQUIRE": ("tests", "read by the test suite: fail instead of skipping without services"),
     "TIDINGS_CHROMIUM": ("tests/browser/conftest.py", "read by the browser tests: where Chromium is"),
 }

@@ -4,7 +4,7 @@
 their structured results (JSON) plus a Markdown summary; ``tidings bench report FILE...`` renders saved
 results (table and plot); ``TIDINGS_BENCH_PROFILE=DIR tidings bench run ...`` records py-spy stacks of every
 server process and ``tidings bench profile DIR/*.txt`` summarises them. ``server``, ``clients``, ``stack``,
-``producer`` and ``celebrity`` are the roles of the child processes a run starts.
+``producer``, ``celebrity``, ``sinks`` and ``sender`` are the roles of the child processes a run starts.
 Every load is bounded in count and time and goes to 127.0.0.1 only.
 """
 
@@ -17,7 +17,17 @@ from collections.abc import Sequence
 
 import orjson
 
-SCENARIOS = ("fanout", "scaleout", "connections", "latency", "ingest", "celebrity", "resume", "growth")
+SCENARIOS = (
+    "fanout",
+    "scaleout",
+    "connections",
+    "latency",
+    "ingest",
+    "celebrity",
+    "resume",
+    "growth",
+    "senders",
+)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -72,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     celebrity = sub.add_parser("celebrity")
     celebrity.add_argument("spec", help="the celebrity run's arguments, as JSON")
     celebrity.set_defaults(handler=_celebrity)
+    sinks = sub.add_parser("sinks")
+    sinks.add_argument("spec", help="unused ({})")
+    sinks.set_defaults(handler=_sinks)
+    sender = sub.add_parser("sender")
+    sender.add_argument("spec", help="the senders measurement's arguments, as JSON")
+    sender.set_defaults(handler=_sender)
     clients = sub.add_parser("clients")
     clients.add_argument("spec", help="the client process's arguments, as JSON")
     clients.set_defaults(handler=_clients)
@@ -107,6 +123,20 @@ def _producer(args: argparse.Namespace) -> int:
 
 def _celebrity(args: argparse.Namespace) -> int:
     from tidings.bench.celebrity import run
+
+    _uvloop_run(run(orjson.loads(args.spec)))
+    return 0
+
+
+def _sinks(args: argparse.Namespace) -> int:
+    from tidings.bench.sinks import run
+
+    _uvloop_run(run(orjson.loads(args.spec)))
+    return 0
+
+
+def _sender(args: argparse.Namespace) -> int:
+    from tidings.bench.senders import run
 
     _uvloop_run(run(orjson.loads(args.spec)))
     return 0

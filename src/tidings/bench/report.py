@@ -21,6 +21,7 @@ METRIC = {
     "celebrity": ("seconds", "s"),
     "resume": ("seconds", "s"),
     "growth": ("rate", "deliveries/s (recipients: rows/s)"),
+    "senders": ("rate", "sends/s"),
 }
 
 
@@ -96,6 +97,15 @@ def _extra(scenario: str, runs: list[dict[str, Any]]) -> str:
         )
     if scenario == "connections":
         return f"{min(r['held'] for r in ok):,} held, RSS {median([r['server_rss_mb'] for r in ok]):.0f} MB"
+    if scenario == "senders":
+
+        def mid(field: str) -> float:
+            return median([float(r[field]) for r in ok])
+
+        return (
+            f"{mid('cpu_us'):,.0f} CPU-µs/send; library call {mid('library_rate'):,.0f}/s, "
+            f"{mid('library_cpu_us'):,.0f} CPU-µs; own work {mid('own_ratio'):.0%} of the library's"
+        )
     if scenario == "celebrity":
         return f"{median([r['rows_per_second'] for r in ok]):,.0f} rows/s"
     if scenario in ("ingest", "resume") and any("server_cpu" in r for r in ok):

@@ -39,6 +39,7 @@ FANOUT_KINDS = (
     "mosquitto",
 )
 
+SENDS = {"webhook": 4000, "web_push": 3000, "email": 2000}  # per path, at full size
 Job = tuple[str, Callable[[], Awaitable[dict[str, Any]]]]
 
 
@@ -107,6 +108,13 @@ def jobs(names: list[str], size: str, kinds: list[str], postgres: str) -> list[J
             out.append(("celebrity postgresql", partial(scenarios.run_celebrity, postgres, followers)))
     if "growth" in names:
         out.extend(growth_jobs(tiny))
+    if "senders" in names:
+        from tidings.bench.senders import CHANNELS, run_senders
+
+        for channel in CHANNELS:
+            # Short blocks, alternated many times: both paths see the same (shared, changing) machine.
+            block, rounds = (20, 1) if tiny else (100, SENDS[channel] // 100)
+            out.append((f"senders {channel}", partial(run_senders, channel, block, rounds)))
     if "resume" in names:
         for kind in ("tidings",) if tiny else ("tidings", "tidings-uvicorn"):
             n, backlog = (20, 3) if tiny else (10_000, 10)

@@ -56,8 +56,10 @@ class AsyncApi:
         json: Any = None,
         params: Params | None = None,
         headers: Mapping[str, str] | None = None,
+        retry: bool = True,
     ) -> Any:
-        """The decoded JSON answer; raises ``ApiError`` or ``ConnectionFailedError`` once retries are spent."""
+        """The decoded JSON answer; raises ``ApiError`` or ``ConnectionFailedError`` once retries are spent.
+        ``retry=False``: one attempt, for a request that is not safe to repeat."""
         attempt = 0
         while True:  # bounded: retry_delay answers None once backoff.max_attempts are spent
             try:
@@ -68,7 +70,7 @@ class AsyncApi:
                 failure: Exception = outcome
             except httpx.TransportError as exc:
                 failure = exc
-            delay = retry_delay(self.backoff, attempt, failure, self._random())
+            delay = retry_delay(self.backoff, attempt, failure, self._random()) if retry else None
             if delay is None:
                 raise _give_up(failure, attempt + 1) from (None if isinstance(failure, ApiError) else failure)
             await self._sleep(delay)
@@ -99,6 +101,7 @@ class SyncApi:
         json: Any = None,
         params: Params | None = None,
         headers: Mapping[str, str] | None = None,
+        retry: bool = True,
     ) -> Any:
         attempt = 0
         while True:  # bounded like AsyncApi.request
@@ -109,7 +112,7 @@ class SyncApi:
                 failure: Exception = outcome
             except httpx.TransportError as exc:
                 failure = exc
-            delay = retry_delay(self.backoff, attempt, failure, self._random())
+            delay = retry_delay(self.backoff, attempt, failure, self._random()) if retry else None
             if delay is None:
                 raise _give_up(failure, attempt + 1) from (None if isinstance(failure, ApiError) else failure)
             self._sleep(delay)

@@ -1,4 +1,4 @@
-"""The producer SDK: your backend sends events and manages topic subscribers.
+"""The producer SDK: your backend sends events, manages topic subscribers, users' profiles and webhooks.
 
     async with ProducerClient("http://127.0.0.1:8080", api_key) as tidings:
         event_id = await tidings.send({"type": "post.liked", "actor": {"id": "bob"}, "recipients": ["alice"]})
@@ -6,7 +6,8 @@
 Every event goes out with an ``Idempotency-Key`` (one is generated when the caller gives none), so the
 client's own retries after a lost answer or a timeout never create an event twice: the server answers a
 repeat with the first event's id. Give your own key (e.g. derived from your database row) to make retries
-across process restarts safe too.
+across process restarts safe too. Every other request is safe to repeat (PUT, DELETE, GET) except
+``create_webhook``, which is tried once.
 """
 
 from __future__ import annotations
@@ -45,6 +46,21 @@ def _batch_body(events: Sequence[Event]) -> dict[str, Any]:
 
 def _subscriber_path(topic: str, user_id: str) -> str:
     return f"/v1/topics/{quote(topic, safe='')}/subscribers/{quote(user_id, safe='')}"
+
+
+def _user_path(user_id: str) -> str:
+    return f"/v1/users/{quote(user_id, safe='')}"
+
+
+def _profile(**fields: str | None) -> dict[str, str]:
+    """The profile body: the fields given (a left-out field is cleared: PUT replaces the whole profile)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _webhook_body(url: str, events: Sequence[str]) -> dict[str, Any]:
+    if isinstance(events, str):
+        raise TypeError("events is a sequence of event types, not one string")
+    return {"url": url, "events": list(events)}
 
 
 def _headers(api_key: str) -> dict[str, str]:
@@ -108,6 +124,35 @@ class ProducerClient:
     async def unsubscribe(self, topic: str, user_id: str) -> bool:
         answer = await self._api.request("DELETE", _subscriber_path(topic, user_id))
         return bool(answer["changed"])
+
+    async def put_user(
+        self,
+        user_id: str,
+        *,
+        email: str | None = None,
+        locale: str | None = None,
+        time_zone: str | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Sets ``user_id``'s profile, replacing it: the email channel's address, locale, time zone, name."""
+        body = _profile(email=email, locale=locale, time_zone=time_zone, name=name)
+        answer: dict[str, Any] = await self._api.request("PUT", _user_path(user_id), json=body)
+        return answer
+
+    async def create_webhook(self, url: str, events: Sequence[str] = ()) -> dict[str, Any]:
+        """Adds a webhook endpoint for ``events`` (event types; none: all). The answer's ``secret`` (``whsec_…``)
+        is shown only now. Tried once: repeating it after a lost answer would add a second endpoint, so after
+        a ``ConnectionFailedError`` look at ``webhooks()`` before trying again."""
+        answer: dict[str, Any] = await self._api.request(
+            "POST", "/v1/webhooks", json=_webhook_body(url, events), retry=False
+        )
+        return answer
+
+    async def webhooks(self) -> list[dict[str, Any]]:
+        """The app's webhook endpoints (without their secrets)."""
+        answer = await self._api.request("GET", "/v1/webhooks")
+        items: list[dict[str, Any]] = answer["items"]
+        return items
 
     async def subscribers(self, topic: str, *, page_size: int = 100) -> AsyncIterator[str]:
         """Every subscriber of ``topic``, in user-id order, fetched a page at a time."""
@@ -176,6 +221,30 @@ class SyncProducerClient:
 
     def unsubscribe(self, topic: str, user_id: str) -> bool:
         return bool(self._api.request("DELETE", _subscriber_path(topic, user_id))["changed"])
+
+    def put_user(
+        self,
+        user_id: str,
+        *,
+        email: str | None = None,
+        locale: str | None = None,
+        time_zone: str | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        body = _profile(email=email, locale=locale, time_zone=time_zone, name=name)
+        answer: dict[str, Any] = self._api.request("PUT", _user_path(user_id), json=body)
+        return answer
+
+    def create_webhook(self, url: str, events: Sequence[str] = ()) -> dict[str, Any]:
+        """Tried once, like ``ProducerClient.create_webhook``."""
+        answer: dict[str, Any] = self._api.request(
+            "POST", "/v1/webhooks", json=_webhook_body(url, events), retry=False
+        )
+        return answer
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._api.request("GET", "/v1/webhooks")["items"]
+        return items
 
     def subscribers(self, topic: str, *, page_size: int = 100) -> Iterator[str]:
         cursor: str | None = None

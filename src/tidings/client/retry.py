@@ -7,7 +7,8 @@ draw (supplied by the caller, so tests need no seed).
   seconds so many clients do not return in the same instant). A hint longer than ``max_wait`` is not waited
   out: the error is raised, with its ``retry_after``, for the caller to decide.
 - Otherwise the wait is "full jitter": uniform in [0, min(cap, base * 2**attempt)).
-Producer requests are safe to repeat: events carry an idempotency key, topic writes are PUT/DELETE.
+Producer requests are safe to repeat (events carry an idempotency key; topic and profile writes are PUT or
+DELETE) except creating a webhook, which is sent once (``retry=False``).
 """
 
 from __future__ import annotations

@@ -24,11 +24,13 @@ SDK = Path(__file__).parent.parent / "sdk"
 
 class PublicFiles(StaticFiles):
     """Files any origin may load: a page elsewhere imports ``/sdk/tidings.js`` as a module script, which
-    browsers fetch with CORS. The SDK is public code, and no credentials go with it."""
+    browsers fetch with CORS. The SDK is public code, and no credentials go with it. ``Service-Worker-Allowed``
+    lets a page register ``/sdk/sw.js`` with a wider scope than ``/sdk/`` (the SDK's default needs none)."""
 
     def file_response(self, *args: Any, **kwargs: Any) -> Response:
         response = super().file_response(*args, **kwargs)
         response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Service-Worker-Allowed"] = "/"
         return response
 
 

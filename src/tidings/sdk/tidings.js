@@ -22,6 +22,21 @@
  * - Close codes: 1008 (auth or origin refused) stops the client and reports an `auth` error; 1007 and
  *   1009 (a client bug) stop it too; 1012 (server restarting), 1013 (slow consumer) and everything else
  *   reconnect.
+ * - Web Push (`subscribePush`, `unsubscribePush`, see push.js): the server's subscription id is kept in
+ *   `storage` per app and user. A click on a push notification is reported by the service worker (which has
+ *   no token) to the open pages; a started client whose stored subscription has that endpoint marks the
+ *   notification seen and emits `pushclick`.
+ */
+import { PushError, pushUnsupported, subscribe, unsubscribe } from "./push.js";
+
+export { PushError, pushUnsupported };
+
+/** @typedef {import("./push.js").PushOptions} PushOptions */
+/** @typedef {import("./push.js").PushRecord} PushRecord */
+/** @typedef {import("./push.js").PushGlobals} PushGlobals */
+/**
+ * What the service worker posts to the pages when a push notification is clicked.
+ * @typedef {{ type: "tidings:notificationclick", seq: number | null, id: string | null, url: string, endpoint: string | null }} PushClick
  */
 
 /**
@@ -60,7 +75,8 @@
  *   ready: { user: string, last_seq: number, transport: Transport },
  *   state: StateChange,
  *   error: ClientErrorInfo,
- *   reset: { lastSeq: number }
+ *   reset: { lastSeq: number },
+ *   pushclick: PushClick
  * }} EventMap
  */
 
@@ -92,6 +108,7 @@
 /** @typedef {(input: string, init?: { method?: string, headers?: Record<string, string>, body?: string }) => Promise<{ ok: boolean, status: number, json(): Promise<any> }>} FetchLike */
 
 /** @typedef {{ addEventListener(type: string, listener: () => void): void, removeEventListener(type: string, listener: () => void): void }} OnlineEvents */
+/** @typedef {{ addEventListener?(type: "message", listener: (ev: { data: any }) => void): void, removeEventListener?(type: "message", listener: (ev: { data: any }) => void): void }} MessageEvents */
 
 /**
  * @typedef {{
@@ -110,7 +127,8 @@
  *   online?: OnlineEvents | null,
  *   backoff?: { base?: number, cap?: number },
  *   idleTimeout?: number,
- *   countDelay?: number
+ *   countDelay?: number,
+ *   browser?: PushGlobals & { navigator?: { serviceWorker?: MessageEvents } }
  * }} ClientOptions
  */
 
@@ -245,6 +263,10 @@ export class TidingsClient {
     this._backoffCap = options.backoff?.cap ?? 30000;
     this._idleTimeout = options.idleTimeout ?? 45000; // three missed server pings (every 15 s when idle)
     this._countDelay = options.countDelay ?? 150;
+    /** @type {NonNullable<ClientOptions["browser"]>} */
+    this._browser = options.browser ?? g;
+    /** @param {{ data: any }} ev */
+    this._onWorkerMessage = (ev) => this._pushClicked(ev.data);
 
     /** @type {Map<keyof EventMap, Set<(detail: any) => void>>} */
     this._listeners = new Map();
@@ -307,6 +329,7 @@ export class TidingsClient {
     this._attempt = 0;
     this._online?.addEventListener("online", this._onOnline);
     this._online?.addEventListener("offline", this._onOffline);
+    this._browser.navigator?.serviceWorker?.addEventListener?.("message", this._onWorkerMessage);
     void this._connect();
     return this;
   }
@@ -350,6 +373,60 @@ export class TidingsClient {
     }
     const suffix = params.toString() ? `?${params}` : "";
     return /** @type {NotificationsPage} */ (await this._api("GET", `/v1/me/notifications${suffix}`));
+  }
+
+  // --- Web Push ----------------------------------------------------------------------------------------------
+
+  /**
+   * Subscribe this browser to the user's push notifications (see push.js); throws a `PushError` with a
+   * clear message when the browser cannot (no Push API, notifications blocked, no push service).
+   * @param {PushOptions} [options] `serviceWorkerUrl` (default `/sdk/sw.js`), `scope`
+   * @returns {Promise<PushRecord>}
+   */
+  async subscribePush(options = {}) {
+    const record = await subscribe((method, path, body) => this._api(method, path, body), options, this._browser);
+    const key = await this._pushKey();
+    if (key && this._storage) this._storage.setItem(key, JSON.stringify(record));
+    return record;
+  }
+
+  /**
+   * Unsubscribe this browser: the server forgets the subscription, the browser drops it. Returns false when
+   * there was none. @param {PushOptions} [options] @returns {Promise<boolean>}
+   */
+  async unsubscribePush(options = {}) {
+    const key = await this._pushKey();
+    const record = key && this._storage ? parseJson(this._storage.getItem(key)) : null;
+    const done = await unsubscribe((method, path, body) => this._api(method, path, body), record, options, this._browser);
+    if (key && this._storage) this._storage.removeItem(key);
+    return done;
+  }
+
+  /** Whether this browser can take Web Push at all (false: `subscribePush` would throw `unsupported`). */
+  pushSupported() {
+    return pushUnsupported(this._browser) === null;
+  }
+
+  /** The storage key of this user's push subscription record. @returns {Promise<string | null>} */
+  async _pushKey() {
+    const owner = this._fixedOwner ?? tokenOwner(await this._token());
+    return owner ? `tidings:push:${owner.app}:${owner.user}` : null;
+  }
+
+  /** @param {any} data */
+  async _pushClicked(data) {
+    if (!data || data.type !== "tidings:notificationclick") return;
+    /** @type {PushClick} */
+    const click = { type: data.type, seq: isSeq(data.seq) ? data.seq : null, id: data.id ?? null, url: String(data.url ?? ""), endpoint: data.endpoint ?? null };
+    const key = this._key ? this._key.replace("tidings:last-seq:", "tidings:push:") : null;
+    const record = key && this._storage ? parseJson(this._storage.getItem(key)) : null;
+    if (click.seq === null || !record || record.endpoint !== click.endpoint) return; // another user's push
+    this._emit("pushclick", click);
+    try {
+      await this.markSeen([click.seq]);
+    } catch (error) {
+      this._report("api", "seen_failed", describe(error), false);
+    }
   }
 
   // --- connection lifecycle -------------------------------------------------------------------------------
@@ -642,6 +719,7 @@ export class TidingsClient {
     }
     this._online?.removeEventListener("online", this._onOnline);
     this._online?.removeEventListener("offline", this._onOffline);
+    this._browser.navigator?.serviceWorker?.removeEventListener?.("message", this._onWorkerMessage);
   }
 
   /** @param {"_retryTimer" | "_idleTimer" | "_countTimer"} name */

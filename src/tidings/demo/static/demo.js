@@ -238,6 +238,32 @@ function wireInbox(client) {
   });
 }
 
+/**
+ * "Enable push": shown only where the browser has the Push API. A failure (notifications blocked, no push
+ * service -- as in headless Chromium --, a server without push routes) is shown next to the button.
+ * @param {TidingsClient} client
+ */
+function wirePush(client) {
+  if (!client.pushSupported()) return;
+  const button = /** @type {HTMLButtonElement} */ ($("push"));
+  const status = $("push-status");
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    status.className = "muted";
+    status.textContent = "subscribing…";
+    try {
+      await client.subscribePush({ serviceWorkerUrl: "/sdk/sw.js?open=/demo" });
+      status.textContent = "push is on for this browser";
+      button.textContent = "Push enabled";
+    } catch (error) {
+      status.className = "failed";
+      status.textContent = `push unavailable: ${error instanceof Error ? error.message : String(error)}`;
+      button.disabled = false;
+    }
+  });
+}
+
 async function main() {
   const config = await call("/demo/api/people");
   for (const person of config.people) people.set(person.id, person);
@@ -271,6 +297,7 @@ async function main() {
     if (error.fatal) $("status").textContent = `stopped: ${error.message}`;
   });
   wireInbox(client);
+  wirePush(client);
   $("empty").hidden = rows.size > 0;
   /** @type {any} */ (window).tidingsDemo = { client, me, received };
   client.start();
