@@ -38,10 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tidings {__version__}")
     commands = parser.add_subparsers(title="commands")
     for name, roles, text in (
-        ("serve", ("api", "worker", "gateway"), "everything in one process (embedded backends by default)"),
+        (
+            "serve",
+            ("api", "worker", "gateway", "sender"),
+            "everything in one process (embedded backends by default)",
+        ),
         ("api", ("api",), "the producer and user HTTP API only"),
         ("worker", ("worker",), "the fan-out worker only"),
         ("gateway", ("gateway",), "the WebSocket/SSE gateway only"),
+        ("sender", ("sender",), "the offline senders only (web push, email, webhooks, mobile push)"),
     ):
         sub = commands.add_parser(name, help=text)
         _backend_flags(sub)
@@ -62,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _backend_flags(create)
     create.set_defaults(handler=_apps_create)
+    _deliveries_commands(commands)
     token = commands.add_parser("token", help="mint a user token (for trying things out)")
     token.add_argument("--app", required=True)
     token.add_argument("--user", required=True)
@@ -176,6 +182,88 @@ def _apps_create(args: argparse.Namespace) -> int:
         finally:
             await store.close()
         print(json.dumps(record))
+        return 0
+
+    return _run(go)
+
+
+def _deliveries_commands(commands: Any) -> None:
+    deliveries = commands.add_parser("deliveries", help="offline deliveries: dead letters").add_subparsers(
+        title="deliveries commands"
+    )
+    dead = deliveries.add_parser("dead", help="list dead deliveries and dead fan-out events as JSON lines")
+    dead.add_argument("--app", default=None)
+    dead.add_argument("--limit", type=int, default=100)
+    _backend_flags(dead)
+    dead.set_defaults(handler=_deliveries_dead)
+    retry = deliveries.add_parser("retry", help="send dead deliveries again (fresh attempts)")
+    retry.add_argument("ids", nargs="*", type=int, help="delivery ids (from `tidings deliveries dead`)")
+    retry.add_argument("--all", action="store_true", help="every dead delivery")
+    _backend_flags(retry)
+    retry.set_defaults(handler=_deliveries_retry)
+
+
+def _deliveries_dead(args: argparse.Namespace) -> int:
+    from tidings.backends import open_store
+
+    settings = _settings(args)
+
+    async def go() -> int:
+        store = await open_store(settings.store_url, settings)
+        try:
+            rows, events = await store.outbound.dead(args.app, args.limit)
+        finally:
+            await store.close()
+        for r in rows:
+            print(
+                json.dumps(
+                    {
+                        "kind": "delivery",
+                        "id": r.id,
+                        "app": r.app,
+                        "user": r.user,
+                        "seq": r.seq,
+                        "channel": r.channel,
+                        "target": r.target,
+                        "event_id": r.event_id,
+                        "attempts": r.attempts,
+                        "error": r.last_error,
+                        "at": r.updated_at,
+                    }
+                )
+            )
+        for e in events:
+            print(
+                json.dumps(
+                    {
+                        "kind": "event",
+                        "id": e.id,
+                        "app": e.app,
+                        "event_id": e.event_id,
+                        "error": e.error,
+                        "at": e.at,
+                    }
+                )
+            )
+        return 0
+
+    return _run(go)
+
+
+def _deliveries_retry(args: argparse.Namespace) -> int:
+    from tidings.backends import open_store
+
+    if bool(args.ids) == bool(args.all):
+        raise ConfigError("give delivery ids or --all")
+    settings = _settings(args)
+
+    async def go() -> int:
+        store = await open_store(settings.store_url, settings)
+        try:
+            count = await store.outbound.retry_dead(None if args.all else list(args.ids), time.time())
+        finally:
+            await store.close()
+        print(json.dumps({"retried": count}))
         return 0
 
     return _run(go)

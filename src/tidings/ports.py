@@ -259,7 +259,8 @@ class Outbound(Protocol):
     target (subscription, device, endpoint, the profile's email); a webhook failure starts its
     ``failing_since`` and a success clears it; an endpoint failing for ``WEBHOOK_DISABLE_AFTER`` is
     disabled. ``dead`` lists dead deliveries and dead fan-out events (newest first), ``retry_dead`` makes
-    dead deliveries pending again with fresh attempts. ``depth`` returns (due deliveries, oldest due time).
+    dead deliveries pending again with fresh attempts. ``depth`` returns (due deliveries, the oldest due
+    time, dead letters).
     """
 
     async def set_profile(self, profile: Profile) -> None: ...
@@ -304,7 +305,7 @@ class Outbound(Protocol):
 
     async def record_dead_event(self, app: str, event_id: str, error: str, now: float) -> None: ...
 
-    async def depth(self, now: float) -> tuple[int, float | None]: ...
+    async def depth(self, now: float) -> tuple[int, float | None, int]: ...
 
 
 class Store(Protocol):

@@ -331,7 +331,7 @@ def record_dead_event(conn: Connection, app: str, event_id: str, error: str, now
     conn.execute(dead_events.insert().values(app=app, event_id=event_id, error=error[:500], at=now))
 
 
-def depth(conn: Connection, now: float) -> tuple[int, float | None]:
+def depth(conn: Connection, now: float) -> tuple[int, float | None, int]:
     free = or_(d.lease_until.is_(None), d.lease_until <= now)
     due, oldest = conn.execute(
         select(func.count(), func.min(d.next_at)).where(d.status == "pending", d.next_at <= now, free)
@@ -339,4 +339,6 @@ def depth(conn: Connection, now: float) -> tuple[int, float | None]:
     f = deferred.c
     due2, oldest2 = conn.execute(select(func.count(), func.min(f.due_at)).where(f.due_at <= now)).one()
     firsts = [t for t in (oldest, oldest2) if t is not None]
-    return int(due) + int(due2), (min(firsts) if firsts else None)
+    dead_rows = conn.execute(select(func.count()).where(d.status == "dead")).scalar() or 0
+    dead_others = conn.execute(select(func.count()).select_from(dead_events)).scalar() or 0
+    return int(due) + int(due2), (min(firsts) if firsts else None), int(dead_rows) + int(dead_others)
