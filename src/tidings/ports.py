@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from tidings.core.delivery import (
+    Backlog,
     Claimed,
     DeadEvent,
     DeliveryRecord,
@@ -259,8 +260,8 @@ class Outbound(Protocol):
     target (subscription, device, endpoint, the profile's email); a webhook failure starts its
     ``failing_since`` and a success clears it; an endpoint failing for ``WEBHOOK_DISABLE_AFTER`` is
     disabled. ``dead`` lists dead deliveries and dead fan-out events (newest first), ``retry_dead`` makes
-    dead deliveries pending again with fresh attempts. ``depth`` returns (due deliveries, the oldest due
-    time, dead letters).
+    dead deliveries pending again with fresh attempts. ``depth`` returns the ``Backlog`` (due deliveries,
+    the oldest due time, dead letters, disabled webhooks).
     """
 
     async def set_profile(self, profile: Profile) -> None: ...
@@ -305,7 +306,7 @@ class Outbound(Protocol):
 
     async def record_dead_event(self, app: str, event_id: str, error: str, now: float) -> None: ...
 
-    async def depth(self, now: float) -> tuple[int, float | None, int]: ...
+    async def depth(self, now: float) -> Backlog: ...
 
 
 class Store(Protocol):

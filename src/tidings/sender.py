@@ -265,8 +265,11 @@ class Sender:
         if now - self._sampled_at < SAMPLE_INTERVAL:
             return
         self._sampled_at = now
-        due, oldest, dead = await self._store.outbound.depth(now)
-        self._funnel.offline_queue(due, now - oldest if oldest is not None else 0.0, dead)
+        backlog = await self._store.outbound.depth(now)
+        oldest = backlog.oldest_due
+        self._funnel.offline_queue(
+            backlog.due, now - oldest if oldest is not None else 0.0, backlog.dead, backlog.disabled_webhooks
+        )
 
     async def deliver(self, claimed: Sequence[Claimed]) -> None:
         now = self._clock.time()

@@ -166,7 +166,6 @@ async def test_dead_events_and_depth(store: Store, clock: FakeClock) -> None:
     assert [(e.event_id, e.error) for e in events] == [("e1", "poison: bad")]
     await out.add_subscription(sub("s1"))
     await store.inbox.write([note("e2")])
-    count, oldest, dead = await out.depth(clock.time() + 1)
-    assert dead == 1
-    assert count == 1
-    assert oldest is not None
+    backlog = await out.depth(clock.time() + 1)
+    assert (backlog.due, backlog.dead, backlog.disabled_webhooks) == (1, 1, 0)
+    assert backlog.oldest_due is not None

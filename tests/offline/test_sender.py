@@ -223,3 +223,37 @@ async def test_mobile_push_through_fcm(tmp_path: Path) -> None:
             assert [d.id for d in await store.outbound.devices(APP, "alice")] == ["d1"]
     assert fake.problems == []
     assert [m["token"] for m in fake.messages] == ["tok-1", "gone"]
+
+
+async def test_the_admin_snapshot_shows_outcomes_and_disabled_webhooks(tmp_path: Path) -> None:
+    from tidings.observability import metrics
+    from tidings.observability.snapshot import snapshot
+
+    clock = FakeClock()
+    settings = settings_for(tmp_path, webhook_retry_schedule="1")
+    async with opened(settings, clock) as store:
+        await store.preferences.set_rules(APP, AppRules(channels={"webhook": True, "web_push": False}))
+        hook = WebhookEndpoint("h1", APP, "http://127.0.0.1:9/refused", (), (new_secret(),), 1.0)
+        await store.outbound.add_webhook(hook)
+        before = metrics.offline_sends_total.labels("webhook", "dead")._value.get()
+        await notify(store, clock)
+        s = sender(store, settings, clock)
+        await s.tick()  # refused connection: retry
+        clock.advance(90_000)
+        await s.tick()  # out of attempts: dead, and the endpoint has failed for over a day: disabled
+        assert metrics.offline_sends_total.labels("webhook", "dead")._value.get() - before == 1
+        [stored] = await store.outbound.webhooks(APP)
+        assert stored.disabled
+        later = await notify(store, clock)
+        clock.advance(10)
+        assert await s.tick() == 0  # a disabled endpoint gets nothing
+        await s.close()
+        kinds = {
+            (d.kind, d.channel)
+            for d in await store.decisions.for_event(APP, later, user=None, after=None, limit=9)
+        }
+        assert ("cancel", "webhook") in kinds
+    offline = snapshot()["offline"]
+    assert offline["webhooks_disabled"] == 1
+    assert offline["dead_letters"] == 1
+    assert offline["sends"]["dead"] >= 1

@@ -165,6 +165,17 @@ class DeliveryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Backlog:
+    """The ledger at a glance: deliveries due and free, the oldest due time (None: none), dead letters
+    (deliveries and fan-out events) and webhook endpoints disabled for failing too long."""
+
+    due: int
+    oldest_due: float | None
+    dead: int
+    disabled_webhooks: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeadEvent:
     id: int
     app: str

@@ -141,11 +141,13 @@ class Funnel:
         for seconds in latencies:
             metrics.stored_to_provider_seconds.labels(channel).observe(max(0.0, seconds))
 
-    def offline_queue(self, due: int, oldest_age: float, dead: int) -> None:
-        """The ledger as one sender sampled it: due deliveries, the oldest one's age, dead letters."""
+    def offline_queue(self, due: int, oldest_age: float, dead: int, disabled_webhooks: int = 0) -> None:
+        """The ledger as one sender sampled it: due deliveries, the oldest one's age, dead letters, and the
+        webhook endpoints disabled after failing for a day."""
         metrics.offline_queue_depth.set(due)
         metrics.offline_oldest_due_seconds.set(max(0.0, oldest_age))
         metrics.dead_letters.set(dead)
+        metrics.webhooks_disabled.set(disabled_webhooks)
 
     # -- the user's own marks
 

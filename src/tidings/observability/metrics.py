@@ -178,6 +178,11 @@ offline_oldest_due_seconds = Gauge(
     "Age of the oldest offline delivery that is due and not leased (0: none).",
     registry=REGISTRY,
 )
+webhooks_disabled = Gauge(
+    "tidings_webhooks_disabled",
+    "Webhook endpoints disabled after failing for a day (sampled by the senders).",
+    registry=REGISTRY,
+)
 
 build_info = Gauge(
     "tidings_build_info", "Always 1; the version of this process.", ["version"], registry=REGISTRY

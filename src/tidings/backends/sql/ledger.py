@@ -21,6 +21,7 @@ from tidings.backends.sql.targets import insert_for
 from tidings.core.delivery import (
     EMAIL_TARGET,
     WEBHOOK_DISABLE_AFTER,
+    Backlog,
     Claimed,
     DeadEvent,
     DeliveryRecord,
@@ -331,7 +332,7 @@ def record_dead_event(conn: Connection, app: str, event_id: str, error: str, now
     conn.execute(dead_events.insert().values(app=app, event_id=event_id, error=error[:500], at=now))
 
 
-def depth(conn: Connection, now: float) -> tuple[int, float | None, int]:
+def depth(conn: Connection, now: float) -> Backlog:
     free = or_(d.lease_until.is_(None), d.lease_until <= now)
     due, oldest = conn.execute(
         select(func.count(), func.min(d.next_at)).where(d.status == "pending", d.next_at <= now, free)
@@ -341,4 +342,11 @@ def depth(conn: Connection, now: float) -> tuple[int, float | None, int]:
     firsts = [t for t in (oldest, oldest2) if t is not None]
     dead_rows = conn.execute(select(func.count()).where(d.status == "dead")).scalar() or 0
     dead_others = conn.execute(select(func.count()).select_from(dead_events)).scalar() or 0
-    return int(due) + int(due2), (min(firsts) if firsts else None), int(dead_rows) + int(dead_others)
+    w = webhook_endpoints.c
+    disabled = conn.execute(select(func.count()).where(w.disabled.is_(True))).scalar() or 0
+    return Backlog(
+        int(due) + int(due2),
+        min(firsts) if firsts else None,
+        int(dead_rows) + int(dead_others),
+        int(disabled),
+    )

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from tidings.backends.sql import ledger, targets
 from tidings.core.clock import Clock
 from tidings.core.delivery import (
+    Backlog,
     Claimed,
     DeadEvent,
     DeliveryRecord,
@@ -132,6 +133,6 @@ class SqlOutbound:
     async def record_dead_event(self, app: str, event_id: str, error: str, now: float) -> None:
         await self._write(partial(ledger.record_dead_event, app=app, event_id=event_id, error=error, now=now))
 
-    async def depth(self, now: float) -> tuple[int, float | None, int]:
-        result: tuple[int, float | None, int] = await self._read(partial(ledger.depth, now=now))
+    async def depth(self, now: float) -> Backlog:
+        result: Backlog = await self._read(partial(ledger.depth, now=now))
         return result
