@@ -146,6 +146,17 @@ def _targets_of(conn: Connection, app: str, user: str, seq: int, channel: str) -
     return []
 
 
+def anything_due(conn: Connection, now: float) -> bool:
+    """Whether a claim at ``now`` would find work: a read, so an idle sender's polls take no write lock."""
+    f = deferred.c
+    free = or_(d.lease_until.is_(None), d.lease_until <= now)
+    due = select(d.id).where(d.status == "pending", d.next_at <= now, free).limit(1)
+    return (
+        conn.execute(select(f.seq).where(f.due_at <= now).limit(1)).first() is not None
+        or conn.execute(due).first() is not None
+    )
+
+
 def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) -> list[Claimed]:
     expand(conn, now, limit)
     free = or_(d.lease_until.is_(None), d.lease_until <= now)

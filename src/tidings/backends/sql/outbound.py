@@ -106,6 +106,8 @@ class SqlOutbound:
         return result
 
     async def claim(self, owner: str, now: float, lease: float, limit: int) -> list[Claimed]:
+        if not await self._read(partial(ledger.anything_due, now=now)):
+            return []  # an idle poll stays a read: no write lock (SQLite's single writer is the inbox's too)
         work = partial(ledger.claim, owner=owner, now=now, lease=lease, limit=limit)
         result: list[Claimed] = await self._write(work)
         return result
