@@ -398,7 +398,8 @@ class Sender:
             try:
                 return await channel.send(job.message)
             except Exception as exc:  # a bug in an adapter must not take the loop down; its rows go dead
-                log.exception("channel_send_crashed", channel=channel.name)
+                # Only the type: an adapter's exception text or traceback could hold a key or a secret.
+                log.error("channel_send_crashed", channel=channel.name, error=type(exc).__name__)
                 return Outcome(
                     "failed", detail=bounded(f"the {channel.name} adapter failed: {type(exc).__name__}")
                 )
