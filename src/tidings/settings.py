@@ -61,9 +61,11 @@ class Settings:
     fcm_token_uri: str = ""  # overrides the key's token_uri (tests)
     fcm_ca_file: str = ""  # a CA bundle to trust for the FCM and token endpoints (tests)
     webhook_retry_schedule: str = "5,30,120,600,1800,3600,7200,14400"  # seconds between webhook attempts
-    sender_batch: int = 100  # deliveries per claim
+    # A claim's sends run in one wave (batch <= concurrency) bounded by the channels' deadlines (30 s at most), so
+    # a live sender finishes its batch within its lease; a dead sender's deliveries are taken again after it.
+    sender_batch: int = 32  # deliveries per claim
     sender_concurrency: int = 32  # sends in flight per sender process
-    sender_lease: float = 60.0  # seconds a claim holds its deliveries (a dead sender's are taken after it)
+    sender_lease: float = 60.0  # seconds a claim holds its deliveries
     sender_poll: float = 1.0  # seconds between claims when nothing is due
     sender_retry_base: float = 5.0  # full-jitter backoff of push, email and (without a schedule) webhooks
     sender_retry_cap: float = 3600.0
