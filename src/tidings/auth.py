@@ -241,6 +241,9 @@ async def create_app_record(store: Store, name: str, origins: list[str], now: fl
     api_key, jwt_secret = new_api_key(), new_jwt_secret()
     app = App(validate_app_name(name), hash_key(api_key), jwt_secret, normalized, now)
     await store.apps.create(app)
+    from tidings.sender import new_vapid_pair  # the app's Web Push key pair (made lazily for older apps)
+
+    await store.outbound.vapid(app.name, new_vapid_pair, now)
     return {"app": app.name, "api_key": api_key, "jwt_secret": jwt_secret}
 
 

@@ -5,8 +5,8 @@ total: whatever a client sends, ``parse_client_frame`` returns a frame or raises
 else, and its messages never echo the input (an auth frame carries a token).
 
 Server frames are built as bytes. A notification payload is JSON serialized once by the worker; it is spliced
-into its frame by byte concatenation, never decoded and encoded again: measured, encoding JSON per message costs more than a third
-of a gateway's throughput (docs/performance.md).
+into its frame by byte concatenation, never decoded and encoded again: measured, encoding JSON per message
+costs more than a third of a gateway's throughput (docs/performance.md).
 """
 
 from __future__ import annotations
