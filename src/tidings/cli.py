@@ -155,29 +155,9 @@ def _role_flags(sub: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
 
 
 def _apps_parser(commands: Any) -> None:
-    apps_parser: argparse.ArgumentParser = commands.add_parser(
-        "apps",
-        help="manage apps (tenants)",
-        description="Manage apps (tenants). Works while the server runs.",
-        formatter_class=_HelpFormatter,
-    )
-    apps_parser.set_defaults(handler=lambda _args: _print_help(apps_parser))
-    apps = apps_parser.add_subparsers(title="apps commands", metavar="COMMAND")
-    create = apps.add_parser(
-        "create",
-        help="create an app; prints its api_key and jwt_secret as JSON",
-        description="Create an app and print {app, api_key, jwt_secret} as JSON (shown once: keep them).",
-        formatter_class=_HelpFormatter,
-    )
-    create.add_argument("name", help="the app's name (the iss claim of its user tokens)")
-    create.add_argument(
-        "--origin",
-        action="append",
-        default=[],
-        help="a browser origin allowed to open WebSockets, e.g. https://app.example (repeatable; default: none)",
-    )
-    _backend_flags(create)
-    create.set_defaults(handler=_apps_create)
+    from tidings.app_commands import add_apps_commands  # create, list, rotate-key, rotate-secret, delete
+
+    add_apps_commands(commands)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -341,24 +321,6 @@ def banner(settings: Settings, roles: Sequence[str]) -> str:
         lines.append("  admin     off (start with TIDINGS_ADMIN_TOKEN=<a secret> to turn on /admin)")
     lines += [f"  metrics   {base}/metrics", f"  health    {base}/healthz  {base}/readyz"]
     return "\n".join(lines)
-
-
-def _apps_create(args: argparse.Namespace) -> int:
-    from tidings.auth import create_app_record
-    from tidings.backends import open_store
-
-    settings = _settings(args)
-
-    async def go() -> int:
-        store = await open_store(settings.store_url, settings)
-        try:
-            record = await create_app_record(store, args.name, list(args.origin), time.time())
-        finally:
-            await store.close()
-        print(json.dumps(record))
-        return 0
-
-    return _run(go)
 
 
 def _deliveries_commands(commands: Any) -> None:

@@ -129,6 +129,14 @@ class Apps(Protocol):
     - ``create`` raises ``AppExistsError`` when the name is taken. API keys are stored only as their SHA-256 hash.
     - ``redeem_ticket`` returns (app, user) and deletes the ticket atomically, so a ticket works once; an expired
       or unknown ticket gives None.
+    - ``by_key_hash`` finds the app whose current *or previous* key hash matches; it does not look at
+      ``previous_key_until`` (the caller compares it with its clock, ``tidings.auth``).
+    - ``rotate_key`` makes ``key_hash`` the current key hash and the replaced one the previous, valid until
+      ``previous_until`` (an older previous key is dropped); ``rotate_secret`` does the same for the JWT
+      secret. Both return False, changing nothing, when no app has that name.
+    - ``delete`` removes the app's row (so its keys and secrets) and its stream tickets in one transaction
+      and returns whether there was one; the app's other data (inboxes, topics, preferences...) stays.
+    - ``all`` returns every app, ordered by name.
     """
 
     async def create(self, app: App) -> None: ...
@@ -136,6 +144,14 @@ class Apps(Protocol):
     async def get(self, name: str) -> App | None: ...
 
     async def by_key_hash(self, key_hash: str) -> App | None: ...
+
+    async def all(self) -> list[App]: ...
+
+    async def rotate_key(self, name: str, key_hash: str, previous_until: float) -> bool: ...
+
+    async def rotate_secret(self, name: str, jwt_secret: str, previous_until: float) -> bool: ...
+
+    async def delete(self, name: str) -> bool: ...
 
     async def issue_ticket(self, ticket_hash: str, app: str, user: str, expires_at: float) -> None: ...
 

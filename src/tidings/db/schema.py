@@ -30,6 +30,12 @@ apps = Table(
     Column("jwt_secret", String(128), nullable=False),
     Column("origins", Text, nullable=False, default="[]"),
     Column("created_at", Float, nullable=False),
+    # Credential rotation (migration 0005): the replaced key hash / JWT secret, honoured until its time.
+    Column("previous_key_hash", String(64), nullable=True),
+    Column("previous_key_until", Float, nullable=True),
+    Column("previous_jwt_secret", String(128), nullable=True),
+    Column("previous_secret_until", Float, nullable=True),
+    Index("ux_apps_previous_key_hash", "previous_key_hash", unique=True),
 )
 
 # The embedded event log. ``offset`` orders appends; one cursor per (consumer group, lane) records acks.
