@@ -93,3 +93,18 @@ def test_the_summary_shows_no_secret() -> None:
     }
     assert "secret" not in str(summary.values())
     assert "h" * 64 not in str(summary)
+
+
+async def test_unsubscribe_links_of_the_old_secret_work_during_the_overlap(api: Api, acme: Tenant) -> None:
+    """One-click unsubscribe links are signed with the app's secret: those already mailed keep working
+    while the rotation's overlap lasts, then answer 404 like any invalid link."""
+    from tidings.channels.unsubscribe import make_token
+
+    old_link = "/v1/unsubscribe/" + make_token(acme.jwt_secret, "acme", "alice", "comment")
+    rotated = await rotate_secret(api.runtime.store, "acme", HOUR, api.clock.time())
+    new_link = "/v1/unsubscribe/" + make_token(str(rotated["jwt_secret"]), "acme", "alice", "comment")
+    assert (await api.client.post(old_link)).status_code == 200
+    assert (await api.client.post(new_link)).status_code == 200
+    api.clock.advance(HOUR)
+    assert (await api.client.post(old_link)).status_code == 404
+    assert (await api.client.post(new_link)).status_code == 200

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse
 from tidings.api import errors
 from tidings.api.channel_schemas import Unsubscribed
 from tidings.api.deps import State
+from tidings.auth import previous_secret
 from tidings.channels.unsubscribe import BadToken, Unsubscribe, verify
 from tidings.core.rules import NO_PREFERENCES
 from tidings.errors import NotFoundError
@@ -42,10 +43,18 @@ async def _checked(runtime: Runtime, token: str) -> Unsubscribe:
         app = await runtime.store.apps.get(str(app_name)) if isinstance(app_name, str) else None
     except (IndexError, KeyError, TypeError, ValueError, binascii.Error, orjson.JSONDecodeError):
         app = None
-    try:
-        return verify(token, lambda name: app.jwt_secret if app is not None and app.name == name else None)
-    except BadToken:
-        raise NotFoundError("this unsubscribe link is not valid") from None
+    # During a secret rotation's overlap, links signed with the replaced secret still work (``auth``).
+    if app is not None:
+        for secret in (app.jwt_secret, previous_secret(app, runtime.clock.time())):
+            try:
+                return _verified(token, app.name, secret)
+            except BadToken:
+                continue
+    raise NotFoundError("this unsubscribe link is not valid")
+
+
+def _verified(token: str, app: str, secret: str | None) -> Unsubscribe:
+    return verify(token, lambda name: secret if name == app else None)
 
 
 @router.get("/v1/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
