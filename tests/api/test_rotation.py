@@ -108,3 +108,40 @@ async def test_unsubscribe_links_of_the_old_secret_work_during_the_overlap(api: 
     api.clock.advance(HOUR)
     assert (await api.client.post(old_link)).status_code == 404
     assert (await api.client.post(new_link)).status_code == 200
+
+
+async def test_admin_routes_list_rotate_and_delete(api: Api, acme: Tenant) -> None:
+    """The admin API does what `tidings apps` does: list without secrets, rotate with a grace, delete."""
+    from .support import ADMIN_TOKEN
+
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    rotated = await api.client.post("/v1/apps/acme/rotate-key?grace_seconds=60", headers=admin)
+    assert rotated.status_code == 200, rotated.text
+    new_key = rotated.json()["api_key"]
+    secret = await api.client.post("/v1/apps/acme/rotate-secret", headers=admin)
+    assert secret.json()["previous_secret_until"] == api.clock.time() + 86400
+    listing = await api.client.get("/v1/apps", headers=admin)
+    assert listing.json() == {
+        "apps": [
+            {
+                "app": "acme",
+                "origins": [],
+                "created_at": acme.app.created_at,
+                "previous_key_until": api.clock.time() + 60,
+                "previous_secret_until": api.clock.time() + 86400,
+            }
+        ]
+    }
+    assert await status(api, "/v1/webhooks", acme.producer) == 200
+    api.clock.advance(60)
+    assert await status(api, "/v1/webhooks", acme.producer) == 401
+    assert await status(api, "/v1/webhooks", producer(new_key)) == 200
+    assert (await api.client.delete("/v1/apps/acme", headers=admin)).json() == {
+        "app": "acme",
+        "deleted": True,
+    }
+    assert (await api.client.delete("/v1/apps/acme", headers=admin)).status_code == 404
+    assert (await api.client.post("/v1/apps/nobody/rotate-key", headers=admin)).status_code == 404
+    assert (await api.client.get("/v1/apps")).status_code == 401
+    api.clock.advance(APP_CACHE_TTL)
+    assert await status(api, "/v1/webhooks", producer(new_key)) == 401
