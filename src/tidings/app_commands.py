@@ -60,7 +60,7 @@ def add_apps_commands(commands: Any) -> None:
             type=grace,
             default=DEFAULT_GRACE,
             help=f"how long the old {what} stays valid: seconds, or a number with s, m, h or d (30m, 7d); "
-            "0 ends it at once",
+            "0 ends it at once (on a running server: within 5 s, its app cache's lifetime)",
         )
     delete = _command(apps, "delete", "delete an app's credentials (not its data)", _delete)
     delete.description = DELETE_HELP

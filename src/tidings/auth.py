@@ -63,7 +63,7 @@ def bearer(authorization: str | None) -> str:
 
 
 # How stale a process's view of an app may be: a deleted app's key or tokens, or a replaced credential whose
-# grace ended early by a new rotation, keep working here at most this long (documented in README, contract).
+# grace was 0 or was cut short by a new rotation, keep working here at most this long (README, contract.md).
 APP_CACHE_TTL = 5.0
 
 
