@@ -5,6 +5,10 @@
   ``tidings``, and ``exp``, ``iss``, ``sub``, ``aud`` all required. ``iss`` is read unverified only to choose
   which secret to verify with; nothing else from the token is trusted before the signature is checked.
 - The admin token is compared in constant time; with no token configured the admin routes answer 404.
+- Rotation (``tidings apps rotate-key`` / ``rotate-secret``): the replaced key or secret is still accepted
+  while the runtime clock is before its ``previous_*_until``, then never. A process caches app records for
+  ``APP_CACHE_TTL`` seconds, so a rotation, a grace's end or a deletion made by another process takes effect
+  there within that time; a token signed with a secret newer than the cached record re-reads the record at once.
 Every failure is an ``AuthError`` whose message says what is wrong without echoing the credential, and
 whose ``reason`` names the failed check (``tidings.errors.AUTH_REASONS``): ``token_expired`` and the rest.
 """
@@ -58,12 +62,18 @@ def bearer(authorization: str | None) -> str:
     return match.group(1)
 
 
+# How stale a process's view of an app may be: a deleted app's key or tokens, or a replaced credential whose
+# grace was 0 or was cut short by a new rotation, keep working here at most this long (README, contract.md).
+APP_CACHE_TTL = 5.0
+
+
 class AppCache:
     """App records looked up recently, kept ``ttl`` seconds so a busy producer does not hit the store per
-    request. A rotated or deleted key keeps working at most ``ttl`` seconds. Misses are not cached (a flood of
-    wrong keys must not evict good ones); the size is bounded."""
+    request. A deleted app's key keeps working at most ``ttl`` seconds (a grace period's end is checked on
+    every request, cached or not). Misses are not cached (a flood of wrong keys must not evict good ones); the
+    size is bounded."""
 
-    def __init__(self, clock: Clock, ttl: float = 5.0, max_entries: int = 4096) -> None:
+    def __init__(self, clock: Clock, ttl: float = APP_CACHE_TTL, max_entries: int = 4096) -> None:
         self._clock = clock
         self._ttl = ttl
         self._max = max_entries
@@ -101,11 +111,32 @@ async def authenticate_producer(runtime: Runtime, api_key: str, cache: AppCache 
             raise AuthError("invalid API key")
         if cache is not None:
             cache.put("key:" + key_hash, app)
+    if not key_accepted(app, key_hash, runtime.clock.time()):
+        raise AuthError("invalid API key (it was rotated and its grace period is over)")
     return app
 
 
-async def _app_named(apps: Apps, name: str, cache: AppCache | None) -> App | None:
-    app = cache.get("name:" + name) if cache is not None else None
+def key_accepted(app: App, key_hash: str, now: float) -> bool:
+    """The current key always; the previous one while ``now`` is before its ``previous_key_until``."""
+    if hmac.compare_digest(app.api_key_hash, key_hash):
+        return True
+    until = app.previous_key_until
+    previous = app.previous_key_hash
+    return (
+        previous is not None and until is not None and now < until and hmac.compare_digest(previous, key_hash)
+    )
+
+
+def previous_secret(app: App, now: float) -> str | None:
+    """The replaced JWT secret while its overlap lasts, else None."""
+    until = app.previous_secret_until
+    if app.previous_jwt_secret is None or until is None or now >= until:
+        return None
+    return app.previous_jwt_secret
+
+
+async def _app_named(apps: Apps, name: str, cache: AppCache | None, fresh: bool = False) -> App | None:
+    app = cache.get("name:" + name) if cache is not None and not fresh else None
     if app is None:
         app = await apps.get(name)
         if app is not None and cache is not None:
@@ -153,24 +184,37 @@ def _refusal(exc: jwt.PyJWTError) -> AuthError:
     return AuthError("the token's claims are invalid", reason=errors.INVALID_CLAIM)
 
 
-def _verified_claims(token: str, app: App) -> dict[str, Any]:
+def _verified_claims(token: str, app: App, now: float) -> dict[str, Any]:
+    """Verified with the app's secret, or with the previous one during a rotation's overlap."""
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            app.jwt_secret,
-            algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            issuer=app.name,
-            # Times are checked by ``_check_times`` against the runtime's clock, like every other deadline.
-            options={
-                "require": ["exp", "iss", "sub", "aud"],
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-            },
-        )
+        return _decoded(token, app.name, app.jwt_secret)
+    except jwt.InvalidSignatureError as exc:
+        previous = previous_secret(app, now)
+        if previous is None:
+            raise _refusal(exc) from exc
     except jwt.PyJWTError as exc:
         raise _refusal(exc) from exc
+    try:
+        return _decoded(token, app.name, previous)
+    except jwt.PyJWTError as exc:
+        raise _refusal(exc) from exc
+
+
+def _decoded(token: str, issuer: str, secret: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        secret,
+        algorithms=[ALGORITHM],
+        audience=AUDIENCE,
+        issuer=issuer,
+        # Times are checked by ``_check_times`` against the runtime's clock, like every other deadline.
+        options={
+            "require": ["exp", "iss", "sub", "aud"],
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+        },
+    )
     return claims
 
 
@@ -191,11 +235,22 @@ def _check_times(claims: dict[str, Any], now: float) -> None:
 
 async def authenticate_user(runtime: Runtime, token: str, cache: AppCache | None = None) -> tuple[App, str]:
     """The app and user id of a valid user JWT, or ``AuthError``. The gateway uses it for WS and SSE."""
-    app = await _app_named(runtime.store.apps, _unverified_issuer(token), cache)
+    issuer, now = _unverified_issuer(token), runtime.clock.time()
+    was_cached = cache is not None and cache.get("name:" + issuer) is not None
+    app = await _app_named(runtime.store.apps, issuer, cache)
     if app is None:  # the same answer as a bad signature: app names are not probed
         raise AuthError("the signature does not verify", reason=errors.BAD_SIGNATURE)
-    claims = _verified_claims(token, app)
-    _check_times(claims, runtime.clock.time())
+    try:
+        claims = _verified_claims(token, app, now)
+    except AuthError as exc:
+        if not was_cached or exc.reason != errors.BAD_SIGNATURE:
+            raise
+        # The secret may have been rotated since the record was cached: read it again, once.
+        app = await _app_named(runtime.store.apps, issuer, cache, fresh=True)
+        if app is None:
+            raise
+        claims = _verified_claims(token, app, now)
+    _check_times(claims, now)
     sub = claims.get("sub")
     if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_ID or _has_control_chars(sub):
         raise AuthError("token sub must be a user id of 1 to 255 characters", reason=errors.INVALID_CLAIM)
@@ -241,7 +296,46 @@ async def create_app_record(store: Store, name: str, origins: list[str], now: fl
     api_key, jwt_secret = new_api_key(), new_jwt_secret()
     app = App(validate_app_name(name), hash_key(api_key), jwt_secret, normalized, now)
     await store.apps.create(app)
+    from tidings.sender import new_vapid_pair  # the app's Web Push key pair (made lazily for older apps)
+
+    await store.outbound.vapid(app.name, new_vapid_pair, now)
     return {"app": app.name, "api_key": api_key, "jwt_secret": jwt_secret}
+
+
+async def rotate_key(store: Store, name: str, grace: float, now: float) -> dict[str, object]:
+    """A new API key for ``name`` (returned, the only time it is visible); the old one works ``grace`` more
+    seconds. Raises ``NotFoundError`` for an unknown app."""
+    api_key = new_api_key()
+    if not await store.apps.rotate_key(name, hash_key(api_key), now + grace):
+        raise NotFoundError(f"no app named {name!r}")
+    return {"app": name, "api_key": api_key, "previous_key_until": now + grace}
+
+
+async def rotate_secret(store: Store, name: str, grace: float, now: float) -> dict[str, object]:
+    """A new JWT secret for ``name``; tokens signed with the old one are accepted ``grace`` more seconds."""
+    jwt_secret = new_jwt_secret()
+    if not await store.apps.rotate_secret(name, jwt_secret, now + grace):
+        raise NotFoundError(f"no app named {name!r}")
+    return {"app": name, "jwt_secret": jwt_secret, "previous_secret_until": now + grace}
+
+
+def app_summary(app: App, now: float) -> dict[str, object]:
+    """What may be shown of an app: never a key hash or a secret. A rotation is in progress while its
+    previous credential is still accepted."""
+    key_until = app.previous_key_until if key_in_grace(app, now) else None
+    secret_until = app.previous_secret_until if previous_secret(app, now) is not None else None
+    return {
+        "app": app.name,
+        "origins": list(app.origins),
+        "created_at": app.created_at,
+        "previous_key_until": key_until,
+        "previous_secret_until": secret_until,
+    }
+
+
+def key_in_grace(app: App, now: float) -> bool:
+    until = app.previous_key_until
+    return app.previous_key_hash is not None and until is not None and now < until
 
 
 def _has_control_chars(value: str) -> bool:

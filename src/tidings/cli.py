@@ -58,10 +58,15 @@ ENV_NOTE = "Every flag mirrors a TIDINGS_<NAME> environment variable (src/tiding
 
 # What each role command serves; a flag appears only on the commands that use it.
 _ROLE_COMMANDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("serve", ("api", "worker", "gateway"), "everything in one process (embedded backends by default)"),
+    (
+        "serve",
+        ("api", "worker", "gateway", "sender"),
+        "everything in one process (embedded backends by default)",
+    ),
     ("api", ("api",), "the producer and user HTTP API only"),
     ("worker", ("worker",), "the fan-out worker only (serves /healthz, /readyz and /metrics on --port)"),
     ("gateway", ("gateway",), "the WebSocket/SSE gateway only"),
+    ("sender", ("sender",), "the offline senders only: web push, email, webhooks, mobile push"),
 )
 
 
@@ -81,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         _role_flags(sub, roles)
         sub.set_defaults(handler=_run_roles, roles=roles)
     _apps_parser(commands)
+    _deliveries_commands(commands)
     token = commands.add_parser(
         "token",
         help="mint a user token (for trying things out)",
@@ -149,29 +155,9 @@ def _role_flags(sub: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
 
 
 def _apps_parser(commands: Any) -> None:
-    apps_parser: argparse.ArgumentParser = commands.add_parser(
-        "apps",
-        help="manage apps (tenants)",
-        description="Manage apps (tenants). Works while the server runs.",
-        formatter_class=_HelpFormatter,
-    )
-    apps_parser.set_defaults(handler=lambda _args: _print_help(apps_parser))
-    apps = apps_parser.add_subparsers(title="apps commands", metavar="COMMAND")
-    create = apps.add_parser(
-        "create",
-        help="create an app; prints its api_key and jwt_secret as JSON",
-        description="Create an app and print {app, api_key, jwt_secret} as JSON (shown once: keep them).",
-        formatter_class=_HelpFormatter,
-    )
-    create.add_argument("name", help="the app's name (the iss claim of its user tokens)")
-    create.add_argument(
-        "--origin",
-        action="append",
-        default=[],
-        help="a browser origin allowed to open WebSockets, e.g. https://app.example (repeatable; default: none)",
-    )
-    _backend_flags(create)
-    create.set_defaults(handler=_apps_create)
+    from tidings.app_commands import add_apps_commands  # create, list, rotate-key, rotate-secret, delete
+
+    add_apps_commands(commands)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -337,8 +323,34 @@ def banner(settings: Settings, roles: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _apps_create(args: argparse.Namespace) -> int:
-    from tidings.auth import create_app_record
+def _deliveries_commands(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "deliveries",
+        help="offline deliveries: dead letters",
+        description="Offline deliveries that ran out of tries (dead letters): list them, send them again.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.set_defaults(handler=lambda _args: _print_help(parser))
+    deliveries = parser.add_subparsers(title="deliveries commands", metavar="COMMAND")
+    dead = deliveries.add_parser(
+        "dead",
+        help="list dead deliveries and dead fan-out events as JSON lines",
+        formatter_class=_HelpFormatter,
+    )
+    dead.add_argument("--app", default=None, help="only this app's (default: every app)")
+    dead.add_argument("--limit", type=int, default=100, help="at most this many of each kind")
+    _backend_flags(dead)
+    dead.set_defaults(handler=_deliveries_dead)
+    retry = deliveries.add_parser(
+        "retry", help="send dead deliveries again (fresh attempts)", formatter_class=_HelpFormatter
+    )
+    retry.add_argument("ids", nargs="*", type=int, help="delivery ids (from `tidings deliveries dead`)")
+    retry.add_argument("--all", action="store_true", help="every dead delivery (default: only the ids given)")
+    _backend_flags(retry)
+    retry.set_defaults(handler=_deliveries_retry)
+
+
+def _deliveries_dead(args: argparse.Namespace) -> int:
     from tidings.backends import open_store
 
     settings = _settings(args)
@@ -346,10 +358,59 @@ def _apps_create(args: argparse.Namespace) -> int:
     async def go() -> int:
         store = await open_store(settings.store_url, settings)
         try:
-            record = await create_app_record(store, args.name, list(args.origin), time.time())
+            rows, events = await store.outbound.dead(args.app, args.limit)
         finally:
             await store.close()
-        print(json.dumps(record))
+        for r in rows:
+            print(
+                json.dumps(
+                    {
+                        "kind": "delivery",
+                        "id": r.id,
+                        "app": r.app,
+                        "user": r.user,
+                        "seq": r.seq,
+                        "channel": r.channel,
+                        "target": r.target,
+                        "event_id": r.event_id,
+                        "attempts": r.attempts,
+                        "error": r.last_error,
+                        "at": r.updated_at,
+                    }
+                )
+            )
+        for e in events:
+            print(
+                json.dumps(
+                    {
+                        "kind": "event",
+                        "id": e.id,
+                        "app": e.app,
+                        "event_id": e.event_id,
+                        "error": e.error,
+                        "at": e.at,
+                    }
+                )
+            )
+        return 0
+
+    return _run(go)
+
+
+def _deliveries_retry(args: argparse.Namespace) -> int:
+    from tidings.backends import open_store
+
+    if bool(args.ids) == bool(args.all):
+        raise ConfigError("give delivery ids or --all")
+    settings = _settings(args)
+
+    async def go() -> int:
+        store = await open_store(settings.store_url, settings)
+        try:
+            count = await store.outbound.retry_dead(None if args.all else list(args.ids), time.time())
+        finally:
+            await store.close()
+        print(json.dumps({"retried": count}))
         return 0
 
     return _run(go)

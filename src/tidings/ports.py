@@ -11,6 +11,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from tidings.core.delivery import (
+    Backlog,
+    Claimed,
+    DeadEvent,
+    DeliveryRecord,
+    Device,
+    Finished,
+    Profile,
+    PushSubscription,
+    WebhookEndpoint,
+)
 from tidings.core.models import App, Event, InboxItem, InboxWrite, LiveMessage, Priority, StoredNotification
 from tidings.core.rules import AppRules, Decision, Deferred, UserPreferences
 
@@ -118,6 +129,14 @@ class Apps(Protocol):
     - ``create`` raises ``AppExistsError`` when the name is taken. API keys are stored only as their SHA-256 hash.
     - ``redeem_ticket`` returns (app, user) and deletes the ticket atomically, so a ticket works once; an expired
       or unknown ticket gives None.
+    - ``by_key_hash`` finds the app whose current *or previous* key hash matches; it does not look at
+      ``previous_key_until`` (the caller compares it with its clock, ``tidings.auth``).
+    - ``rotate_key`` makes ``key_hash`` the current key hash and the replaced one the previous, valid until
+      ``previous_until`` (an older previous key is dropped); ``rotate_secret`` does the same for the JWT
+      secret. Both return False, changing nothing, when no app has that name.
+    - ``delete`` removes the app's row (so its keys and secrets) and its stream tickets in one transaction
+      and returns whether there was one; the app's other data (inboxes, topics, preferences...) stays.
+    - ``all`` returns every app, ordered by name.
     """
 
     async def create(self, app: App) -> None: ...
@@ -125,6 +144,14 @@ class Apps(Protocol):
     async def get(self, name: str) -> App | None: ...
 
     async def by_key_hash(self, key_hash: str) -> App | None: ...
+
+    async def all(self) -> list[App]: ...
+
+    async def rotate_key(self, name: str, key_hash: str, previous_until: float) -> bool: ...
+
+    async def rotate_secret(self, name: str, jwt_secret: str, previous_until: float) -> bool: ...
+
+    async def delete(self, name: str) -> bool: ...
 
     async def issue_ticket(self, ticket_hash: str, app: str, user: str, expires_at: float) -> None: ...
 
@@ -224,6 +251,80 @@ class Idempotency(Protocol):
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 
 
+Target = PushSubscription | Device | WebhookEndpoint | Profile
+
+
+class Outbound(Protocol):
+    """What the offline senders read and write: users' targets, apps' webhooks and VAPID keys, the ledger.
+
+    Targets. ``set_profile`` replaces a user's profile. ``add_subscription`` stores a push subscription; one
+    row per (app, endpoint): the same endpoint again (a browser re-subscribing, perhaps for another user)
+    replaces its user and keys and keeps its id. ``add_device`` likewise per (app, token). ``remove_*``
+    delete one of the caller's own (user-scoped, or app-scoped for webhooks) and say whether one existed.
+    ``rotate_secret`` puts a new secret first and keeps the previous newest one signing until
+    ``overlap_until``; older ones are dropped. ``vapid`` returns the app's key pair (private, public),
+    storing ``make()``'s pair first when the app has none (concurrent callers get the same pair).
+
+    Ledger. ``claim(owner, now, lease, limit)`` atomically (1) turns due ``deferred`` rows into deliveries,
+    one per target of the channel (a channel without a target records a ``cancel`` decision), and (2) leases
+    at most ``limit`` pending deliveries whose ``next_at`` passed and whose lease is free or expired to
+    ``owner`` until ``now + lease``, adding one to their ``attempts`` before anything is sent. No two owners
+    hold the same delivery at once; a delivery whose holder died is taken again once its lease ends. A
+    delivery whose notification was read, seen or replaced in the meantime is not returned: it becomes
+    ``cancelled`` with a ``cancel`` decision. ``finish`` applies outcomes, but only to deliveries still
+    leased by ``owner`` (a late finish of a retaken delivery changes nothing); ``remove_target`` deletes the
+    target (subscription, device, endpoint, the profile's email); a webhook failure starts its
+    ``failing_since`` and a success clears it; an endpoint failing for ``WEBHOOK_DISABLE_AFTER`` is
+    disabled. ``dead`` lists dead deliveries and dead fan-out events (newest first), ``retry_dead`` makes
+    dead deliveries pending again with fresh attempts. ``depth`` returns the ``Backlog`` (due deliveries,
+    the oldest due time, dead letters, disabled webhooks).
+    """
+
+    async def set_profile(self, profile: Profile) -> None: ...
+
+    async def profile(self, app: str, user: str) -> Profile | None: ...
+
+    async def add_subscription(self, sub: PushSubscription) -> PushSubscription: ...
+
+    async def subscriptions(self, app: str, user: str) -> list[PushSubscription]: ...
+
+    async def remove_subscription(self, app: str, user: str, sub_id: str) -> bool: ...
+
+    async def add_device(self, device: Device) -> Device: ...
+
+    async def devices(self, app: str, user: str) -> list[Device]: ...
+
+    async def remove_device(self, app: str, user: str, device_id: str) -> bool: ...
+
+    async def add_webhook(self, hook: WebhookEndpoint) -> None: ...
+
+    async def webhooks(self, app: str) -> list[WebhookEndpoint]: ...
+
+    async def remove_webhook(self, app: str, hook_id: str) -> bool: ...
+
+    async def rotate_secret(
+        self, app: str, hook_id: str, secret: str, overlap_until: float
+    ) -> WebhookEndpoint | None: ...
+
+    async def vapid(self, app: str, make: Callable[[], tuple[str, str]], now: float) -> tuple[str, str]: ...
+
+    async def targets(self, rows: Sequence[Claimed]) -> dict[tuple[str, str, str], Target]: ...
+
+    async def claim(self, owner: str, now: float, lease: float, limit: int) -> list[Claimed]: ...
+
+    async def finish(self, owner: str, results: Sequence[Finished], now: float) -> int: ...
+
+    async def for_event(self, app: str, event_id: str, limit: int) -> list[DeliveryRecord]: ...
+
+    async def dead(self, app: str | None, limit: int) -> tuple[list[DeliveryRecord], list[DeadEvent]]: ...
+
+    async def retry_dead(self, ids: Sequence[int] | None, now: float) -> int: ...
+
+    async def record_dead_event(self, app: str, event_id: str, error: str, now: float) -> None: ...
+
+    async def depth(self, now: float) -> Backlog: ...
+
+
 class Store(Protocol):
     """The storage bundle of one backend (one database, one connection pool)."""
 
@@ -233,6 +334,7 @@ class Store(Protocol):
     idempotency: Idempotency
     preferences: Preferences
     decisions: Decisions
+    outbound: Outbound
 
     async def ping(self) -> None:
         """Raises ``UnavailableError`` when the database cannot be reached."""

@@ -1,10 +1,10 @@
 """Start-up and shutdown order of one Tidings process, and its graceful drain.
 
-Start: backends (migrations run on open) -> gateway hub -> worker -> HTTP listener.
+Start: backends (migrations run on open) -> gateway hub -> worker -> sender -> HTTP listener.
 Drain (SIGTERM or Ctrl-C): refuse new work (503) -> tell live clients to resume elsewhere (WebSocket close
-1012, SSE ends with a jittered retry hint) -> let the worker finish the batch in hand -> let uvicorn finish
-in-flight requests -> close backends. Every step is bounded by ``drain_timeout``; a second signal exits at
-once.
+1012, SSE ends with a jittered retry hint) -> let the worker and the sender finish the batch in hand -> let
+uvicorn finish in-flight requests -> close backends. Every step is bounded by ``drain_timeout``; a second
+signal exits at once.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from tidings.gateway.sse import stream_endpoint
 from tidings.gateway.stream import EndReason
 from tidings.gateway.websocket import websocket_endpoint
 from tidings.runtime import Runtime
+from tidings.sender import Sender
 from tidings.settings import Settings
 from tidings.worker import FanoutWorker
 
 log = structlog.get_logger("tidings.service")
 
-ROLES = frozenset({"api", "worker", "gateway"})
+ROLES = frozenset({"api", "worker", "gateway", "sender"})
 
 
 async def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -105,6 +106,8 @@ class Service:
         self._runtime: Runtime | None = None
         self._worker: FanoutWorker | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self._sender: Sender | None = None
+        self._sender_task: asyncio.Task[None] | None = None
         self._server: _Server | None = None
         self._gateway: FastGateway | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -123,6 +126,11 @@ class Service:
             if "worker" in self.roles:
                 self._worker = FanoutWorker(runtime)
                 self._worker_task = asyncio.create_task(self._worker.run())
+            if "sender" in self.roles:
+                self._sender = Sender(
+                    runtime.store, self.settings, clock=runtime.clock, funnel=runtime.funnel
+                )
+                self._sender_task = asyncio.create_task(self._sender.run())
             if "gateway" in self.roles and self.settings.ws_server == "fastws":
                 s = self.settings
                 self._gateway = FastGateway(runtime, s.host, s.ws_port or s.port + 1, reuse_port=True)
@@ -135,6 +143,7 @@ class Service:
                 await self._drain_task
         finally:
             await self._stop_worker()
+            await self._stop_sender()
             if self._gateway is not None:
                 await self._gateway.close(timeout=self.settings.drain_timeout)
             await close_runtime(runtime)
@@ -166,9 +175,24 @@ class Service:
         if self._gateway is not None:
             await self._gateway.close(timeout=self.settings.drain_timeout)  # also refuses new sockets
         await self._stop_worker()
+        await self._stop_sender()
         if self._server is not None:
             self._server.should_exit = True
         log.info("drain_done")
+
+    async def _stop_sender(self) -> None:
+        """The sends in hand finish (each bounded by the egress deadline), then the sender returns; past the
+        drain timeout it is cancelled, and its leases expire for another sender to take the rows again."""
+        if self._sender is None or self._sender_task is None:
+            return
+        self._sender.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._sender_task), timeout=self.settings.drain_timeout)
+        except TimeoutError:
+            log.warning("sender_drain_timeout")
+            self._sender_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender_task
 
     async def _stop_worker(self) -> None:
         if self._worker is None or self._worker_task is None:

@@ -49,6 +49,27 @@ class Settings:
     shed_low_lag: int = 50_000  # log lag over which low-priority events are refused (503 + Retry-After)
     shed_normal_lag: int = 200_000  # ... and normal-priority ones; high priority is never shed
     decision_retention: float = 7 * 86400.0  # seconds the decision log keeps a decision
+    # Offline senders (``tidings sender``, and inside ``tidings serve``); a channel without its settings is off:
+    production: bool = False  # on: push endpoints and webhook URLs must be https
+    public_url: str = ""  # where users reach this API (the one-click unsubscribe links in mails)
+    smtp_url: str = ""  # smtp://user:pass@host:port or smtps://...; empty: email is off
+    email_from: str = ""  # the From of mails, e.g. "Tidings <notify@example.org>"
+    egress_allow: str = ""  # CIDRs webhooks and push endpoints may reach despite the SSRF guard
+    vapid_subject: str = ""  # the VAPID contact (mailto: or https:); empty: mailto:tidings@<public host>
+    fcm_credentials: str = ""  # path of a service-account JSON key; empty: mobile push is off
+    fcm_api_base: str = ""  # overrides https://fcm.googleapis.com (tests)
+    fcm_token_uri: str = ""  # overrides the key's token_uri (tests)
+    fcm_ca_file: str = ""  # a CA bundle to trust for the FCM and token endpoints (tests)
+    webhook_retry_schedule: str = "5,30,120,600,1800,3600,7200,14400"  # seconds between webhook attempts
+    # A claim's sends run in one wave (batch <= concurrency) bounded by the channels' deadlines (30 s at most), so
+    # a live sender finishes its batch within its lease; a dead sender's deliveries are taken again after it.
+    sender_batch: int = 32  # deliveries per claim
+    sender_concurrency: int = 32  # sends in flight per sender process
+    sender_lease: float = 60.0  # seconds a claim holds its deliveries
+    sender_poll: float = 1.0  # seconds between claims when nothing is due
+    sender_retry_base: float = 5.0  # full-jitter backoff of push, email and (without a schedule) webhooks
+    sender_retry_cap: float = 3600.0
+    sender_max_attempts: int = 8
 
     @property
     def store_url(self) -> str:

@@ -87,7 +87,13 @@ class FanoutWorker:
             except UnavailableError:
                 raise
             except TidingsError as exc:
-                log.error("poison_event_dropped", event_id=delivery.event.id, error=exc.code)
+                # Set aside in the dead-letter store (``tidings deliveries dead``) before the ack: a crash in
+                # between runs it again, and recording it twice is harmless.
+                event = delivery.event
+                log.error("poison_event_dead_lettered", event_id=event.id, error=exc.code)
+                await self._runtime.store.outbound.record_dead_event(
+                    event.app, event.id, f"{exc.code}: {exc.message}", self._runtime.clock.time()
+                )
                 self._runtime.funnel.dead_lettered("poison")
                 await self._runtime.log.ack([delivery])
 

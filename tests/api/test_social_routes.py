@@ -55,7 +55,13 @@ async def test_preferences_round_trip_with_the_apps_defaults(api: Stack) -> None
     assert put.status_code == 200, put.text
     got = (await api.client.get("/v1/me/preferences", headers=api.user("alice"))).json()
     assert {k: got[k] for k in body} == body
-    assert got["defaults"]["channels"] == {"in_app": True, "web_push": True, "email": False, "webhook": False}
+    assert got["defaults"]["channels"] == {
+        "in_app": True,
+        "web_push": True,
+        "email": False,
+        "webhook": False,
+        "mobile_push": False,  # FCM devices (issue 11): off until the app turns it on
+    }
     other = (await api.client.get("/v1/me/preferences", headers=api.user("bob"))).json()
     assert other["categories"] == {}
     assert other["quiet_hours"] is None

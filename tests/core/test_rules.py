@@ -212,7 +212,7 @@ def test_an_event_past_its_types_ttl_is_stale() -> None:
 def test_rules_and_preferences_survive_their_json() -> None:
     """What the stores keep reads back as the same rules and preferences."""
     rules = AppRules(
-        channels={"in_app": True, "web_push": False, "email": True, "webhook": False},
+        channels={"in_app": True, "web_push": False, "email": True, "webhook": False, "mobile_push": True},
         categories={"security": CategoryRule(True, {"email": True})},
         types={"post.liked": TypeRule("likes", 600.0, 3600.0)},
         caps={"email": Cap(3, 86400.0)},

@@ -91,3 +91,7 @@ async def test_a_poison_event_is_dropped_alone_after_retries(runtime: Runtime) -
     await _run_until_drained(runtime, FanoutWorker(runtime))
     rows = await flaky.backlog("a", "u", 0, 10)
     assert [r.event_id for r in rows] == ["E1", "E3"]
+    dead, events = await runtime.store.outbound.dead("a", 10)
+    assert dead == []
+    assert [e.event_id for e in events] == ["E2"]  # kept in the dead-letter store, with its error
+    assert events[0].error.startswith("invalid_input: ")

@@ -324,6 +324,7 @@ class ChannelSwitches(BaseModel):
     web_push: bool | None = None
     email: bool | None = None
     webhook: bool | None = None
+    mobile_push: bool | None = None
 
     def chosen(self) -> dict[str, bool]:
         return {name: on for name, on in self.model_dump().items() if on is not None}
@@ -430,7 +431,7 @@ class RulesIn(BaseModel):
     types: Annotated[
         dict[Annotated[str, Field(pattern=TYPE_PATTERN)], TypeRuleIn], Field(max_length=MAX_CATEGORIES)
     ] = Field(default_factory=dict)
-    caps: dict[Literal["web_push", "email", "webhook"], CapIn] | None = Field(
+    caps: dict[Literal["web_push", "email", "webhook", "mobile_push"], CapIn] | None = Field(
         default=None, description="per-user caps of the offline channels; null: the defaults"
     )
     aggregate_window: Annotated[float, Field(ge=0, le=MAX_WINDOW)] = DEFAULT_WINDOW
@@ -457,7 +458,9 @@ class RulesIn(BaseModel):
 class DecisionOut(BaseModel):
     user: str | None = Field(description="null: a decision about the whole event (a stale drop)")
     kind: Literal["drop", "suppress", "deliver", "defer", "aggregate", "cancel"]
-    channel: str | None = Field(description="in_app, web_push, email, webhook; null for drop and suppress")
+    channel: str | None = Field(
+        description="in_app, web_push, email, webhook, mobile_push; null for drop and suppress"
+    )
     reason: str
     seq: int | None = Field(description="the user's notification it is about, when there is one")
     at: str

@@ -22,13 +22,21 @@ TraceCarrier = dict[str, str]  # W3C trace context headers: traceparent (and tra
 
 @dataclass(frozen=True, slots=True)
 class App:
-    """A tenant: one social product. Everything is scoped to one app."""
+    """A tenant: one social product. Everything is scoped to one app.
+
+    After a rotation the replaced API key hash / JWT secret is kept as ``previous_*`` and still accepted
+    until ``previous_*_until`` (epoch seconds); ``tidings.auth`` compares that time with its clock.
+    """
 
     name: str
     api_key_hash: str
     jwt_secret: str
     origins: tuple[str, ...] = ()
     created_at: float = 0.0
+    previous_key_hash: str | None = None
+    previous_key_until: float | None = None
+    previous_jwt_secret: str | None = None
+    previous_secret_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

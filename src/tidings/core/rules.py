@@ -33,12 +33,19 @@ from typing import Any
 
 from tidings.core.models import JSON, ChannelPlan, Event
 
-CHANNELS = ("in_app", "web_push", "email", "webhook")
+CHANNELS = ("in_app", "web_push", "email", "webhook", "mobile_push")
 OFFLINE_CHANNELS = CHANNELS[1:]
-QUIET_CHANNELS = frozenset({"web_push", "email"})  # what quiet hours hold back (a webhook is not a person)
+# What quiet hours hold back (a webhook is not a person).
+QUIET_CHANNELS = frozenset({"web_push", "email", "mobile_push"})
 MAX_ACTORS = 3  # actors an aggregate shows ("Bob, Carol and 3 others")
 DEFAULT_WINDOW = 3600.0
-DEFAULT_CHANNELS: Mapping[str, bool] = {"in_app": True, "web_push": True, "email": False, "webhook": False}
+DEFAULT_CHANNELS: Mapping[str, bool] = {
+    "in_app": True,
+    "web_push": True,
+    "email": False,
+    "webhook": False,
+    "mobile_push": False,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +56,12 @@ class Cap:
     per: float = 3600.0
 
 
-DEFAULT_CAPS: Mapping[str, Cap] = {"web_push": Cap(10), "email": Cap(5), "webhook": Cap(60)}
+DEFAULT_CAPS: Mapping[str, Cap] = {
+    "web_push": Cap(10),
+    "email": Cap(5),
+    "webhook": Cap(60),
+    "mobile_push": Cap(10),
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,12 @@ apps = Table(
     Column("jwt_secret", String(128), nullable=False),
     Column("origins", Text, nullable=False, default="[]"),
     Column("created_at", Float, nullable=False),
+    # Credential rotation (migration 0005): the replaced key hash / JWT secret, honoured until its time.
+    Column("previous_key_hash", String(64), nullable=True),
+    Column("previous_key_until", Float, nullable=True),
+    Column("previous_jwt_secret", String(128), nullable=True),
+    Column("previous_secret_until", Float, nullable=True),
+    Index("ux_apps_previous_key_hash", "previous_key_hash", unique=True),
 )
 
 # The embedded event log. ``offset`` orders appends; one cursor per (consumer group, lane) records acks.
@@ -192,4 +198,111 @@ channel_usage = Table(
     Column("window_start", Float, nullable=False),
     Column("count", Integer, nullable=False),
     PrimaryKeyConstraint("app", "user_id", "channel"),
+)
+
+# --- offline senders (migration 0004) --------------------------------------------------------------------------
+
+# What the email channel needs to know of a user (set by the producer: PUT /v1/users/{id}).
+user_profiles = Table(
+    "user_profiles",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("locale", String(35), nullable=True),
+    Column("time_zone", String(64), nullable=True),
+    Column("name", String(200), nullable=True),
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "user_id"),
+)
+
+# A browser's Web Push subscription (RFC 8030 endpoint + RFC 8291 keys); one row per (app, endpoint).
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("p256dh", String(128), nullable=False),
+    Column("auth", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("app", "endpoint", name="ux_push_subscriptions_endpoint"),
+    Index("ix_push_subscriptions_user", "app", "user_id"),
+)
+
+# A mobile (or web) device registered with FCM; one row per (app, token).
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("platform", String(16), nullable=False),
+    Column("token", String(4096), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("app", "token", name="ux_devices_token"),
+    Index("ix_devices_user", "app", "user_id"),
+)
+
+# An app's webhook endpoints. ``secrets``: JSON list, newest first; the older ones sign until ``rotated_until``.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("app", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),
+    Column("secrets", Text, nullable=False),
+    Column("rotated_until", Float, nullable=True),
+    Column("disabled", Boolean, nullable=False),
+    Column("failing_since", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_webhook_endpoints_app", "app"),
+)
+
+# An app's VAPID key pair (the private key is a secret: never logged or served).
+vapid_keys = Table(
+    "vapid_keys",
+    metadata,
+    Column("app", String(64), primary_key=True),
+    Column("private_key", String(128), nullable=False),
+    Column("public_key", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# One row per (app, user, seq, channel, target): a delivery the senders claim, send, retry and finish.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("digest", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", Float, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("app", "user_id", "seq", "channel", "target", name="ux_deliveries_target"),
+    Index("ix_deliveries_due", "status", "next_at"),
+    Index("ix_deliveries_event", "app", "event_id"),
+)
+
+# Fan-out events no store accepted after their tries (the worker's poison events), kept for an operator.
+dead_events = Table(
+    "dead_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("app", String(64), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("at", Float, nullable=False),
 )

@@ -8,7 +8,8 @@ another, and the per-batch shape is where any per-message cost would show.
 
 Stages, in order: ``accepted`` (events), then per notification ``fanned_out``, ``stored``, ``delivered``
 (once per connection written to), ``seen``, ``read``; beside them ``rejected`` (events refused by reason),
-``dead_lettered`` (an event no store accepts, set aside after its tries), and the connection and queue
+``dead_lettered`` (an event no store accepts, set aside after its tries), the offline senders' outcomes
+and queue (``offline_settled``, ``offline_queue``), and the connection and queue
 signals of the live path. Label values come only from small fixed sets (see ``metrics``).
 """
 
@@ -127,6 +128,26 @@ class Funnel:
         """A connection's send queue overflowed: it is closed as a slow consumer and resumes from the store."""
         metrics.outbox_overflows_total.labels(transport=transport).inc()
         metrics.slow_consumer_closes_total.inc()
+
+    # -- offline senders
+
+    def offline_settled(self, channel: str, results: Sequence[str], latencies: Sequence[float]) -> None:
+        """A sender batch's outcomes on one channel (``pending`` counts as a retry) and the stored->provider
+        latencies of the ones a provider accepted."""
+        for result in results:
+            metrics.offline_sends_total.labels(channel, "retry" if result == "pending" else result).inc()
+            if result == "pending":
+                metrics.offline_retries_total.labels(channel).inc()
+        for seconds in latencies:
+            metrics.stored_to_provider_seconds.labels(channel).observe(max(0.0, seconds))
+
+    def offline_queue(self, due: int, oldest_age: float, dead: int, disabled_webhooks: int = 0) -> None:
+        """The ledger as one sender sampled it: due deliveries, the oldest one's age, dead letters, and the
+        webhook endpoints disabled after failing for a day."""
+        metrics.offline_queue_depth.set(due)
+        metrics.offline_oldest_due_seconds.set(max(0.0, oldest_age))
+        metrics.dead_letters.set(dead)
+        metrics.webhooks_disabled.set(disabled_webhooks)
 
     # -- the user's own marks
 

@@ -126,6 +126,64 @@ funnel_total = Counter(
 )
 FUNNEL = {stage: funnel_total.labels(stage) for stage in FUNNEL_STAGES}  # every stage exported from the start
 
+# Offline senders (``tidings.sender``): label values are channel names and outcome statuses only.
+SEND_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    86400.0,
+)
+offline_sends_total = Counter(
+    "tidings_offline_sends_total",
+    "Offline delivery attempts, by channel and result (sent, retry, dead, failed, cancelled, expired).",
+    ["channel", "result"],
+    registry=REGISTRY,
+)
+offline_retries_total = Counter(
+    "tidings_offline_retries_total",
+    "Offline delivery attempts that will be tried again, by channel.",
+    ["channel"],
+    registry=REGISTRY,
+)
+stored_to_provider_seconds = Histogram(
+    "tidings_stored_to_provider_seconds",
+    "From a notification's inbox commit (a few ms after its 202) to a provider accepting its offline delivery.",
+    ["channel"],
+    buckets=SEND_BUCKETS,
+    registry=REGISTRY,
+)
+dead_letters = Gauge(
+    "tidings_dead_letters",
+    "Dead deliveries and dead fan-out events waiting for an operator (sampled by the senders).",
+    registry=REGISTRY,
+)
+offline_queue_depth = Gauge(
+    "tidings_offline_queue_depth",
+    "Offline deliveries due now and not leased to a sender (sampled by the senders).",
+    registry=REGISTRY,
+)
+offline_oldest_due_seconds = Gauge(
+    "tidings_offline_oldest_due_seconds",
+    "Age of the oldest offline delivery that is due and not leased (0: none).",
+    registry=REGISTRY,
+)
+webhooks_disabled = Gauge(
+    "tidings_webhooks_disabled",
+    "Webhook endpoints disabled after failing for a day (sampled by the senders).",
+    registry=REGISTRY,
+)
+
 build_info = Gauge(
     "tidings_build_info", "Always 1; the version of this process.", ["version"], registry=REGISTRY
 )

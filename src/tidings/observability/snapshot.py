@@ -51,6 +51,13 @@ def snapshot() -> dict[str, Any]:
             "max_fds": _sum(families.get("process_max_fds"), ""),
         },
         "journal": {"events": events, "deliveries": deliveries},
+        "offline": {  # the senders' outcomes, and the shared ledger as this process last sampled it
+            "sends": _by_label(families.get("tidings_offline_sends"), "_total", "result"),
+            "queue_depth": _sum(families.get("tidings_offline_queue_depth"), ""),
+            "oldest_due_seconds": _sum(families.get("tidings_offline_oldest_due_seconds"), ""),
+            "dead_letters": _sum(families.get("tidings_dead_letters"), ""),
+            "webhooks_disabled": _sum(families.get("tidings_webhooks_disabled"), ""),
+        },
     }
 
 

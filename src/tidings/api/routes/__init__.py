@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tidings.api.routes import admin, decisions, events, me, ops, preferences, topics
+from tidings.api.routes import (
+    admin,
+    decisions,
+    events,
+    me,
+    ops,
+    preferences,
+    push,
+    topics,
+    unsubscribe,
+    webhooks,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     events.router,
@@ -12,6 +23,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     topics.router,
     me.router,
     preferences.router,
+    push.router,
+    webhooks.router,
+    unsubscribe.router,
     admin.router,
     ops.router,
 )

@@ -24,8 +24,8 @@ What Tidings decided for this event and why, one entry per (user, kind, channel)
 `drop` (the whole event: processed after its type's TTL), `suppress` (a mute, or `in_app` off),
 `deliver` (a channel chosen, due at once), `defer` (a channel chosen for later: quiet hours, a cap's digest,
 low priority; `detail.due_at`), `aggregate` (joined the user's aggregate of its `group_key`: `detail.replaces`,
-`detail.count`), `cancel` (a pending push or email dropped because the user read or saw it). Offline senders
-are not built yet: `deliver`/`defer` of web push, email and webhook record what a sender will pick up.
+`detail.count`), `cancel` (a pending push or email dropped because the user read or saw it, or nothing is
+registered to send it to). What the senders then did: `GET /v1/events/{id}/deliveries`.
 Entries are kept 7 days by default (`TIDINGS_DECISION_RETENTION`).
 """
 

@@ -20,8 +20,8 @@ RULES = "/v1/rules"
 
 PREFERENCES_HELP = """\
 Per **category** (an event type is its own category unless the app's rules map it to one) and **channel**
-(`in_app`, `web_push`, `email`, `webhook`): on or off; a channel left out keeps the app's default (shown in
-`defaults`). `in_app` off suppresses the category: offline channels deliver inbox notifications.
+(`in_app`, `web_push`, `email`, `webhook`, `mobile_push`): on or off; a channel left out keeps the app's
+default (shown in `defaults`). `in_app` off suppresses the category: offline channels deliver inbox notifications.
 **Mutes**: actor ids, and object ids or threads (`object.thread`), whose events never notify you.
 **Quiet hours** in your time zone: web push and email wait until they end; the inbox is still updated.
 Categories the app marks **critical** (security...) bypass all of these.
@@ -34,8 +34,8 @@ and its `ttl` (an event processed later than that is dropped, and the drop recor
 `critical` (bypasses preferences, mutes, quiet hours and caps) and default channels. App-wide default
 `channels`; per-user `caps` of the offline channels (e.g. at most 10 web pushes an hour; the excess is
 deferred into a digest, never dropped); `digest_delay` for low-priority offline deliveries.
-Offline senders (web push, email, webhook) are not built yet: their deliveries are recorded as pending
-(`deferred`) for a future sender, and in the decision log.
+The senders deliver web push, email, webhooks and mobile push (`mobile_push`, off by default); each
+delivery's status is at `GET /v1/events/{id}/deliveries`.
 """
 
 

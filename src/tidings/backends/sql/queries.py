@@ -20,6 +20,7 @@ from sqlalchemy import (
     and_,
     delete,
     func,
+    or_,
     select,
     tuple_,
     update,
@@ -112,6 +113,41 @@ def app_query(match: ColumnElement[bool]) -> Select[Any]:
 
 def app_named(name: str) -> Select[Any]:
     return select(apps.c.name).where(apps.c.name == name)
+
+
+def with_key(key_hash: str) -> ColumnElement[bool]:
+    """The app whose current or previous API key hash is ``key_hash`` (the caller checks the expiry)."""
+    return or_(apps.c.api_key_hash == key_hash, apps.c.previous_key_hash == key_hash)
+
+
+def all_apps() -> Select[Any]:
+    return select(apps).order_by(apps.c.name)
+
+
+def rotate_key(name: str, key_hash: str, previous_until: float) -> Update:
+    """The current key hash becomes the previous one (replacing any older previous), ``key_hash`` current.
+    Right-hand sides read the row as it was before the update, on both engines."""
+    c = apps.c
+    return (
+        update(apps)
+        .where(c.name == name)
+        .values(previous_key_hash=c.api_key_hash, previous_key_until=previous_until, api_key_hash=key_hash)
+    )
+
+
+def rotate_secret(name: str, jwt_secret: str, previous_until: float) -> Update:
+    """Like ``rotate_key``, for the JWT secret."""
+    c = apps.c
+    return (
+        update(apps)
+        .where(c.name == name)
+        .values(previous_jwt_secret=c.jwt_secret, previous_secret_until=previous_until, jwt_secret=jwt_secret)
+    )
+
+
+def delete_app(name: str) -> tuple[Delete, Delete]:
+    """The app's row (its key hashes and JWT secrets) and its unredeemed stream tickets."""
+    return delete(apps).where(apps.c.name == name), delete(stream_tickets).where(stream_tickets.c.app == name)
 
 
 def drop_expired_tickets(now: float) -> Delete:

@@ -47,11 +47,25 @@ def app_row(app: App) -> dict[str, object]:
         "jwt_secret": app.jwt_secret,
         "origins": orjson.dumps(list(app.origins)).decode(),
         "created_at": app.created_at,
+        "previous_key_hash": app.previous_key_hash,
+        "previous_key_until": app.previous_key_until,
+        "previous_jwt_secret": app.previous_jwt_secret,
+        "previous_secret_until": app.previous_secret_until,
     }
 
 
 def app_of(row: Any) -> App:
-    return App(row.name, row.api_key_hash, row.jwt_secret, tuple(orjson.loads(row.origins)), row.created_at)
+    return App(
+        row.name,
+        row.api_key_hash,
+        row.jwt_secret,
+        tuple(orjson.loads(row.origins)),
+        row.created_at,
+        row.previous_key_hash,
+        row.previous_key_until,
+        row.previous_jwt_secret,
+        row.previous_secret_until,
+    )
 
 
 def ticket_row(ticket_hash: str, app: str, user: str, expires_at: float) -> dict[str, object]:

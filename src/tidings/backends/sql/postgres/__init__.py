@@ -2,13 +2,22 @@
 
 ``PostgresStore`` composes the parts, each on the one ``PostgresDatabase`` (``database``: the pool, the
 namespace, migrations, retries, errors): ``inbox`` (the write path: per-user counter locks in a fixed order),
-``tables`` (apps, topics, idempotency keys, preferences) and ``decisions``; ``partitions`` is the opt-in hash
-partitioning of the per-user tables. Invariant: every unit of work is one transaction (or one autocommit
-read), safe to retry from its start, and correct with other processes writing the same namespace.
+``tables`` (apps, topics, idempotency keys, preferences), ``decisions`` and ``outbound`` (the senders'
+targets and ledger: shared synchronous SQL, run here through ``AsyncConnection.run_sync``);
+``partitions`` is the opt-in hash partitioning of the per-user tables. Invariant: every unit of work is
+one transaction (or one autocommit read), safe to retry from its start, and correct with other processes
+writing the same namespace.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.backends.sql.outbound import SqlOutbound
 from tidings.backends.sql.postgres.database import (
     PARTITIONS_ENV,
     PostgresDatabase,
@@ -30,6 +39,20 @@ from tidings.settings import Settings
 __all__ = ["PARTITIONS_ENV", "PostgresDatabase", "PostgresStore", "partitions_from_env", "quoted"]
 
 
+def run_sync(
+    runner: Callable[[Any], Awaitable[Any]],
+) -> Callable[[Callable[[Connection], Any]], Awaitable[Any]]:
+    """A runner of synchronous units of work (``backends.sql.outbound``) on top of an async one."""
+
+    def run(work: Callable[[Connection], Any]) -> Awaitable[Any]:
+        async def on(conn: AsyncConnection) -> Any:
+            return await conn.run_sync(work)
+
+        return runner(on)
+
+    return run
+
+
 class PostgresStore:
     """``ports.Store`` on PostgreSQL. Open with ``await PostgresStore.open(url, settings)``."""
 
@@ -42,6 +65,7 @@ class PostgresStore:
         self.idempotency = PostgresIdempotency(db)
         self.preferences = PostgresPreferences(db, clock)
         self.decisions = PostgresDecisions(db)
+        self.outbound = SqlOutbound(run_sync(db.write), run_sync(db.read), clock)
 
     @classmethod
     async def open(

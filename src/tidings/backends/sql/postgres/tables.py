@@ -65,8 +65,22 @@ class PostgresApps:
         )
 
     async def by_key_hash(self, key_hash: str) -> App | None:
-        query = queries.app_query(apps.c.api_key_hash == key_hash)
+        query = queries.app_query(queries.with_key(key_hash))
         return _first_app(await self._db.read(partial(fetch_all, query=query)))
+
+    async def all(self) -> list[App]:
+        return [app_of(row) for row in await self._db.read(partial(fetch_all, query=queries.all_apps()))]
+
+    async def rotate_key(self, name: str, key_hash: str, previous_until: float) -> bool:
+        statement = queries.rotate_key(name, key_hash, previous_until)
+        return await self._db.write(partial(changed, statement=statement))
+
+    async def rotate_secret(self, name: str, jwt_secret: str, previous_until: float) -> bool:
+        statement = queries.rotate_secret(name, jwt_secret, previous_until)
+        return await self._db.write(partial(changed, statement=statement))
+
+    async def delete(self, name: str) -> bool:
+        return await self._db.write(partial(_delete_app, name=name))
 
     async def issue_ticket(self, ticket_hash: str, app: str, user: str, expires_at: float) -> None:
         row = ticket_row(ticket_hash, app, user, expires_at)
@@ -85,6 +99,13 @@ async def _create_app(conn: AsyncConnection, *, app: App) -> None:
     if (await conn.execute(queries.app_named(app.name))).first() is not None:
         raise AppExistsError(f"an app named {app.name!r} exists already", app=app.name)
     raise ConflictError("that API key is in use")
+
+
+async def _delete_app(conn: AsyncConnection, *, name: str) -> bool:
+    """One transaction: the row and the tickets go together (a concurrent delete finds no row)."""
+    app_row_gone, tickets_gone = queries.delete_app(name)
+    await conn.execute(tickets_gone)
+    return (await conn.execute(app_row_gone)).rowcount > 0
 
 
 def _first_app(rows: list[Any]) -> App | None:

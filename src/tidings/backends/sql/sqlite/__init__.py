@@ -2,13 +2,15 @@
 
 ``SqliteStore`` composes the parts, each on the one ``SqliteDatabase`` (``database``: the file, its writer
 thread and reader threads): ``inbox`` (the write path: seqs from the single writer), ``tables`` (apps,
-topics, idempotency keys, preferences), ``decisions`` and, for ``memory://`` as broker, ``log``
+topics, idempotency keys, preferences), ``decisions``, ``outbound`` (the senders' targets and ledger,
+shared SQL in ``backends.sql.outbound``) and, for ``memory://`` as broker, ``log``
 (``SqliteEventLog``, sharing the writer thread). Invariant: every write of the store and of its log runs on
 that one writer thread, so SQLite's single-writer lock is never contended within the process.
 """
 
 from __future__ import annotations
 
+from tidings.backends.sql.outbound import SqlOutbound
 from tidings.backends.sql.sqlite.database import SqliteDatabase, select_one
 from tidings.backends.sql.sqlite.decisions import SqliteDecisions
 from tidings.backends.sql.sqlite.inbox import SqliteInbox
@@ -32,6 +34,7 @@ class SqliteStore:
         self.idempotency = SqliteIdempotency(db)
         self.preferences = SqlitePreferences(db, clock)
         self.decisions = SqliteDecisions(db)
+        self.outbound = SqlOutbound(db.write, db.read, clock)
 
     @classmethod
     async def open(cls, url: str, settings: Settings, clock: Clock | None = None) -> SqliteStore:

@@ -61,7 +61,27 @@ class SqliteApps:
         return await self._db.read(partial(_app_where, match=apps.c.name == name))
 
     async def by_key_hash(self, key_hash: str) -> App | None:
-        return await self._db.read(partial(_app_where, match=apps.c.api_key_hash == key_hash))
+        return await self._db.read(partial(_app_where, match=queries.with_key(key_hash)))
+
+    async def all(self) -> list[App]:
+        return await self._db.read(lambda conn: [app_of(row) for row in conn.execute(queries.all_apps())])
+
+    async def rotate_key(self, name: str, key_hash: str, previous_until: float) -> bool:
+        statement = queries.rotate_key(name, key_hash, previous_until)
+        return await self._db.write(lambda conn: conn.execute(statement).rowcount > 0)
+
+    async def rotate_secret(self, name: str, jwt_secret: str, previous_until: float) -> bool:
+        statement = queries.rotate_secret(name, jwt_secret, previous_until)
+        return await self._db.write(lambda conn: conn.execute(statement).rowcount > 0)
+
+    async def delete(self, name: str) -> bool:
+        app_row_gone, tickets_gone = queries.delete_app(name)
+
+        def run(conn: Connection) -> bool:
+            conn.execute(tickets_gone)
+            return conn.execute(app_row_gone).rowcount > 0
+
+        return await self._db.write(run)
 
     async def issue_ticket(self, ticket_hash: str, app: str, user: str, expires_at: float) -> None:
         row = ticket_row(ticket_hash, app, user, expires_at)
