@@ -20,7 +20,7 @@ from tidings.core import frames
 from tidings.core.backoff import jittered
 from tidings.errors import AuthError, FrameError, InvalidInputError, UnavailableError
 from tidings.gateway import serve
-from tidings.gateway.stream import EndReason, LiveStream
+from tidings.gateway.stream import EndReason, LiveStream, Opened
 from tidings.runtime import Runtime
 
 RETRY_MS = 2000  # the reconnect delay browsers use after a dropped stream
@@ -63,9 +63,14 @@ def _after(request: Request) -> int | None:
         raise InvalidInputError("after / Last-Event-ID must be a non-negative integer") from exc
 
 
-def _ready(user: str, last_seq: int) -> bytes:
-    ready = orjson.dumps({"user": user, "last_seq": last_seq})
-    return frames.sse_retry(RETRY_MS) + frames.sse_event("ready", ready)
+def _ready(user: str, opened: Opened) -> list[bytes]:
+    ready = orjson.dumps({"user": user, "last_seq": opened.last_seq, "epoch": opened.epoch})
+    head = frames.sse_retry(RETRY_MS) + frames.sse_event("ready", ready)
+    if not opened.reset:
+        return [head]
+    # ``id: last_seq`` moves the browser's Last-Event-ID back too, so its own reconnect is not reset again.
+    reset = frames.sse_event("reset", frames.encode_reset(opened.last_seq, opened.epoch), id=opened.last_seq)
+    return [head, reset]
 
 
 async def _body(runtime: Runtime, stream: LiveStream, after: int | None) -> AsyncIterator[bytes]:
