@@ -129,3 +129,36 @@ async def test_a_gone_peer_ends_the_stream_without_a_refusal(tmp_path: Path) -> 
     assert stream.end_reason is EndReason.CLIENT_GONE
     assert runtime.hub.open_streams == 0
     await runtime.store.close()
+
+
+async def test_a_cursor_ahead_gets_a_reset_right_after_ready_and_then_what_comes_next(tmp_path: Path) -> None:
+    """after=99 with last_seq 3: ready and reset in the first write, then seq 4 on, never silent."""
+    runtime = await _runtime(tmp_path)
+    await _notify(runtime, 3)
+    stream = LiveStream(runtime, "a", "alice", transport="ws")
+    transport = Recorder()
+    task = asyncio.create_task(serve.serve(runtime, stream, 99, serve.websocket_ready, transport))
+    await transport.until(lambda: len(transport.sent) == 1)
+    epoch = epoch_of("a", 0.0)
+    assert transport.sent[0] == [frames.encode_ready("alice", 3, epoch), frames.encode_reset(3, epoch)]
+    assert orjson.loads(transport.sent[0][1]) == {"type": "reset", "last_seq": 3, "epoch": epoch}
+    await _notify(runtime, 2, start=3)
+    await transport.until(lambda: transport.seqs() == [4, 5])
+    runtime.hub.drain(EndReason.DRAINING)
+    await asyncio.wait_for(task, 5)
+    await runtime.store.close()
+
+
+async def test_a_cursor_at_last_seq_gets_no_reset(tmp_path: Path) -> None:
+    runtime = await _runtime(tmp_path)
+    await _notify(runtime, 3)
+    stream = LiveStream(runtime, "a", "alice", transport="ws")
+    transport = Recorder()
+    task = asyncio.create_task(serve.serve(runtime, stream, 3, serve.websocket_ready, transport))
+    await transport.until(lambda: len(transport.sent) == 1)
+    assert transport.sent[0] == [frames.encode_ready("alice", 3, epoch_of("a", 0.0))]
+    await _notify(runtime, 1, start=3)
+    await transport.until(lambda: transport.seqs() == [4])
+    runtime.hub.drain(EndReason.DRAINING)
+    await asyncio.wait_for(task, 5)
+    await runtime.store.close()
