@@ -158,7 +158,7 @@ _WS_CLOSES = (
     "Close codes: 1007 invalid_frame; 1008 auth_timeout, auth_required, unauthorized, origin_not_allowed, "
     "already_authenticated; 1009 a frame over TIDINGS_MAX_FRAME_BYTES; 1011 unavailable (reconnect with "
     "backoff); 1012 draining (reconnect with jittered backoff); 1013 slow_consumer (reconnect). Resume with "
-    "`after` = the last seq seen."
+    "`after` = the last seq seen; one ahead of the user's last_seq gets `reset` right after `ready`."
 )
 
 
