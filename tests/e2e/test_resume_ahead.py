@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from .clients import auth_frame, open_ws, ws_ready
+from .clients import auth_frame, open_ws, stream_ticket, ws_ready
 from .conftest import StartServer, module_server
 from .harness import AppCredentials, ServerProcess, free_port, http_client
 from .ledger import fetch_inbox
@@ -155,6 +155,15 @@ async def test_the_epoch_differs_between_fresh_stores_and_survives_a_restart(
     ):
         sse_ready = await _next(_events(source.aiter_sse()))
     assert json.loads(sse_ready.data)["epoch"] == first["epoch"], sse_ready
+    ticket = (await stream_ticket(one.base_url, creds_one.token("alice"))).json()["ticket"]
+    async with (
+        http_client(one.base_url, timeout=30.0) as http,
+        aconnect_sse(http, "GET", "/v1/stream", params={"ticket": ticket}) as source,
+    ):
+        ticket_ready = await _next(_events(source.aiter_sse()))
+    assert json.loads(ticket_ready.data)["epoch"] == first["epoch"], (
+        ticket_ready
+    )  # the app read from the store
 
 
 async def _events(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:

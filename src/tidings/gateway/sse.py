@@ -18,6 +18,7 @@ from starlette.responses import StreamingResponse
 from tidings.auth import authenticate_user
 from tidings.core import frames
 from tidings.core.backoff import jittered
+from tidings.core.models import App
 from tidings.errors import AuthError, FrameError, InvalidInputError, UnavailableError
 from tidings.gateway import serve
 from tidings.gateway.stream import EndReason, LiveStream, Opened
@@ -31,28 +32,29 @@ async def stream_endpoint(request: Request) -> StreamingResponse:
     runtime: Runtime = request.app.state.runtime
     if runtime.draining:
         raise UnavailableError("server is restarting", retry_after=1)
-    app, user = await _credentials(request, runtime)
+    app, user, record = await _credentials(request, runtime)
     after = _after(request)
-    stream = LiveStream(runtime, app, user, transport="sse")
+    stream = LiveStream(runtime, app, user, transport="sse", record=record)
     await stream.open(after)  # before the response: a failing store is an HTTP error, not an empty stream
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(_body(runtime, stream, after), media_type="text/event-stream", headers=headers)
 
 
-async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str]:
+async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str, App | None]:
+    """The app's name, the user and, with a bearer token, the app as stored (a ticket names only the app)."""
     ticket = request.query_params.get("ticket")
     if ticket is not None:
         ticket_hash = hashlib.sha256(ticket.encode()).hexdigest()
         owner = await runtime.store.apps.redeem_ticket(ticket_hash, runtime.clock.time())
         if owner is None:
             raise AuthError("unknown, used or expired stream ticket")
-        return owner
+        return owner[0], owner[1], None
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("missing bearer token or stream ticket")
     app, user = await authenticate_user(runtime, token.strip())
-    return app.name, user
+    return app.name, user, app
 
 
 def _after(request: Request) -> int | None:
