@@ -117,8 +117,11 @@ async def test_the_live_protocol_is_described_in_asyncapi(api: Api) -> None:
         assert channel["messages"]
     schemas = doc["components"]["schemas"]
     # The frame shapes are the ones core/frames.py writes and reads.
-    ready = frames.encode_ready("alice", 3)
+    ready = frames.encode_ready("alice", 3, "e")
     assert set(schemas["Ready"]["required"]) == set(json.loads(ready))
+    reset = frames.encode_reset(3, "e")
+    assert set(schemas["Reset"]["required"]) == set(json.loads(reset))
+    assert set(schemas["SseReady"]["required"]) == set(json.loads(ready)) - {"type"}
     read = json.loads(frames.encode_read("read", seqs=[1], up_to=None, unread=0, unseen=0))
     assert set(read) <= set(schemas["Read"]["properties"])
     assert set(schemas["Auth"]["properties"]) == {"type", "token", "after"}

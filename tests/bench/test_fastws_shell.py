@@ -18,6 +18,7 @@ from tidings.auth import create_app_record, mint_user_token
 from tidings.backends.memory import MemoryBus
 from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core.models import App, Event, InboxWrite, LiveMessage
+from tidings.core.resume import epoch_of
 from tidings.gateway.hub import Hub
 from tidings.gateway.listener import FastGateway, encode_frames, frame_header
 from tidings.runtime import Runtime
@@ -88,7 +89,13 @@ async def test_auth_then_ready_then_live_notifications_in_order(gw: Gateway) -> 
     """A client that authenticates gets ready with its last seq, then each notification once, in order."""
     await gw.notify("alice", 2)
     async with connect(gw.url) as ws:
-        assert await _auth(ws, gw.token("alice")) == {"type": "ready", "user": "alice", "last_seq": 2}
+        epoch = epoch_of(gw.app.name, gw.app.created_at)
+        assert await _auth(ws, gw.token("alice")) == {
+            "type": "ready",
+            "user": "alice",
+            "last_seq": 2,
+            "epoch": epoch,
+        }
         await gw.notify("alice", 3)
         seqs = [(await _next(ws))["notification"]["seq"] for _ in range(3)]  # type: ignore[index]
     assert seqs == [3, 4, 5]

@@ -186,6 +186,67 @@ async def test_a_server_behind_the_resume_point_is_followed_from_its_last_seq() 
     assert stream.resets == 1
 
 
+@TRANSPORTS
+async def test_a_resume_point_ahead_of_the_server_is_reset_and_the_stream_goes_on(
+    server: TidingsServer, tenant: AppKeys, tidings: ProducerClient, transport: str
+) -> None:
+    """after=99 with 2 in the inbox: the server's reset drops the resume point on the same connection, the
+    application is told, and seq 3 comes next."""
+    await tidings.send(like("alice", 1))
+    await tidings.send(like("alice", 2))
+    resets: list[dict[str, Any]] = []
+    async with user_client(server.base_url, tenant, "alice") as alice:
+        await inbox_seqs(alice, expect=2)
+        async with alice.stream(transport, after=99, on_reset=resets.append) as stream:  # type: ignore[arg-type]
+            pending = asyncio.ensure_future(take(stream, 1))
+            await _until(lambda: stream.resets == 1)
+            assert stream.last_seq == 2
+            await tidings.send(like("alice", 3))
+            assert await pending == [3]
+    assert stream.connects == 1
+    assert stream.ready is not None
+    assert resets == [{"type": "reset", "last_seq": 2, "epoch": stream.ready["epoch"]}]
+    assert stream.epoch == stream.ready["epoch"]
+
+
+@TRANSPORTS
+async def test_a_resume_point_of_another_epoch_is_dropped(
+    server: TidingsServer, tenant: AppKeys, tidings: ProducerClient, transport: str
+) -> None:
+    """after=1 saved with another epoch (a recreated store): what the server has up to its last_seq is not
+    yielded as new; the application reloads on the reset; what comes next is yielded."""
+    await tidings.send(like("alice", 1))
+    await tidings.send(like("alice", 2))
+    resets: list[dict[str, Any]] = []
+    async with user_client(server.base_url, tenant, "alice") as alice:
+        await inbox_seqs(alice, expect=2)
+        stream = alice.stream(transport, after=1, epoch="another", on_reset=resets.append)  # type: ignore[arg-type]
+        async with stream:
+            pending = asyncio.ensure_future(take(stream, 1))
+            await _until(lambda: stream.resets == 1)
+            await tidings.send(like("alice", 3))
+            assert await pending == [3]
+    assert [r["last_seq"] for r in resets] == [2]
+    assert stream.epoch != "another"
+
+
+@TRANSPORTS
+async def test_a_resume_point_at_the_servers_last_seq_is_no_reset(
+    server: TidingsServer, tenant: AppKeys, tidings: ProducerClient, transport: str
+) -> None:
+    await tidings.send(like("alice", 1))
+    async with user_client(server.base_url, tenant, "alice") as alice:
+        await inbox_seqs(alice, expect=1)
+        async with alice.stream(transport, after=1) as stream:  # type: ignore[arg-type]
+            pending = asyncio.ensure_future(take(stream, 1))
+            await _until(lambda: stream.ready is not None)
+            epoch = stream.epoch
+            await tidings.send(like("alice", 2))
+            assert await pending == [2]
+    assert stream.resets == 0
+    assert epoch is not None
+
+
 def _notification(seq: int) -> dict[str, Any]:
     return {"seq": seq, "id": f"n{seq}", "type": "post.liked", "data": {}}
 

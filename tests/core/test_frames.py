@@ -177,14 +177,24 @@ def test_ping_and_pong_round_trip(kind: str) -> None:
 
 def test_encode_ready() -> None:
     """The ready frame tells the client who it is and the user's last seq."""
-    assert orjson.loads(encode_ready("alice", 20)) == {"type": "ready", "user": "alice", "last_seq": 20}
+    assert orjson.loads(encode_ready("alice", 20, "ep")) == {
+        "type": "ready",
+        "user": "alice",
+        "last_seq": 20,
+        "epoch": "ep",
+    }
 
 
 def test_encode_ready_with_a_lone_surrogate_user_is_still_json() -> None:
     """A user id that is not valid Unicode still yields a valid JSON frame rather than an exception."""
-    frame = encode_ready("a\ud800b", 1)
+    frame = encode_ready("a\ud800b", 1, "ep")
     assert frame.isascii()
-    assert orjson.loads(frame.replace(b"\\ud800", b"?")) == {"type": "ready", "user": "a?b", "last_seq": 1}
+    assert orjson.loads(frame.replace(b"\\ud800", b"?")) == {
+        "type": "ready",
+        "user": "a?b",
+        "last_seq": 1,
+        "epoch": "ep",
+    }
 
 
 def test_encode_notification_splices_the_payload_bytes() -> None:

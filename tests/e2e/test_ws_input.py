@@ -34,7 +34,9 @@ async def _assert_healthy(server: ServerProcess, creds: AppCredentials, user: st
     async with http_client(server.base_url) as http:
         assert (await http.get("/readyz")).status_code == 200
     ready = await ws_ready(server.ws_url, creds.token(user))
-    assert ready == {"type": "ready", "user": user, "last_seq": 0}, ready
+    assert ready == {"type": "ready", "user": user, "last_seq": 0, "epoch": ready.get("epoch")}, ready
+    assert isinstance(ready["epoch"], str), ready
+    assert ready["epoch"], ready
     assert await fetch_inbox(server.base_url, creds.token(user)) == []
 
 

@@ -13,6 +13,7 @@ from tidings.backends.memory import MemoryBus
 from tidings.backends.sql.sqlite import SqliteStore
 from tidings.core import frames
 from tidings.core.models import Event, InboxWrite, LiveMessage
+from tidings.core.resume import epoch_of
 from tidings.gateway import serve
 from tidings.gateway.admission import Refused
 from tidings.gateway.hub import Hub
@@ -80,9 +81,9 @@ async def test_ready_first_then_the_backlog_then_live_and_drain_closes_with_1012
     await _notify(runtime, 3)
     stream = LiveStream(runtime, "a", "alice", transport="ws")
     transport = Recorder()
-    task = asyncio.create_task(serve.serve(runtime, stream, 1, frames.encode_ready, transport))
+    task = asyncio.create_task(serve.serve(runtime, stream, 1, serve.websocket_ready, transport))
     await transport.until(lambda: transport.seqs() == [2, 3])
-    assert transport.sent[0] == [frames.encode_ready("alice", 3)]
+    assert transport.sent[0] == [frames.encode_ready("alice", 3, epoch_of("a", 0.0))]  # app "a" is not stored
     assert runtime.hub.open_streams == 1
     await _notify(runtime, 2, start=3)
     await transport.until(lambda: transport.seqs() == [2, 3, 4, 5])
@@ -101,7 +102,7 @@ async def test_a_slow_consumer_is_closed_with_1013(tmp_path: Path) -> None:
     stream = LiveStream(runtime, "a", "alice", transport="ws")
     gate = asyncio.Event()
     transport = Recorder(gate)
-    task = asyncio.create_task(serve.serve(runtime, stream, None, frames.encode_ready, transport))
+    task = asyncio.create_task(serve.serve(runtime, stream, None, serve.websocket_ready, transport))
     await transport.until(lambda: len(transport.sent) == 1)  # ready
     await _notify(runtime, 1)
     await transport.until(lambda: len(transport.sent) == 2)  # that write never returns (until the gate opens)
@@ -120,11 +121,44 @@ async def test_a_gone_peer_ends_the_stream_without_a_refusal(tmp_path: Path) -> 
     runtime = await _runtime(tmp_path)
     stream = LiveStream(runtime, "a", "alice", transport="ws")
     transport = Recorder(gone_after=1)
-    task = asyncio.create_task(serve.serve(runtime, stream, None, frames.encode_ready, transport))
+    task = asyncio.create_task(serve.serve(runtime, stream, None, serve.websocket_ready, transport))
     await transport.until(lambda: len(transport.sent) == 1)
     await _notify(runtime, 1)
     await asyncio.wait_for(task, 5)
     assert transport.closed == [None]
     assert stream.end_reason is EndReason.CLIENT_GONE
     assert runtime.hub.open_streams == 0
+    await runtime.store.close()
+
+
+async def test_a_cursor_ahead_gets_a_reset_right_after_ready_and_then_what_comes_next(tmp_path: Path) -> None:
+    """after=99 with last_seq 3: ready and reset in the first write, then seq 4 on, never silent."""
+    runtime = await _runtime(tmp_path)
+    await _notify(runtime, 3)
+    stream = LiveStream(runtime, "a", "alice", transport="ws")
+    transport = Recorder()
+    task = asyncio.create_task(serve.serve(runtime, stream, 99, serve.websocket_ready, transport))
+    await transport.until(lambda: len(transport.sent) == 1)
+    epoch = epoch_of("a", 0.0)
+    assert transport.sent[0] == [frames.encode_ready("alice", 3, epoch), frames.encode_reset(3, epoch)]
+    assert orjson.loads(transport.sent[0][1]) == {"type": "reset", "last_seq": 3, "epoch": epoch}
+    await _notify(runtime, 2, start=3)
+    await transport.until(lambda: transport.seqs() == [4, 5])
+    runtime.hub.drain(EndReason.DRAINING)
+    await asyncio.wait_for(task, 5)
+    await runtime.store.close()
+
+
+async def test_a_cursor_at_last_seq_gets_no_reset(tmp_path: Path) -> None:
+    runtime = await _runtime(tmp_path)
+    await _notify(runtime, 3)
+    stream = LiveStream(runtime, "a", "alice", transport="ws")
+    transport = Recorder()
+    task = asyncio.create_task(serve.serve(runtime, stream, 3, serve.websocket_ready, transport))
+    await transport.until(lambda: len(transport.sent) == 1)
+    assert transport.sent[0] == [frames.encode_ready("alice", 3, epoch_of("a", 0.0))]
+    await _notify(runtime, 1, start=3)
+    await transport.until(lambda: transport.seqs() == [4])
+    runtime.hub.drain(EndReason.DRAINING)
+    await asyncio.wait_for(task, 5)
     await runtime.store.close()

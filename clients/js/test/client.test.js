@@ -251,6 +251,57 @@ describe("WebSocket", () => {
     assert.deepEqual(env.seen.notification.map((n) => n.seq), [5]);
   });
 
+  test("a reset after ready drops the stored seq on the same connection; what comes next is delivered", async () => {
+    const env = setup();
+    env.storage.setItem(storageKey("demo", "alice"), "99");
+    env.client.start();
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    assert.equal(ws.sent[0].after, 99);
+    ws.ready(3, "alice", "e1");
+    assert.deepEqual(env.seen.reset, []); // a server that sends an epoch sends its reset frame next
+    ws.frame({ type: "reset", last_seq: 3, epoch: "e1" });
+    assert.deepEqual(env.seen.reset, [{ lastSeq: 3, epoch: "e1" }]);
+    assert.equal(env.storage.getItem(storageKey("demo", "alice")), "3");
+    assert.equal(env.storage.getItem(`${storageKey("demo", "alice")}:epoch`), "e1");
+    assert.equal(ws.closed, null); // the same connection goes on
+    ws.notify(4);
+    assert.deepEqual(env.seen.notification.map((n) => n.seq), [4]);
+    assert.equal(env.client.lastSeq, 4);
+  });
+
+  test("a seq stored under another epoch is dropped: reset, and what the server resends is not shown again", async () => {
+    const env = setup();
+    env.storage.setItem(storageKey("demo", "alice"), "2");
+    env.storage.setItem(`${storageKey("demo", "alice")}:epoch`, "old");
+    env.client.start();
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    assert.equal(ws.sent[0].after, 2);
+    ws.ready(5, "alice", "new");
+    assert.deepEqual(env.seen.reset, [{ lastSeq: 5, epoch: "new" }]);
+    assert.equal(env.seen.ready[0].epoch, "new");
+    assert.equal(env.storage.getItem(`${storageKey("demo", "alice")}:epoch`), "new");
+    for (const seq of [3, 4, 5, 6]) ws.notify(seq);
+    assert.deepEqual(env.seen.notification.map((n) => n.seq), [6]);
+  });
+
+  test("the same epoch and a seq the server has: no reset", async () => {
+    const env = setup();
+    env.storage.setItem(storageKey("demo", "alice"), "2");
+    env.storage.setItem(`${storageKey("demo", "alice")}:epoch`, "e1");
+    env.client.start();
+    await flush();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.ready(5, "alice", "e1");
+    ws.notify(3);
+    assert.deepEqual(env.seen.reset, []);
+    assert.deepEqual(env.seen.notification.map((n) => n.seq), [3]);
+  });
+
   test("close() stops for good and start() resumes after the last seq", async () => {
     const env = setup();
     const ws = await connected(env, 0);
@@ -337,6 +388,22 @@ describe("SSE fallback", () => {
     assert.match(second.url, /after=1$/);
     assert.notEqual(new URL(second.url).searchParams.get("ticket"), new URL(first.url).searchParams.get("ticket"));
     assert.equal(FakeWebSocket.instances.length, 0);
+  });
+
+  test("over SSE, `event: reset` drops the stored seq the same way", async () => {
+    const env = setup({ transport: "sse" });
+    env.storage.setItem(storageKey("demo", "alice"), "99");
+    env.client.start();
+    await flush();
+    const source = FakeEventSource.last();
+    assert.match(source.url, /after=99$/);
+    source.ready(3, "alice", "e1");
+    source.reset(3, "e1");
+    assert.deepEqual(env.seen.reset, [{ lastSeq: 3, epoch: "e1" }]);
+    assert.equal(source.closed, false);
+    source.notify(4);
+    assert.deepEqual(env.seen.notification.map((n) => n.seq), [4]);
+    assert.equal(env.storage.getItem(storageKey("demo", "alice")), "4");
   });
 
   test("once SSE worked, reconnects stay on SSE", async () => {

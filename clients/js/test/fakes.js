@@ -54,8 +54,8 @@ export class FakeWebSocket {
     this.onmessage?.({ data: JSON.stringify(obj) });
   }
 
-  ready(lastSeq, user = "alice") {
-    this.frame({ type: "ready", user, last_seq: lastSeq });
+  ready(lastSeq, user = "alice", epoch = undefined) {
+    this.frame({ type: "ready", user, last_seq: lastSeq, ...(epoch === undefined ? {} : { epoch }) });
   }
 
   notify(seq, extra) {
@@ -105,8 +105,13 @@ export class FakeEventSource {
     for (const listener of this.listeners.get(type) ?? []) listener(ev);
   }
 
-  ready(lastSeq, user = "alice") {
-    this.emit("ready", { data: JSON.stringify({ user, last_seq: lastSeq }) });
+  ready(lastSeq, user = "alice", epoch = undefined) {
+    this.emit("ready", { data: JSON.stringify({ user, last_seq: lastSeq, ...(epoch === undefined ? {} : { epoch }) }) });
+  }
+
+  reset(lastSeq, epoch) {
+    const data = JSON.stringify({ type: "reset", last_seq: lastSeq, epoch });
+    this.emit("reset", { data, lastEventId: String(lastSeq) });
   }
 
   notify(seq, extra) {

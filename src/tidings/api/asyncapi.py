@@ -32,6 +32,11 @@ WS_ERROR_CODES = (
 )
 
 _SEQ = {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}
+_EPOCH = {
+    "type": "string",
+    "description": "Names one life of the user's stream: it changes when the store is recreated; compare it with "
+    "the epoch of the cursor's stream, and drop the cursor when it differs",
+}
 
 
 def _obj(properties: dict[str, Any], required: list[str], **extra: Any) -> dict[str, Any]:
@@ -88,8 +93,16 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "Ping": _obj({"type": {"const": "ping"}}, ["type"], additionalProperties=False),
     "Pong": _obj({"type": {"const": "pong"}}, ["type"], additionalProperties=False),
     "Ready": _obj(
-        {"type": {"const": "ready"}, "user": {"type": "string"}, "last_seq": _SEQ},
-        ["type", "user", "last_seq"],
+        {"type": {"const": "ready"}, "user": {"type": "string"}, "last_seq": _SEQ, "epoch": _EPOCH},
+        ["type", "user", "last_seq", "epoch"],
+    ),
+    "Reset": _obj(
+        {"type": {"const": "reset"}, "last_seq": _SEQ, "epoch": _EPOCH},
+        ["type", "last_seq", "epoch"],
+        description=(
+            "Right after ready when the resume cursor was ahead of the user's last_seq: the stream goes on "
+            "from last_seq. Drop the cursor and reload the list (or resume from 0)."
+        ),
     ),
     "NotificationFrame": _obj(
         {"type": {"const": "notification"}, "notification": {"$ref": "#/components/schemas/Notification"}},
@@ -105,7 +118,9 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         ["type", "code", "message"],
         description="Sent right before a close the server initiates; the close code says what to do next.",
     ),
-    "SseReady": _obj({"user": {"type": "string"}, "last_seq": _SEQ}, ["user", "last_seq"]),
+    "SseReady": _obj(
+        {"user": {"type": "string"}, "last_seq": _SEQ, "epoch": _EPOCH}, ["user", "last_seq", "epoch"]
+    ),
     "SseError": _obj({"code": {"const": "slow_consumer"}}, ["code"]),
 }
 
@@ -126,10 +141,14 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     "ready": _message("ready", "Ready", "Sent once after a successful auth"),
     "notification": _message("notification", "NotificationFrame", "Backlog, then live, in seq order"),
     "read": _message("read", "Read", "Read-sync: a mark made by another of the user's clients"),
+    "reset": _message("reset", "Reset", "Right after ready: the resume cursor was ahead of the server"),
     "error": _message("error", "Error", "Why the server is about to close the connection"),
     "sseReady": _message("ready", "SseReady", "event: ready (first, after retry:)"),
     "sseNotification": _message(
         "notification", "Notification", "event: notification, with id: <seq> (Last-Event-ID on reconnect)"
+    ),
+    "sseReset": _message(
+        "reset", "Reset", "event: reset, with id: <last_seq> (same JSON as the WebSocket frame)"
     ),
     "sseRead": _message("read", "Read", "event: read (same JSON as the WebSocket frame)"),
     "sseError": _message("error", "SseError", "event: error, then the stream ends; reconnect"),
@@ -139,7 +158,7 @@ _WS_CLOSES = (
     "Close codes: 1007 invalid_frame; 1008 auth_timeout, auth_required, unauthorized, origin_not_allowed, "
     "already_authenticated; 1009 a frame over TIDINGS_MAX_FRAME_BYTES; 1011 unavailable (reconnect with "
     "backoff); 1012 draining (reconnect with jittered backoff); 1013 slow_consumer (reconnect). Resume with "
-    "`after` = the last seq seen."
+    "`after` = the last seq seen; one ahead of the user's last_seq gets `reset` right after `ready`."
 )
 
 
@@ -150,8 +169,8 @@ def _refs(*names: str) -> dict[str, Any]:
 def document(server_url: str = "127.0.0.1:8080") -> dict[str, Any]:
     """The AsyncAPI 3.0 document; ``server_url`` is the host:port the reader reached (shown as the server)."""
     ws_in = ("auth", "ping", "pong")
-    ws_out = ("ready", "notification", "read", "ping", "pong", "error")
-    sse_out = ("sseReady", "sseNotification", "sseRead", "sseError")
+    ws_out = ("ready", "reset", "notification", "read", "ping", "pong", "error")
+    sse_out = ("sseReady", "sseReset", "sseNotification", "sseRead", "sseError")
 
     def ops(channel: str, action: str, names: tuple[str, ...], summary: str) -> dict[str, Any]:
         return {

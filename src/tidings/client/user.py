@@ -7,7 +7,10 @@
 
 A stream reconnects by itself (full-jitter backoff) and resumes with ``after`` = the last seq it yielded, so
 it yields every notification once, in seq order, across dropped connections and server restarts; anything
-at or below that seq is dropped as a duplicate. It stops for good only on refused credentials
+at or below that seq is dropped as a duplicate. A resume point the server does not know (its store was
+recreated or restored: a ``reset`` frame, or another ``epoch`` in ``ready``) is dropped: the stream goes on
+from the server's ``last_seq``, counts it in ``resets`` and calls ``on_reset`` (reload the list then). It stops
+for good only on refused credentials
 (``AuthFailedError``), a protocol error (``StreamProtocolError``), or after ``backoff.max_attempts``
 connection attempts in a row that never became ready (``ConnectionFailedError``).
 """
@@ -42,6 +45,7 @@ from tidings.core.backoff import full_jitter
 Notification = dict[str, Any]
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 Transport = Literal["ws", "sse"]
+ResetHandler = Callable[[dict[str, Any]], None]  # gets {"type": "reset", "last_seq": n, "epoch": …}
 
 STREAM_BACKOFF = Backoff(max_attempts=10, base=0.5, cap=30.0)
 # Close codes after which reconnecting cannot help: the client must change (1008: credentials or origin).
@@ -143,11 +147,22 @@ class UserClient:
         answer = await self._request("POST", f"/v1/me/notifications/{field}", json=body)
         return int(answer["updated"])
 
-    def stream(self, transport: Transport = "ws", after: int | None = None) -> NotificationStream:
-        """The live stream; ``after`` None starts with what comes next, else with the seqs after it."""
+    def stream(
+        self,
+        transport: Transport = "ws",
+        after: int | None = None,
+        *,
+        epoch: str | None = None,
+        on_reset: ResetHandler | None = None,
+    ) -> NotificationStream:
+        """The live stream; ``after`` None starts with what comes next, else with the seqs after it.
+
+        ``epoch``: the one ``after`` was saved with (``stream.epoch``); another epoch on the server drops
+        ``after``. ``on_reset`` is called when the resume point was dropped (the stream goes on from the
+        server's ``last_seq``: reload what you show)."""
         if transport not in ("ws", "sse"):
             raise ValueError("transport must be 'ws' or 'sse'")
-        return NotificationStream(self, transport, after)
+        return NotificationStream(self, transport, after, epoch=epoch, on_reset=on_reset)
 
     # For NotificationStream: the pieces of one connection.
 
@@ -172,17 +187,28 @@ class NotificationStream:
     """An async iterator of notifications that reconnects and resumes; see the module docstring.
 
     Use it as ``async with`` (or call ``aclose()``) so the connection is closed when you stop reading.
-    ``last_seq`` is the resume point: pass it as ``after`` to a later stream to continue where this one ended.
+    ``last_seq`` is the resume point: pass it as ``after`` to a later stream to continue where this one ended
+    (with ``epoch``, the stream life it belongs to).
     """
 
-    def __init__(self, client: UserClient, transport: Transport, after: int | None) -> None:
+    def __init__(
+        self,
+        client: UserClient,
+        transport: Transport,
+        after: int | None,
+        *,
+        epoch: str | None = None,
+        on_reset: ResetHandler | None = None,
+    ) -> None:
         self.transport = transport
         self.last_seq = after
+        self.epoch = epoch  # the server's stream life ``last_seq`` belongs to (None: not known yet)
         self.ready: dict[str, Any] | None = None  # the last ready frame / event
         self.connects = 0
         self.duplicates = 0
         self.resets = 0
         self._client = client
+        self._on_reset_handler = on_reset
         self._generator = self._run()
 
     def __aiter__(self) -> NotificationStream:
@@ -227,16 +253,37 @@ class NotificationStream:
         return self._ws_session() if self.transport == "ws" else self._sse_session()
 
     def _on_ready(self, frame: dict[str, Any]) -> None:
-        """Raises ``_SessionEnded`` when the server is behind ``last_seq`` (its data was reset): nothing new
-        would ever pass the duplicate filter, so the stream follows the server from its ``last_seq`` instead."""
+        """A server behind ``last_seq`` sends a ``reset`` frame next (``_on_reset``). One too old to send it
+        (no ``epoch`` in ready) would send nothing new that passes the duplicate filter: ``_SessionEnded``, and
+        the next connection follows the server from its ``last_seq``. Another epoch than the resume point's:
+        the server's seqs are another store's, so the resume point is dropped as for a reset."""
         self.ready = frame
         server_seq = int(frame["last_seq"])
+        epoch = frame.get("epoch")
         if self.last_seq is None:
             self.last_seq = server_seq  # "only what comes next": resume from here later
+        elif isinstance(epoch, str):
+            # A resume point ahead of the server: its reset frame follows. Another epoch, else: what the
+            # server resends up to its last_seq is dropped as duplicates; what comes next is yielded.
+            if self.last_seq <= server_seq and self.epoch is not None and epoch != self.epoch:
+                self._on_reset({"type": "reset", "last_seq": server_seq, "epoch": epoch})
         elif server_seq < self.last_seq:
             self.last_seq = server_seq
             self.resets += 1
             raise _SessionEnded
+        if isinstance(epoch, str):
+            self.epoch = epoch
+
+    def _on_reset(self, frame: dict[str, Any]) -> None:
+        """The resume point was ahead of the server (or of another epoch): the stream goes on from the
+        server's ``last_seq``; the application is told, to reload what it shows."""
+        self.last_seq = int(frame["last_seq"])
+        epoch = frame.get("epoch")
+        if isinstance(epoch, str):
+            self.epoch = epoch
+        self.resets += 1
+        if self._on_reset_handler is not None:
+            self._on_reset_handler(frame)
 
     def _fresh(self, notification: Any) -> bool:
         """Whether to yield it: a notification at or below the last yielded seq is a duplicate."""
@@ -264,6 +311,8 @@ class NotificationStream:
                         yield frame["notification"]
                     elif kind == "ready":
                         self._on_ready(frame)
+                    elif kind == "reset":
+                        self._on_reset(frame)
                     elif kind == "ping":
                         await ws.send('{"type":"pong"}')
                     elif kind == "error":
@@ -305,6 +354,8 @@ class NotificationStream:
                             yield notification
                     elif event.event == "ready":
                         self._on_ready(json.loads(event.data))
+                    elif event.event == "reset":
+                        self._on_reset(json.loads(event.data))
                     elif event.event == "error":
                         break  # slow consumer: resume from the store
         except (httpx.TransportError, ValueError) as exc:

@@ -108,9 +108,15 @@ def _dumps(obj: dict[str, object]) -> bytes:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-def encode_ready(user: str, last_seq: int) -> bytes:
-    """``{"type":"ready","user":…,"last_seq":…}``: sent once, after a successful auth."""
-    return _dumps({"type": "ready", "user": user, "last_seq": last_seq})
+def encode_ready(user: str, last_seq: int, epoch: str) -> bytes:
+    """``{"type":"ready","user":…,"last_seq":…,"epoch":…}``: sent once, after a successful auth."""
+    return _dumps({"type": "ready", "user": user, "last_seq": last_seq, "epoch": epoch})
+
+
+def encode_reset(last_seq: int, epoch: str) -> bytes:
+    """``{"type":"reset","last_seq":…,"epoch":…}``: right after ready when the client's cursor was ahead of
+    ``last_seq``; the stream goes on from ``last_seq``. SSE sends the same JSON as ``event: reset``."""
+    return _dumps({"type": "reset", "last_seq": last_seq, "epoch": epoch})
 
 
 def encode_notification(payload: bytes) -> bytes:

@@ -276,11 +276,11 @@ class _Connection(asyncio.Protocol):
         if self._closing:
             return
         self._origin = None
-        stream = self._stream = LiveStream(runtime, app.name, user, transport="ws")
+        stream = self._stream = LiveStream(runtime, app.name, user, transport="ws", record=app)
         for message in self._early or ():
             self._on_client_frame(stream, message)
         self._early = None
-        await serve.serve(runtime, stream, after, frames.encode_ready, self)
+        await serve.serve(runtime, stream, after, serve.websocket_ready, self)
 
     # --- writing: the ``serve.Transport`` of the stream -----------------------------------------------------
 

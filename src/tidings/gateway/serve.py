@@ -1,7 +1,8 @@
 """The one serve loop of live delivery, shared by every transport shell.
 
 register with the hub -> open the stream (subscribe, read the user's last seq, the core asks for the resume
-backlog) -> the ready frame -> batches of frames from the connection core (backlog pages and live messages fed
+backlog) -> the ready frame (and a reset frame when the client's cursor was ahead of the server,
+``core.resume``) -> batches of frames from the connection core (backlog pages and live messages fed
 in by ``gateway.stream``) -> finally unregister and close. The shells only move bytes and map the auth
 handshake:
 
@@ -22,15 +23,24 @@ from typing import Protocol
 
 import structlog
 
+from tidings.core import frames
 from tidings.errors import TidingsError
 from tidings.gateway import admission
 from tidings.gateway.admission import Refused
-from tidings.gateway.stream import EndReason, LiveStream
+from tidings.gateway.stream import EndReason, LiveStream, Opened
 from tidings.runtime import Runtime
 
 log = structlog.get_logger("tidings.gateway.serve")
 
-Ready = Callable[[str, int], bytes]  # (user, the user's last seq) -> the ready frame
+Ready = Callable[[str, Opened], list[bytes]]  # (user, how the stream opened) -> the ready frame (and reset)
+
+
+def websocket_ready(user: str, opened: Opened) -> list[bytes]:
+    """The WebSocket opening: the ready frame, then a reset frame when the client's cursor was ahead."""
+    ready = frames.encode_ready(user, opened.last_seq, opened.epoch)
+    if not opened.reset:
+        return [ready]
+    return [ready, frames.encode_reset(opened.last_seq, opened.epoch)]
 
 
 class Gone(Exception):
@@ -50,7 +60,8 @@ class Transport(Protocol):
 async def deliver(
     runtime: Runtime, stream: LiveStream, after: int | None, ready: Ready
 ) -> AsyncGenerator[list[bytes], None]:
-    """The batches to write for ``stream``, the ready frame first; each is written before the next is asked.
+    """The batches to write for ``stream``, the ready frame first (and the reset frame, in the same batch, when
+    the client's cursor was ahead: ``core.resume``); each is written before the next is asked.
 
     The stream may already be open (SSE opens it before its response starts, so a failing store is an HTTP
     error rather than a stream that ends at once). Use with ``contextlib.aclosing`` so that the ``finally``
@@ -60,8 +71,8 @@ async def deliver(
     hub.register(stream)
     stream.observer.opened()
     try:
-        last_seq = await stream.open(after)
-        yield [ready(stream.user, last_seq)]
+        opened = await stream.open(after)
+        yield ready(stream.user, opened)
         async for batch in stream.batches():
             yield batch
     finally:

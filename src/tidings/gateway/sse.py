@@ -18,9 +18,10 @@ from starlette.responses import StreamingResponse
 from tidings.auth import authenticate_user
 from tidings.core import frames
 from tidings.core.backoff import jittered
+from tidings.core.models import App
 from tidings.errors import AuthError, FrameError, InvalidInputError, UnavailableError
 from tidings.gateway import serve
-from tidings.gateway.stream import EndReason, LiveStream
+from tidings.gateway.stream import EndReason, LiveStream, Opened
 from tidings.runtime import Runtime
 
 RETRY_MS = 2000  # the reconnect delay browsers use after a dropped stream
@@ -31,28 +32,29 @@ async def stream_endpoint(request: Request) -> StreamingResponse:
     runtime: Runtime = request.app.state.runtime
     if runtime.draining:
         raise UnavailableError("server is restarting", retry_after=1)
-    app, user = await _credentials(request, runtime)
+    app, user, record = await _credentials(request, runtime)
     after = _after(request)
-    stream = LiveStream(runtime, app, user, transport="sse")
+    stream = LiveStream(runtime, app, user, transport="sse", record=record)
     await stream.open(after)  # before the response: a failing store is an HTTP error, not an empty stream
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(_body(runtime, stream, after), media_type="text/event-stream", headers=headers)
 
 
-async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str]:
+async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str, App | None]:
+    """The app's name, the user and, with a bearer token, the app as stored (a ticket names only the app)."""
     ticket = request.query_params.get("ticket")
     if ticket is not None:
         ticket_hash = hashlib.sha256(ticket.encode()).hexdigest()
         owner = await runtime.store.apps.redeem_ticket(ticket_hash, runtime.clock.time())
         if owner is None:
             raise AuthError("unknown, used or expired stream ticket")
-        return owner
+        return owner[0], owner[1], None
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("missing bearer token or stream ticket")
     app, user = await authenticate_user(runtime, token.strip())
-    return app.name, user
+    return app.name, user, app
 
 
 def _after(request: Request) -> int | None:
@@ -63,9 +65,14 @@ def _after(request: Request) -> int | None:
         raise InvalidInputError("after / Last-Event-ID must be a non-negative integer") from exc
 
 
-def _ready(user: str, last_seq: int) -> bytes:
-    ready = orjson.dumps({"user": user, "last_seq": last_seq})
-    return frames.sse_retry(RETRY_MS) + frames.sse_event("ready", ready)
+def _ready(user: str, opened: Opened) -> list[bytes]:
+    ready = orjson.dumps({"user": user, "last_seq": opened.last_seq, "epoch": opened.epoch})
+    head = frames.sse_retry(RETRY_MS) + frames.sse_event("ready", ready)
+    if not opened.reset:
+        return [head]
+    # ``id: last_seq`` moves the browser's Last-Event-ID back too, so its own reconnect is not reset again.
+    reset = frames.sse_event("reset", frames.encode_reset(opened.last_seq, opened.epoch), id=opened.last_seq)
+    return [head, reset]
 
 
 async def _body(runtime: Runtime, stream: LiveStream, after: int | None) -> AsyncIterator[bytes]:

@@ -22,12 +22,13 @@ from tidings.core.connection import (
     Notice,
     Overflow,
 )
-from tidings.core.models import LiveMessage
+from tidings.core.models import App, LiveMessage
+from tidings.core.resume import Opened, epoch_of, open_at
 from tidings.gateway.hub import Detach
 from tidings.gateway.observe import DeliveryObserver
 from tidings.runtime import Runtime
 
-__all__ = ["EndReason", "LiveStream"]
+__all__ = ["EndReason", "LiveStream", "Opened"]
 
 Encode = Callable[[int, bytes], bytes]
 
@@ -37,6 +38,7 @@ class LiveStream:
 
     Invariant: every frame leaves in the order the core queued it, so the client sees seqs strictly ascending
     without gaps. ``encode``/``heartbeat`` override the transport's standard ``Encoder`` (tests, benchmarks).
+    ``record``: the app as authentication found it (for the epoch); without it ``open`` reads it.
     """
 
     def __init__(
@@ -48,8 +50,10 @@ class LiveStream:
         transport: str,
         encode: Encode | None = None,
         heartbeat: Callable[[], bytes] | None = None,
+        record: App | None = None,
     ) -> None:
         self._runtime = runtime
+        self._record = record
         self.app, self.user, self.transport = app, user, transport
         standard = SSE_ENCODER if transport == "sse" else WS_ENCODER
         self._encoder = (
@@ -62,7 +66,7 @@ class LiveStream:
         self._backlog_after: int | None = None  # a NeedBacklog the writer is to perform
         self._connection: Connection | None = None
         self._detach: Detach | None = None
-        self._opened: int | None = None  # the user's last seq when the stream opened
+        self._opened: Opened | None = None  # the user's last seq etc. when the stream opened
         self._end_reason: EndReason | None = None  # set by ``end`` before the stream is open
         self._early: list[bytes] = []  # control frames pushed before the stream is open (pongs)
 
@@ -71,19 +75,21 @@ class LiveStream:
         connection = self._connection
         return self._end_reason if connection is None else connection.end_reason
 
-    async def open(self, after: int | None) -> int:
+    async def open(self, after: int | None) -> Opened:
         """Subscribe, then read the user's last seq: anything committed later arrives live or by gap-fill.
 
-        Returns the user's ``last_seq`` (for the ready frame); a second call returns the same without
-        opening again. ``after`` None means "only what comes next".
+        Returns the user's ``last_seq``, the epoch and whether the cursor was reset (for the ready and reset
+        frames, ``core.resume``); a second call returns the same without opening again. ``after`` None means
+        "only what comes next"; a cursor ahead of ``last_seq`` starts at ``last_seq``.
         """
         if self._opened is not None:
             return self._opened
         self._detach = await self._runtime.hub.attach(self.app, self.user, self._on_live)
         last_seq = await self._runtime.store.inbox.last_seq(self.app, self.user)
+        opened = open_at(after, last_seq, await self._epoch())
         settings = self._runtime.settings
         connection = Connection(
-            last_seq if after is None else after,
+            opened.start,
             self._encoder,
             page_size=settings.backlog_page,
             max_frames=settings.outbox_max_frames,
@@ -95,9 +101,14 @@ class LiveStream:
             connection.send_control(frame)
         self._early.clear()
         self._connection = connection
-        self._opened = last_seq
+        self._opened = opened
         self._wakeup.set()
-        return last_seq
+        return opened
+
+    async def _epoch(self) -> str:
+        record = self._record or await self._runtime.store.apps.get(self.app)
+        # An app deleted since authentication: the stream still opens (and ends with the app's credentials).
+        return epoch_of(self.app, record.created_at if record is not None else 0.0)
 
     async def close(self) -> None:
         """Unsubscribe; what was queued and never written is not delivered (the client resumes it)."""

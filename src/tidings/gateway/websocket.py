@@ -46,10 +46,10 @@ async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[App, st
 
 
 async def _serve(websocket: WebSocket, runtime: Runtime, app: App, user: str, after: int | None) -> None:
-    stream = LiveStream(runtime, app.name, user, transport="ws")
+    stream = LiveStream(runtime, app.name, user, transport="ws", record=app)
     reader = asyncio.create_task(_read(websocket, stream))
     try:
-        await serve.serve(runtime, stream, after, frames.encode_ready, _Transport(websocket, reader))
+        await serve.serve(runtime, stream, after, serve.websocket_ready, _Transport(websocket, reader))
     finally:
         await _stop(reader)
 

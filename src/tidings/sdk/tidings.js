@@ -14,6 +14,10 @@
  * - Resume: the client remembers the last seq it delivered (in `storage`, per app and user) and every
  *   (re)connection asks for what follows it, so a page reload or a dropped network loses nothing.
  * - Exactly once, in order: a notification whose seq is not above the last delivered one is dropped.
+ * - Reset: a remembered seq the server does not know (ahead of its `last_seq`: the server sends `reset`
+ *   right after `ready`; or saved under another `epoch`: its store was recreated) is dropped for the
+ *   server's `last_seq`, and `reset` is emitted: reload the list (`notifications()`); what comes next
+ *   arrives as usual. The epoch is stored beside the seq.
  * - Transports: WebSocket first; a WebSocket attempt that fails before `ready` makes the next attempt use
  *   SSE (with a one-use ticket from `POST /v1/me/stream-tickets`), and whichever transport reaches `ready`
  *   is kept for later reconnects.
@@ -72,10 +76,10 @@ export { PushError, pushUnsupported };
  *   read: MarkChange,
  *   seen: MarkChange,
  *   unread: UnreadCount,
- *   ready: { user: string, last_seq: number, transport: Transport },
+ *   ready: { user: string, last_seq: number, transport: Transport, epoch?: string },
  *   state: StateChange,
  *   error: ClientErrorInfo,
- *   reset: { lastSeq: number },
+ *   reset: { lastSeq: number, epoch?: string },
  *   pushclick: PushClick
  * }} EventMap
  */
@@ -279,6 +283,8 @@ export class TidingsClient {
     this._generation = 0; // bumped on every new connection and on close: stale callbacks compare it
     /** @type {number | null} */
     this._lastSeq = null;
+    /** @type {string | null} the server's stream life `_lastSeq` belongs to (null: not known) */
+    this._epoch = null;
     /** @type {string | null} */
     this._key = null;
     /** @type {(() => void) | null} */
@@ -464,6 +470,7 @@ export class TidingsClient {
     this._key = key;
     const stored = key && this._storage ? Number(this._storage.getItem(key) ?? NaN) : NaN;
     this._lastSeq = isSeq(stored) ? stored : null;
+    this._epoch = key && this._storage ? this._storage.getItem(`${key}:epoch`) : null;
   }
 
   /** The `after` of the next connection: the last delivered seq, else the option, else none (only new ones). */
@@ -507,6 +514,7 @@ export class TidingsClient {
         ready = true;
         this._onReady(frame, generation);
       } else if (frame.type === "notification") this._deliver(frame.notification);
+      else if (frame.type === "reset") this._onReset(frame);
       else if (frame.type === "read") this._applyMark(frame);
       else if (frame.type === "ping") socket.send('{"type":"pong"}');
       else if (frame.type === "error") errorCode = String(frame.code ?? "error");
@@ -561,6 +569,10 @@ export class TidingsClient {
       ready = true;
       this._onReady(frame, generation);
     });
+    source.addEventListener("reset", (ev) => {
+      const frame = parseJson(ev.data);
+      if (live() && frame) this._onReset(frame);
+    });
     source.addEventListener("notification", (ev) => {
       if (live()) this._deliver(parseJson(ev.data));
     });
@@ -580,22 +592,56 @@ export class TidingsClient {
   _onReady(frame, generation) {
     const lastSeq = Number(frame.last_seq);
     const transport = /** @type {Transport} */ (this._transport);
-    if (this._lastSeq !== null && isSeq(lastSeq) && lastSeq < this._lastSeq) {
-      // The server has fewer notifications than this storage remembers (its data was reset): start over
-      // from its last seq, or nothing new would ever pass the duplicate filter.
+    const epoch = typeof frame.epoch === "string" ? frame.epoch : null;
+    if (epoch === null && this._lastSeq !== null && isSeq(lastSeq) && lastSeq < this._lastSeq) {
+      // A server too old to send `reset` has fewer notifications than this storage remembers (its data was
+      // reset): start over from its last seq, or nothing new would ever pass the duplicate filter.
       this._remember(lastSeq);
       this._emit("reset", { lastSeq });
       this._dropConnection();
       return;
     }
+    // Another epoch with a seq the server has: it resends up to its last seq (dropped as delivered).
+    // A seq ahead of the server: its `reset` frame follows.
+    const otherLife = epoch !== null && this._epoch !== null && epoch !== this._epoch;
+    const reset = otherLife && this._lastSeq !== null && isSeq(lastSeq) && lastSeq >= this._lastSeq;
     // The resume point is stored from the start (not only once a notification came), so a page closed
     // before anything arrived still resumes where it began.
     if (this._lastSeq === null && isSeq(lastSeq)) this._remember(this._after() ?? lastSeq);
     this._attempt = 0;
     this._setState("open");
-    this._emit("ready", { user: String(frame.user), last_seq: lastSeq, transport });
+    if (epoch !== null) this._rememberEpoch(epoch);
+    this._emit("ready", { user: String(frame.user), last_seq: lastSeq, transport, ...(epoch === null ? {} : { epoch }) });
+    if (reset) this._onReset({ last_seq: lastSeq, epoch });
     this._scheduleCount(0);
     this._touch(generation);
+  }
+
+  /**
+   * `{"type":"reset","last_seq":n,"epoch":…}`: the remembered seq was ahead of the server (or of another
+   * epoch); the stream goes on from `last_seq`, so the seq is dropped for it and the app reloads its list.
+   * @param {any} frame
+   */
+  _onReset(frame) {
+    const lastSeq = Number(frame?.last_seq);
+    if (!isSeq(lastSeq)) return;
+    const epoch = typeof frame.epoch === "string" ? frame.epoch : null;
+    this._remember(lastSeq);
+    if (epoch !== null) this._rememberEpoch(epoch);
+    this._emit("reset", epoch === null ? { lastSeq } : { lastSeq, epoch });
+  }
+
+  /** @param {string} epoch */
+  _rememberEpoch(epoch) {
+    if (epoch === this._epoch) return;
+    this._epoch = epoch;
+    if (this._key && this._storage) {
+      try {
+        this._storage.setItem(`${this._key}:epoch`, epoch);
+      } catch {
+        // as for the seq: only a later reload is affected
+      }
+    }
   }
 
   /** @param {any} notification */
