@@ -169,3 +169,14 @@ async def test_dead_events_and_depth(store: Store, clock: FakeClock) -> None:
     backlog = await out.depth(clock.time() + 1)
     assert (backlog.due, backlog.dead, backlog.disabled_webhooks) == (1, 1, 0)
     assert backlog.oldest_due is not None
+
+
+async def test_prune_forgets_ended_deliveries_but_keeps_dead_ones(store: Store, clock: FakeClock) -> None:
+    out = store.outbound
+    await out.add_subscription(sub("s1"))
+    await store.inbox.write([note("e1"), note("e2")])
+    one, two = await out.claim("a", clock.time(), 30.0, 10)
+    await out.finish("a", [Finished(one.id, "sent"), Finished(two.id, "dead", error="x")], clock.time())
+    assert await store.decisions.prune(clock.time() + 1) >= 1
+    assert await out.for_event("app1", "e1", 10) == []
+    assert [r.status for r in await out.for_event("app1", "e2", 10)] == ["dead"]
