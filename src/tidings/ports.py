@@ -210,8 +210,9 @@ class Decisions(Protocol):
     - ``for_event`` lists an event's decisions ordered by (user, kind, channel), after the ``after`` key of
       that order (None: from the start), at most ``limit``; ``user`` given: that user's only.
     - ``pending`` lists a user's pending offline deliveries (``deferred``), by seq and channel.
-    - ``prune`` forgets decisions made before ``older_than``, and pending deliveries due before it that no
-      sender took (none exists yet: the table stays bounded); returns how many rows it deleted.
+    - ``prune`` forgets decisions made before ``older_than``, pending deliveries due before it that no
+      sender took (no sender runs: the table stays bounded), and ``Outbound`` deliveries that ended before it
+      (dead ones stay until an operator retries them); returns how many rows it deleted.
     """
 
     async def record(self, decisions: Sequence[Decision]) -> None: ...

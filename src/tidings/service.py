@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -26,11 +26,13 @@ from tidings.api.routes import ROUTERS, ops
 from tidings.backends import open_bus, open_log, open_store
 from tidings.core.clock import Clock, SystemClock
 from tidings.demo import install as install_demo
+from tidings.errors import ConfigError
 from tidings.gateway.hub import Hub
 from tidings.gateway.listener import FastGateway
 from tidings.gateway.sse import stream_endpoint
 from tidings.gateway.stream import EndReason
 from tidings.gateway.websocket import websocket_endpoint
+from tidings.ports import Append, Appended, Delivery, EventLog
 from tidings.runtime import Runtime
 from tidings.sender import Sender
 from tidings.settings import Settings
@@ -41,10 +43,34 @@ log = structlog.get_logger("tidings.service")
 ROLES = frozenset({"api", "worker", "gateway", "sender"})
 
 
-async def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+class NoLog:
+    """The event log of a process whose roles never touch it (a sender alone): empty, refusing any use but
+    ``lag``, so ``tidings sender`` runs on a store alone (PostgreSQL holds no event log to open)."""
+
+    async def append(self, items: Sequence[Append]) -> list[Appended | Exception]:
+        raise ConfigError("this process has no event log (its roles do not use one)")
+
+    async def read(self, max_items: int, timeout: float) -> list[Delivery]:
+        raise ConfigError("this process has no event log (its roles do not use one)")
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        raise ConfigError("this process has no event log (its roles do not use one)")
+
+    async def lag(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+
+async def open_runtime(
+    settings: Settings, clock: Clock | None = None, roles: Iterable[str] = ROLES
+) -> Runtime:
+    """The backends of a process with ``roles``; a process that only sends opens no event log."""
     clock = clock or SystemClock()
     store = await open_store(settings.store_url, settings, clock)
-    log_ = await open_log(settings.broker, settings, store)
+    needs_log = bool(frozenset(roles) - {"sender"})
+    log_: EventLog = await open_log(settings.broker, settings, store) if needs_log else NoLog()
     bus = await open_bus(settings.broker, settings)
     return Runtime(settings=settings, store=store, log=log_, bus=bus, clock=clock, hub=Hub(bus))
 
@@ -120,7 +146,7 @@ class Service:
             self._server.should_exit = True
 
     async def run(self, *, on_ready: Any = None) -> None:
-        runtime = self._runtime = await open_runtime(self.settings, self._clock)
+        runtime = self._runtime = await open_runtime(self.settings, self._clock, self.roles)
         try:
             app = build_app(runtime, self.roles)
             if "worker" in self.roles:
@@ -183,8 +209,8 @@ class Service:
     async def _stop_sender(self) -> None:
         """The sends in hand finish (each bounded by the egress deadline), then the sender returns; past the
         drain timeout it is cancelled, and its leases expire for another sender to take the rows again."""
-        if self._sender is None or self._sender_task is None:
-            return
+        if self._sender is None or self._sender_task is None or self._sender_task.done():
+            return  # not running, or stopped already (drain, then run's own clean-up)
         self._sender.stop()
         try:
             await asyncio.wait_for(asyncio.shield(self._sender_task), timeout=self.settings.drain_timeout)

@@ -169,3 +169,32 @@ async def test_dead_events_and_depth(store: Store, clock: FakeClock) -> None:
     backlog = await out.depth(clock.time() + 1)
     assert (backlog.due, backlog.dead, backlog.disabled_webhooks) == (1, 1, 0)
     assert backlog.oldest_due is not None
+
+
+async def test_prune_forgets_ended_deliveries_but_keeps_dead_ones(store: Store, clock: FakeClock) -> None:
+    out = store.outbound
+    await out.add_subscription(sub("s1"))
+    await store.inbox.write([note("e1"), note("e2")])
+    one, two = await out.claim("a", clock.time(), 30.0, 10)
+    await out.finish("a", [Finished(one.id, "sent"), Finished(two.id, "dead", error="x")], clock.time())
+    assert await store.decisions.prune(clock.time() + 1) >= 1
+    assert await out.for_event("app1", "e1", 10) == []
+    assert [r.status for r in await out.for_event("app1", "e2", 10)] == ["dead"]
+
+
+async def test_a_webhook_gets_only_the_types_it_asked_for(store: Store, clock: FakeClock) -> None:
+    out = store.outbound
+    await out.add_webhook(
+        WebhookEndpoint("h1", "app1", "https://a.example/", ("post.liked",), ("whsec_a",), 1.0)
+    )
+    await out.add_webhook(
+        WebhookEndpoint("h2", "app1", "https://b.example/", ("comment",), ("whsec_b",), 1.0)
+    )
+    await out.add_webhook(WebhookEndpoint("h3", "app1", "https://c.example/", (), ("whsec_c",), 1.0))
+    await store.inbox.write([note("e1", channels=("webhook",))])
+    claimed = await out.claim("a", clock.time(), 30.0, 10)
+    assert sorted(c.target for c in claimed) == ["webhook:h1", "webhook:h3"]
+    found = await out.targets(claimed)
+    hook = found[("app1", "alice", "webhook:h1")]
+    assert isinstance(hook, WebhookEndpoint)
+    assert hook.secrets == ("whsec_a",)

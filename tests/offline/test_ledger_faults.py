@@ -28,7 +28,7 @@ from channels.servers import serve
 from tidings.backends import open_store
 from tidings.backends.sql.postgres import quoted
 from tidings.channels.webhook import new_secret
-from tidings.core.delivery import WebhookEndpoint
+from tidings.core.delivery import DeliveryRecord, WebhookEndpoint
 from tidings.core.models import ChannelPlan, Event, InboxWrite
 from tidings.ports import Store
 from tidings.settings import Settings
@@ -83,8 +83,6 @@ class SenderProcess:
                 "TIDINGS_SQLITE_SYNCHRONOUS": "NORMAL",
             }
         )
-        if store_url.startswith("postgresql"):  # every process opens an event log; PostgreSQL holds none
-            self.env["TIDINGS_BROKER"] = "redis://127.0.0.1:6379"
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
@@ -119,11 +117,13 @@ class SenderProcess:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """SIGTERM, then wait without blocking the loop (the receiver in this process must keep answering
+        the sends in flight, which a graceful stop lets finish)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                await asyncio.to_thread(self.proc.wait, 20)
             except subprocess.TimeoutExpired:
                 self.kill()
 
@@ -161,6 +161,10 @@ async def store_at(engine: str, tmp: Path) -> AsyncIterator[tuple[Store, str, st
             await conn.close()
 
 
+async def ledger_of(store: Store, notifications: int) -> list[DeliveryRecord]:
+    return [r for n in range(notifications) for r in await store.outbound.for_event(APP, f"E{n:05d}", 10)]
+
+
 async def run_ledger(engine: str, tmp: Path, notifications: int, kill_after: int) -> None:
     secret = new_secret()
     receiver = Receiver(secret)
@@ -184,19 +188,17 @@ async def run_ledger(engine: str, tmp: Path, notifications: int, kill_after: int
             while len(receiver.accepted) < kill_after and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             senders[0].kill()  # mid-run: its leased deliveries are taken again after the lease
+            at_kill = len(receiver.accepted)
             await senders[0].start()
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                rows, events = await store.outbound.dead(APP, 10_000)
-                if len(receiver.accepted) + len(rows) >= notifications:
+            while time.monotonic() < deadline:  # until the ledger says every delivery ended
+                records = await ledger_of(store, notifications)
+                if len(records) == notifications and all(r.status in ("sent", "dead") for r in records):
                     break
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.5)
         finally:
-            for s in senders:
-                s.stop()
-        records = [
-            r for n in range(notifications) for r in await store.outbound.for_event(APP, f"E{n:05d}", 10)
-        ]
+            await asyncio.gather(*[s.stop() for s in senders])
+        records = await ledger_of(store, notifications)
     logs = "\n".join(s.log.read_text()[-2000:] for s in senders)
     assert len(records) == notifications, logs  # one delivery per notification and target: none lost
     sent = {(r.user, r.seq) for r in records if r.status == "sent"}
@@ -207,7 +209,7 @@ async def run_ledger(engine: str, tmp: Path, notifications: int, kill_after: int
     assert set(received) >= sent  # every sent one was received (once per distinct webhook-id)
     assert set(received) <= sent | dead  # a dead one may have been received by an attempt that then timed out
     assert receiver.requests > notifications  # the 30% failures were retried
-    del events
+    assert kill_after <= at_kill < notifications  # the kill came mid-run
 
 
 async def test_two_senders_one_killed_sqlite(tmp_path: Path) -> None:

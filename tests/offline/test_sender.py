@@ -14,6 +14,7 @@ from channels.fcm_service import Google, self_signed, service_account
 from channels.push_service import PushService
 from channels.servers import serve
 from channels.smtp_server import smtp_server
+from tidings.admin.journey import journey
 from tidings.channels.unsubscribe import verify
 from tidings.channels.webhook import new_secret
 from tidings.core.delivery import Device, Profile, PushSubscription, WebhookEndpoint
@@ -97,6 +98,12 @@ async def test_webhooks_retry_with_the_same_webhook_id_and_verify(tmp_path: Path
         assert await s.tick() == 1
         await s.close()
         assert await statuses(store, event_id) == [("webhook:h1", "sent")]
+        found = await journey(store, event_id)  # the admin page's "where is my notification"
+        assert found is not None
+        [row] = found["inbox"]
+        assert [(d["channel"], d["status"], d["attempts"]) for d in row["offline"]] == [
+            ("webhook", "sent", 2)
+        ]
     assert len(seen) == 2
     assert seen[0] == seen[1]  # the same webhook-id: the receiver can drop a duplicate
 

@@ -5,7 +5,9 @@
 - fanned out: when and to how many inbox writes, if this process's worker did it;
 - inbox: one row per recipient (user, seq, created, seen, read), read from the store with a read-only query;
 - live deliveries: per row, the frames written to connections of *this* process (transport, time, live or
-  resume), from its bounded journal. Another gateway's deliveries are not known here.
+  resume), from its bounded journal. Another gateway's deliveries are not known here;
+- offline deliveries: per row, the senders' deliveries (channel, target, status, attempts, last error) from the
+  store's ledger, whichever sender made them.
 
 The inbox query filters on ``event_id``. The inbox has a unique index on (app, user_id, event_id) but none on
 ``event_id`` alone: with ``app`` and ``user`` given the lookup uses that index; without, it scans the inbox
@@ -114,7 +116,28 @@ def _fanout(record: EventRecord | None) -> dict[str, Any] | None:
     return {"at": _iso(record.fanned_out_at), "inbox_writes": record.fanned_out_to}
 
 
-def _row(row: InboxRow) -> dict[str, Any]:
+Offline = dict[tuple[str, str, int], list[dict[str, Any]]]
+
+
+async def offline_of(store: Store, event_id: str, rows: Sequence[InboxRow]) -> Offline:
+    """The ledger's deliveries of ``event_id``, by (app, user, seq), for the apps of ``rows``."""
+    found: Offline = {}
+    for app in sorted({row.app for row in rows}):
+        for d in await store.outbound.for_event(app, event_id, 4 * MAX_ROWS):
+            found.setdefault((d.app, d.user, d.seq), []).append(
+                {
+                    "channel": d.channel,
+                    "target": d.target,
+                    "status": d.status,
+                    "attempts": d.attempts,
+                    "last_error": d.last_error,
+                    "updated_at": _iso(d.updated_at),
+                }
+            )
+    return found
+
+
+def _row(row: InboxRow, offline: Offline | None = None) -> dict[str, Any]:
     deliveries = [
         {"transport": transport, "at": _iso(at), "live": live}
         for transport, at, live in JOURNAL.deliveries(row.app, row.user, row.seq)
@@ -128,6 +151,7 @@ def _row(row: InboxRow) -> dict[str, Any]:
         "read_at": _iso(row.read_at),
         "replaces": row.replaces,
         "deliveries": deliveries,
+        "offline": (offline or {}).get((row.app, row.user, row.seq), []),
     }
 
 
@@ -139,7 +163,9 @@ async def journey(
     rows = await inbox_rows(store, event_id, app, user)
     if record is None and not rows:
         return None
-    shown = [_row(row) for row in (rows or [])[:MAX_ROWS]]
+    kept = (rows or [])[:MAX_ROWS]
+    offline = await offline_of(store, event_id, kept)
+    shown = [_row(row, offline) for row in kept]
     encoded = id_time(event_id)
     return {
         "event_id": event_id,

@@ -32,6 +32,7 @@ from tidings.db.schema import (
     apps,
     decisions,
     deferred,
+    deliveries,
     idempotency_keys,
     inbox,
     stream_tickets,
@@ -213,11 +214,14 @@ def upsert_body(insert: Callable[[Table], Any], table: Table, row: Mapping[str, 
 # --- the decision log and pending offline deliveries ----------------------------------------------------------
 
 
-def prune_statements(older_than: float) -> tuple[Delete, Delete]:
-    """Decisions made before ``older_than``; pending deliveries due before it that no sender took."""
+def prune_statements(older_than: float) -> tuple[Delete, ...]:
+    """Decisions made before ``older_than``; pending deliveries due before it that no sender took; deliveries
+    that ended (sent, failed, cancelled, expired) before it. Dead ones stay for an operator."""
+    ended = deliveries.c.status.in_(("sent", "failed", "cancelled", "expired"))
     return (
         delete(decisions).where(decisions.c.at < older_than),
         delete(deferred).where(deferred.c.due_at < older_than),
+        delete(deliveries).where(ended, deliveries.c.updated_at < older_than),
     )
 
 
