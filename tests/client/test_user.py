@@ -130,6 +130,45 @@ async def test_a_refused_token_stops_the_stream(
     assert stream.connects == 1
 
 
+@TRANSPORTS
+async def test_an_expired_token_is_replaced_by_the_token_function(
+    server: TidingsServer, tenant: AppKeys, tidings: ProducerClient, transport: str
+) -> None:
+    """The first token the function gives has expired: the server says ``token_expired`` (WS error frame then
+    1008, SSE 401), and the stream asks the function again instead of giving up, then delivers."""
+    handed: list[str] = []
+
+    def token() -> str:
+        handed.append("expired" if not handed else "fresh")
+        return tenant.token("alice", ttl=-60 if len(handed) == 1 else 600)
+
+    async with UserClient(server.base_url, token, trust_env=False, random=lambda: 0.0) as alice:
+        stream = alice.stream(transport, after=0)  # type: ignore[arg-type]
+        await tidings.send(like("alice", 1))
+        [first] = [n async for n in _take(stream, 1)]
+        await stream.aclose()
+    assert first["seq"] >= 1
+    assert handed[:2] == ["expired", "fresh"]
+
+
+async def _take(stream: Any, n: int) -> AsyncIterator[Any]:
+    for _ in range(n):
+        yield await asyncio.wait_for(anext(stream), 10.0)
+
+
+@TRANSPORTS
+async def test_an_expired_fixed_token_stops_the_stream(
+    server: TidingsServer, tenant: AppKeys, transport: str
+) -> None:
+    """A fixed token that has expired cannot be refreshed: AuthFailedError with the code ``token_expired``."""
+    async with UserClient(server.base_url, tenant.token("alice", ttl=-60), trust_env=False) as alice:
+        stream = alice.stream(transport)  # type: ignore[arg-type]
+        with pytest.raises(AuthFailedError) as refused:
+            await anext(stream)
+        await stream.aclose()
+    assert refused.value.code == "token_expired"
+
+
 async def test_a_stream_gives_up_after_bounded_attempts(tenant: AppKeys, proxy: CutProxy) -> None:
     """With the network down for good, the stream raises ConnectionFailedError after max_attempts tries."""
     proxy.block()

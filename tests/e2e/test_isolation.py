@@ -125,7 +125,8 @@ async def test_ws_refuses_a_bad_token_with_an_error_frame_and_1008(
     frames, code = await ws_until_close(server.ws_url, auth_frame(_bad_tokens(a, b)[kind]))
     assert code == POLICY_VIOLATION, f"close code {code}, frames {frames}"
     assert [f.get("type") for f in frames] == ["error"], frames
-    assert frames[0].get("code"), frames
+    # Expired is told apart (refresh and reconnect); every other refusal says no more than "unauthorized".
+    assert frames[0].get("code") == ("token_expired" if kind == "expired" else "unauthorized"), frames
 
 
 @pytest.mark.parametrize("kind", [*BAD_TOKENS, "missing"])

@@ -171,6 +171,31 @@ describe("WebSocket", () => {
     assert.equal(env.timers.pending.size, 0);
   });
 
+  test("an expired token with a token function reconnects with a fresh token instead of stopping", async () => {
+    let calls = 0;
+    const env = setup({ token: () => Promise.resolve((calls++, jwt())) });
+    const ws = await connected(env, 0);
+    ws.frame({ type: "error", code: "token_expired", message: "the token has expired: get a fresh one" });
+    ws.serverClose(1008);
+    assert.notEqual(env.client.state, "stopped");
+    assert.deepEqual(env.seen.error.at(-1), {
+      kind: "auth", code: "token_expired", message: "the token expired: reconnecting with a fresh one", fatal: false,
+    });
+    env.timers.advance(1000);
+    await flush();
+    assert.ok(calls >= 2, "the token function is asked for a fresh token");
+    assert.ok(FakeWebSocket.last() !== ws, "a new connection is opened");
+  });
+
+  test("an expired fixed token stops the client: there is nothing fresh to ask for", async () => {
+    const env = setup();
+    const ws = await connected(env);
+    ws.frame({ type: "error", code: "token_expired", message: "the token has expired: get a fresh one" });
+    ws.serverClose(1008);
+    assert.equal(env.client.state, "stopped");
+    assert.equal(env.seen.error.at(-1).code, "token_expired");
+  });
+
   test("close 1009 (frame too large) is a client bug: it stops too", async () => {
     const env = setup();
     const ws = await connected(env);

@@ -98,6 +98,11 @@ class UserClient:
     async def aclose(self) -> None:
         await self._api.http.aclose()
 
+    @property
+    def refreshes_tokens(self) -> bool:
+        """True when ``token`` is a function: an expired token is then replaced, not a reason to stop."""
+        return not isinstance(self._token, str)
+
     async def token(self) -> str:
         source = self._token
         if isinstance(source, str):
@@ -318,7 +323,10 @@ class NotificationStream:
                     elif kind == "error":
                         error = frame
         except ConnectionClosed as exc:
-            _raise_for_close(exc.rcvd.code if exc.rcvd is not None else 1006, error)
+            code = exc.rcvd.code if exc.rcvd is not None else 1006
+            if code == _AUTH_CLOSE and error.get("code") == "token_expired" and self._client.refreshes_tokens:
+                raise _SessionEnded from exc  # the next connection asks the token function for a fresh one
+            _raise_for_close(code, error)
             raise _SessionEnded from exc
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise _SessionEnded from exc
@@ -342,7 +350,10 @@ class NotificationStream:
             ) as response:
                 if response.status_code != 200:
                     await response.aread()
-                    _raise_for_status(api_error(response))
+                    refused = api_error(response)
+                    if refused.code == "token_expired" and client.refreshes_tokens:
+                        raise _SessionEnded  # reconnect with a fresh token from the token function
+                    _raise_for_status(refused)
                 decoder = SSEDecoder()
                 async for line in response.aiter_lines():
                     event = decoder.feed(line)

@@ -52,6 +52,12 @@ async def admit(
     try:
         app, user = await authenticate_user(runtime, frame.token, cache)
     except AuthError as exc:
+        # An expired token is told apart (the client refreshes it and reconnects); any other refusal is
+        # "unauthorized" with no detail, so a probe learns nothing about apps or secrets.
+        if exc.reason == "token_expired":
+            raise Refused(
+                "token_expired", "the token has expired: get a fresh one", errors.WS_POLICY
+            ) from None
         raise Refused(exc.code, "invalid credentials", errors.WS_POLICY) from None
     if not origin_allowed(origin, host, app):
         raise Refused("origin_not_allowed", "this origin may not connect", errors.WS_POLICY)

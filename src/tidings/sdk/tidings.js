@@ -23,7 +23,8 @@
  *   is kept for later reconnects.
  * - Reconnects wait `random() * min(cap, base * 2 ** attempt)` ("full jitter"), so a restarted server is
  *   not hit by all of its clients at once; `attempt` goes back to 0 once a connection is ready.
- * - Close codes: 1008 (auth or origin refused) stops the client and reports an `auth` error; 1007 and
+ * - Close codes: 1008 (auth or origin refused) stops the client and reports an `auth` error (after an
+ *   error frame `token_expired`, a client whose `token` is a function reconnects with a fresh token instead); 1007 and
  *   1009 (a client bug) stop it too; 1012 (server restarting), 1013 (slow consumer) and everything else
  *   reconnect.
  * - Web Push (`subscribePush`, `unsubscribePush`, see push.js): the server's subscription id is kept in
@@ -523,6 +524,12 @@ export class TidingsClient {
       if (!live()) return;
       const code = Number(ev?.code ?? 1006);
       const fatal = FATAL_CLOSE.get(code);
+      // An expired token is not fatal when the app gave a token function: reconnect, asking it for a fresh one.
+      if (code === 1008 && errorCode === "token_expired" && typeof this._tokenSource === "function") {
+        this._report("auth", "token_expired", "the token expired: reconnecting with a fresh one", false);
+        this._failed(generation, ready);
+        return;
+      }
       if (fatal) {
         this._stop();
         this._report(fatal, errorCode ?? `close_${code}`, `the server closed the connection (${code})`, true);
