@@ -155,6 +155,8 @@ async def test_a_webhook_failing_for_a_day_is_disabled(store: Store, clock: Fake
     [hook] = await out.webhooks("app1")
     assert hook.disabled
     assert hook.failing_since is not None
+    assert [h.id for h in await out.disabled_webhooks(10)] == ["h1"]
+    assert await out.disabled_webhooks(0) == []
     await store.inbox.write([note("e9", channels=("webhook",))])
     assert await out.claim("a", t, 30.0, 10) == []
 
