@@ -262,6 +262,7 @@ class Outbound(Protocol):
     row per (app, endpoint): the same endpoint again (a browser re-subscribing, perhaps for another user)
     replaces its user and keys and keeps its id. ``add_device`` likewise per (app, token). ``remove_*``
     delete one of the caller's own (user-scoped, or app-scoped for webhooks) and say whether one existed.
+    ``disabled_webhooks`` lists at most ``limit`` disabled endpoints of every app, the longest failing first.
     ``rotate_secret`` puts a new secret first and keeps the previous newest one signing until
     ``overlap_until``; older ones are dropped. ``vapid`` returns the app's key pair (private, public),
     storing ``make()``'s pair first when the app has none (concurrent callers get the same pair).
@@ -300,6 +301,8 @@ class Outbound(Protocol):
     async def add_webhook(self, hook: WebhookEndpoint) -> None: ...
 
     async def webhooks(self, app: str) -> list[WebhookEndpoint]: ...
+
+    async def disabled_webhooks(self, limit: int) -> list[WebhookEndpoint]: ...
 
     async def remove_webhook(self, app: str, hook_id: str) -> bool: ...
 

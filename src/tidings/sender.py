@@ -33,7 +33,7 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import orjson
 import structlog
@@ -68,12 +68,16 @@ from tidings.core.delivery import (
     policies,
     settle,
 )
-from tidings.core.models import JSON
+from tidings.core.models import JSON, TraceCarrier
 from tidings.core.rules import AppRules
 from tidings.errors import ConfigError, TidingsError
+from tidings.observability import tracing
 from tidings.observability.funnel import Funnel
 from tidings.ports import Store
 from tidings.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = structlog.get_logger("tidings.sender")
 
@@ -156,6 +160,25 @@ def build_channels(settings: Settings, vapid: VapidCache) -> dict[str, Channel]:
         except ValueError as exc:
             raise ConfigError(f"TIDINGS_FCM_CREDENTIALS: {exc}") from None
     return channels
+
+
+def _span_of(job: Job) -> Span | None:
+    """``sender.send`` under the context its first row carries (the event's ``store.write`` span), or None
+    when that row was not traced. Attributes: channel, attempt, event id; never a target, token or body."""
+    first = job.rows[0]
+    if first.traceparent is None:
+        return None
+    carrier: TraceCarrier = {"traceparent": first.traceparent}
+    if first.tracestate:
+        carrier["tracestate"] = first.tracestate
+    attributes = {
+        "tidings.channel": job.message.channel,
+        "tidings.attempt": job.message.attempt,
+        "tidings.event.id": first.event_id,
+        "tidings.app": first.app,
+        "tidings.rows": len(job.rows),
+    }
+    return tracing.start_span("sender.send", carrier, attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,14 +418,18 @@ class Sender:
     async def _send(self, job: Job) -> Outcome:
         channel = self._channels[job.message.channel]
         async with self._limit:
+            span = _span_of(job)
             try:
-                return await channel.send(job.message)
+                outcome = await channel.send(job.message)
             except Exception as exc:  # a bug in an adapter must not take the loop down; its rows go dead
                 # Only the type: an adapter's exception text or traceback could hold a key or a secret.
                 log.error("channel_send_crashed", channel=channel.name, error=type(exc).__name__)
+                tracing.end_span(span, exc, {"tidings.result": "failed"})
                 return Outcome(
                     "failed", detail=bounded(f"the {channel.name} adapter failed: {type(exc).__name__}")
                 )
+            tracing.end_span(span, None, {"tidings.result": outcome.result})
+            return outcome
 
     def _settle(self, job: Job, outcome: Outcome, now: float) -> list[Finished]:
         channel = job.message.channel

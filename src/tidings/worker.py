@@ -8,13 +8,14 @@ crash may have kept off the bus (gateways drop the duplicates by seq).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncIterator, Sequence
 
 import structlog
 
 from tidings.core.backoff import full_jitter
-from tidings.core.models import Event, InboxWrite, LiveMessage, StoredNotification
+from tidings.core.models import Event, InboxWrite, LiveMessage, StoredNotification, TraceCarrier
 from tidings.errors import TidingsError, UnavailableError
 from tidings.observability.tracing import BatchSpans
 from tidings.planner import Planner
@@ -125,8 +126,8 @@ class FanoutWorker:
         self._runtime.funnel.fanned_out(event, recipients, spans)
 
     async def _commit(self, writes: Sequence[InboxWrite], spans: BatchSpans) -> None:
-        with spans.step("store.write", writes):
-            stored = await self._runtime.store.inbox.write(writes)
+        with spans.step("store.write", writes) as carriers:
+            stored = await self._runtime.store.inbox.write(_traced(writes, carriers) if carriers else writes)
         self._runtime.funnel.stored(writes, len(stored))
         await self._publish(writes, stored, spans)
 
@@ -160,3 +161,12 @@ class FanoutWorker:
         if now - self._lag_sampled_at >= LAG_SAMPLE_INTERVAL:
             self._lag_sampled_at = now
             self._runtime.funnel.lag(await self._runtime.log.lag())
+
+
+def _traced(writes: Sequence[InboxWrite], carriers: dict[str, TraceCarrier]) -> list[InboxWrite]:
+    """The writes whose offline deliveries continue their event's ``store.write`` span (only sampled traces
+    have a carrier; rows without an offline channel need none)."""
+    return [
+        dataclasses.replace(w, trace=carrier) if w.channels and (carrier := carriers.get(w.event.id)) else w
+        for w in writes
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from tidings.core.delivery import (
     Device,
@@ -155,6 +156,8 @@ async def test_a_webhook_failing_for_a_day_is_disabled(store: Store, clock: Fake
     [hook] = await out.webhooks("app1")
     assert hook.disabled
     assert hook.failing_since is not None
+    assert [h.id for h in await out.disabled_webhooks(10)] == ["h1"]
+    assert await out.disabled_webhooks(0) == []
     await store.inbox.write([note("e9", channels=("webhook",))])
     assert await out.claim("a", t, 30.0, 10) == []
 
@@ -198,3 +201,17 @@ async def test_a_webhook_gets_only_the_types_it_asked_for(store: Store, clock: F
     hook = found[("app1", "alice", "webhook:h1")]
     assert isinstance(hook, WebhookEndpoint)
     assert hook.secrets == ("whsec_a",)
+
+
+async def test_a_traced_rows_context_reaches_its_deliveries(store: Store, clock: FakeClock) -> None:
+    """The worker's W3C context of a sampled trace goes from the deferred row to each delivery's claim."""
+    out = store.outbound
+    await out.add_subscription(sub("s1"))
+    await out.add_subscription(sub("s2"))
+    carrier = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01", "tracestate": "k=v"}
+    await store.inbox.write([dataclasses.replace(note("e1"), trace=carrier), note("e2")])
+    [pending] = [d for d in await store.decisions.pending("app1", "alice") if d.event_id == "e1"]
+    assert (pending.traceparent, pending.tracestate) == (carrier["traceparent"], "k=v")
+    claimed = await out.claim("a", clock.time(), 30.0, 10)
+    traces = sorted((c.event_id, c.traceparent, c.tracestate) for c in claimed)
+    assert traces == [("e1", carrier["traceparent"], "k=v")] * 2 + [("e2", None, None)] * 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tidings.admin.journey import id_time
+from tidings.core.delivery import WebhookEndpoint
 from tidings.core.ids import new_id
 from tidings.observability.journal import JOURNAL, Journal
 
@@ -57,6 +58,21 @@ async def test_stats_show_throughput_connections_lag_and_latency(stack: Stack) -
     assert now["process"]["open_fds"] > 0
     assert now["version"]
     assert now["at"] > first["at"]
+
+
+async def test_stats_list_disabled_webhook_endpoints_by_app_and_host_only(stack: Stack) -> None:
+    """The ledger is sampled by the stats call itself; a disabled endpoint shows its app and URL host, never
+    its path (which may carry a token) nor its secret."""
+    out = stack.runtime.store.outbound
+    for hook_id, disabled, failing_since in (("h1", True, 5.0), ("h2", False, None)):
+        url = f"https://{hook_id}.example:8443/in?token=s3cret"
+        await out.add_webhook(
+            WebhookEndpoint(hook_id, "acme", url, (), ("whsec_x",), 1.0, None, disabled, failing_since)
+        )
+    offline = (await stack.http.get("/admin/api/stats", headers=stack.admin)).json()["offline"]
+    assert offline["webhooks_disabled"] == 1
+    assert offline["disabled"] == [{"id": "h1", "app": "acme", "host": "h1.example", "failing_since": 5.0}]
+    assert {"dead_letters", "queue_depth", "oldest_due_seconds", "sends", "sends_by_channel"} <= set(offline)
 
 
 async def test_the_journey_of_an_event_shows_each_inbox_row_delivery_and_mark(stack: Stack) -> None:

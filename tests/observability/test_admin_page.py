@@ -198,6 +198,30 @@ async def test_where_is_my_notification_shows_its_journey(
     await page.screenshot(path=str(ARTIFACTS / "admin-journey.png"), full_page=True)
 
 
+async def test_the_offline_side_shows_a_dead_letter(
+    browser: Browser, server: Server, traffic: Traffic
+) -> None:
+    """A webhook endpoint on a refused (private) address: the sender ends its delivery dead without sending
+    anything, and the page's offline tiles and legend say so."""
+    producer = {"Authorization": f"Bearer {traffic.app['api_key']}"}
+    rules = await traffic.http.put("/v1/rules", json={"channels": {"webhook": True}}, headers=producer)
+    assert rules.status_code == 200, rules.text
+    hook = await traffic.http.post("/v1/webhooks", json={"url": "http://10.0.0.1/hook"}, headers=producer)
+    assert hook.status_code == 201, hook.text
+    await traffic.send(["bob"])
+
+    page = await _open(browser, server)
+    await _sign_in(page)
+    await expect(page.locator("#tile-dead .value")).to_have_text("1", timeout=3 * WITHIN_MS)
+    await expect(page.locator("#tile-queue .value")).to_have_text("0")
+    await expect(page.locator("#tile-disabled .value")).to_have_text("0")
+    await expect(page.locator("#tile-oldest .value")).to_have_text("0 s")
+    await expect(page.locator('#offline-sends li[data-channel="webhook"]')).to_have_text(
+        "webhook dead 1", timeout=WITHIN_MS
+    )
+    await page.screenshot(path=str(ARTIFACTS / "admin-offline.png"), full_page=True)
+
+
 async def test_a_wrong_token_is_refused_and_the_page_says_so(browser: Browser, server: Server) -> None:
     """A wrong admin token: no data, a clear message, and the token form back."""
     page = await _open(browser, server)

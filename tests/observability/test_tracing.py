@@ -15,10 +15,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from tidings.backends.envelope import decode_live, encode_live
+from tidings.channels.base import Message, Outcome
+from tidings.core.delivery import Claimed, WebhookEndpoint
 from tidings.core.models import Event, LiveMessage, event_from_bytes, event_to_bytes
+from tidings.core.rules import AppRules
 from tidings.errors import ConfigError, UnavailableError
 from tidings.observability import tracing
 from tidings.ports import EventLog
+from tidings.sender import Sender
 
 from .support import Stack, open_stack
 
@@ -252,3 +256,78 @@ def test_with_tracing_off_no_sdk_is_loaded_and_no_exporter_thread_started() -> N
     assert loaded == "[", f"imported: {loaded}"
     assert "Otel" not in threads
     assert "BatchSpan" not in threads
+
+
+class _Webhook:
+    """A webhook channel that accepts every message, keeping them."""
+
+    name = "webhook"
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    async def send(self, message: Message) -> Outcome:
+        self.sent.append(message)
+        return Outcome("sent")
+
+    async def close(self) -> None:
+        return None
+
+
+async def _offline_send(stack: Stack, traceparent: str) -> tuple[str, _Webhook, list[Claimed]]:
+    """An event to Bob, whose app has a webhook endpoint, fanned out and sent by a sender with a fake
+    webhook channel; returns the event id, the channel and what the ledger held before the send."""
+    acme = await stack.tenant("acme")
+    store = stack.runtime.store
+    await store.preferences.set_rules("acme", AppRules(channels={"webhook": True}))
+    hook = WebhookEndpoint("h1", "acme", "https://hooks.example/in?token=t0ken", (), ("whsec_x",), 1.0)
+    await store.outbound.add_webhook(hook)
+    headers = {**acme.producer, "traceparent": traceparent}
+    answer = await stack.http.post("/v1/events", json={"type": "t", "recipients": ["bob"]}, headers=headers)
+    assert answer.status_code == 202
+    await stack.fan_out()
+    channel = _Webhook()
+    sender = Sender(store, stack.runtime.settings, clock=stack.runtime.clock, channels={"webhook": channel})
+    claimed = await store.outbound.claim(sender.owner, stack.runtime.clock.time() + 1, 30.0, 10)
+    await sender.deliver(claimed)
+    await sender.close()
+    event_id: str = answer.json()["id"]
+    return event_id, channel, claimed
+
+
+async def test_the_offline_send_continues_the_events_trace(stack: Stack, spans: InMemorySpanExporter) -> None:
+    """``sender.send`` is a child of the event's ``store.write`` span, in the producer's trace; its attributes
+    name the channel, result and attempt, never the target URL, its token or the body."""
+    event_id, channel, _ = await _offline_send(stack, TRACEPARENT)
+    assert len(channel.sent) == 1
+    named = _by_name(spans)
+    (append,) = named["api.append"]
+    (fanout,) = named["worker.fanout"]
+    (write,) = named["store.write"]
+    (send,) = named["sender.send"]
+    assert send.context.trace_id == int(PARENT_TRACE, 16)
+    assert _parent_of(send) == write.context.span_id
+    assert _parent_of(write) == fanout.context.span_id
+    assert _parent_of(fanout) == append.context.span_id
+    attributes = dict(send.attributes or {})
+    assert attributes["tidings.channel"] == "webhook"
+    assert attributes["tidings.result"] == "sent"
+    assert attributes["tidings.attempt"] == 1
+    assert attributes["tidings.event.id"] == event_id
+    assert not any("hooks.example" in str(value) or "t0ken" in str(value) for value in attributes.values())
+
+
+async def test_an_unsampled_trace_stores_no_context_and_makes_no_send_span(
+    stack: Stack, spans: InMemorySpanExporter
+) -> None:
+    """A producer's unsampled context (flags 00): the delivery carries nothing and the send has no span."""
+    _, channel, claimed = await _offline_send(stack, TRACEPARENT[:-2] + "00")
+    assert len(channel.sent) == 1
+    assert [(c.traceparent, c.tracestate) for c in claimed] == [(None, None)]
+    assert "sender.send" not in _by_name(spans)
+
+
+async def test_with_tracing_off_the_delivery_carries_no_context(stack: Stack) -> None:
+    _, channel, claimed = await _offline_send(stack, TRACEPARENT)
+    assert len(channel.sent) == 1
+    assert [(c.traceparent, c.tracestate) for c in claimed] == [(None, None)]

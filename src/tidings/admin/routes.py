@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Path, Query, Response
@@ -18,10 +19,12 @@ from tidings.api.deps import Admin, State
 from tidings.api.schemas import NO_CONTROL_CHARS
 from tidings.errors import NotFoundError
 from tidings.observability.snapshot import snapshot
+from tidings.runtime import Runtime
 
 router = APIRouter(prefix="/admin/api", dependencies=[Admin], include_in_schema=False)
 
 LAG_TIMEOUT = 2.0
+DISABLED_SHOWN = 20  # disabled webhook endpoints listed on the page (the count covers them all)
 EventId = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL_CHARS)]
 Filter = Annotated[str | None, Query(min_length=1, max_length=255, pattern=NO_CONTROL_CHARS)]
 NO_STORE = {"Cache-Control": "no-store"}
@@ -39,8 +42,28 @@ async def stats(state: State) -> Response:
     # read must not fail because of it (/readyz reports that).
     with contextlib.suppress(Exception):
         runtime.funnel.lag(await asyncio.wait_for(runtime.log.lag(), LAG_TIMEOUT))
+    disabled: list[dict[str, Any]] = []
+    with contextlib.suppress(Exception):  # likewise the ledger: the gauges keep the sender's last sample
+        disabled = await asyncio.wait_for(_offline(runtime), LAG_TIMEOUT)
     body: dict[str, Any] = {"at": runtime.clock.time(), "version": __version__, **snapshot()}
+    body["offline"]["disabled"] = disabled
     return _json(body)
+
+
+async def _offline(runtime: Runtime) -> list[dict[str, Any]]:
+    """Samples the shared ledger into the offline gauges (as a sender does) and lists the first disabled
+    webhook endpoints: their app and URL host only (a URL's path or query may carry a token)."""
+    outbound = runtime.store.outbound
+    now = runtime.clock.time()
+    backlog = await outbound.depth(now)
+    oldest = backlog.oldest_due
+    age = now - oldest if oldest is not None else 0.0
+    runtime.funnel.offline_queue(backlog.due, age, backlog.dead, backlog.disabled_webhooks)
+    hooks = await outbound.disabled_webhooks(DISABLED_SHOWN)
+    return [
+        {"id": h.id, "app": h.app, "host": urlsplit(h.url).hostname or "", "failing_since": h.failing_since}
+        for h in hooks
+    ]
 
 
 @router.get("/events/{event_id}", responses=errors.responses(401, 404, 422))

@@ -252,6 +252,7 @@ def _plan_channel(batch: _Batch, write: InboxWrite, seq: int, plan: ChannelPlan)
         batch.now if due_at is None else due_at,
         reason,
         digest,
+        *_trace_of(write),
     )
     batch.new_pending.setdefault((write.app, write.user, seq), []).append(item)
     kind = DELIVER if due_at is None else DEFER
@@ -284,3 +285,10 @@ def _decide(
     batch.plan.decisions.append(
         Decision(write.app, write.event.id, write.user, kind, reason, channel, seq, batch.now, detail)
     )
+
+
+def _trace_of(write: InboxWrite) -> tuple[str | None, str | None]:
+    trace = write.trace
+    if not trace or "traceparent" not in trace:
+        return None, None
+    return trace["traceparent"], trace.get("tracestate")

@@ -132,6 +132,8 @@ class Claimed:
     attempts: int
     created_at: float
     payload: bytes
+    traceparent: str | None = None  # the W3C context the send continues, when its event was traced
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,8 @@ class InboxWrite:
     max_actors: int = 3
     channels: tuple[ChannelPlan, ...] = ()
     reason: str = ""
+    # The store.write span's context, set by the worker only for a sampled trace: offline sends continue it.
+    trace: TraceCarrier | None = None
 
 
 @dataclass(frozen=True, slots=True)

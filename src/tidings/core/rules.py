@@ -180,6 +180,9 @@ class Deferred:
     due_at: float
     reason: str
     digest: bool = False
+    # The W3C context the send continues (``sender.send`` becomes its child); None unless traced and sampled.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,8 @@ deferred = Table(
     Column("reason", Text, nullable=False),
     Column("digest", Boolean, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("traceparent", String(55), nullable=True),  # migration 0006: the trace the send continues
+    Column("tracestate", String(512), nullable=True),
     PrimaryKeyConstraint("app", "user_id", "seq", "channel"),
     Index("ix_deferred_due_at", "due_at"),
 )
@@ -291,6 +293,8 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("traceparent", String(55), nullable=True),  # migration 0006: the trace the send continues
+    Column("tracestate", String(512), nullable=True),
     UniqueConstraint("app", "user_id", "seq", "channel", "target", name="ux_deliveries_target"),
     Index("ix_deliveries_due", "status", "next_at"),
     Index("ix_deliveries_event", "app", "event_id"),

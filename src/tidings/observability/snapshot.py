@@ -53,6 +53,7 @@ def snapshot() -> dict[str, Any]:
         "journal": {"events": events, "deliveries": deliveries},
         "offline": {  # the senders' outcomes, and the shared ledger as this process last sampled it
             "sends": _by_label(families.get("tidings_offline_sends"), "_total", "result"),
+            "sends_by_channel": _by_two(families.get("tidings_offline_sends"), "_total", "channel", "result"),
             "queue_depth": _sum(families.get("tidings_offline_queue_depth"), ""),
             "oldest_due_seconds": _sum(families.get("tidings_offline_oldest_due_seconds"), ""),
             "dead_letters": _sum(families.get("tidings_dead_letters"), ""),
@@ -79,6 +80,13 @@ def _by_label(family: Metric | None, suffix: str, label: str) -> dict[str, float
     for sample in _samples(family, suffix):
         totals[sample.labels.get(label, "")] += sample.value
     return dict(totals)
+
+
+def _by_two(family: Metric | None, suffix: str, outer: str, inner: str) -> dict[str, dict[str, float]]:
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for sample in _samples(family, suffix):
+        totals[sample.labels.get(outer, "")][sample.labels.get(inner, "")] += sample.value
+    return {key: dict(values) for key, values in totals.items()}
 
 
 def _http_errors(family: Metric | None) -> dict[str, float]:

@@ -134,6 +134,7 @@ function render(now, point) {
   tile('p99', formatValue(point.latency.p99, 's'));
   tile('errors', formatValue(point.errors.e5xx, '/s'));
   renderFunnel(now.funnel);
+  renderOffline(now.offline);
   $('#version').textContent = `version ${now.version}`;
 }
 
@@ -148,6 +149,24 @@ function renderFunnel(funnel) {
     return el('li', { 'data-stage': stage }, el('span', { class: 'stage' }, stage.replace('_', ' ')), bar,
       el('b', { class: 'value' }, `${formatValue(value)}${share}`));
   }));
+}
+
+/** The offline senders: the shared ledger's backlog, this process's sends, the disabled webhook endpoints. */
+function renderOffline(offline) {
+  if (!offline) return;
+  tile('dead', formatValue(offline.dead_letters));
+  tile('disabled', formatValue(offline.webhooks_disabled));
+  tile('queue', formatValue(offline.queue_depth));
+  tile('oldest', formatValue(offline.oldest_due_seconds, 's'));
+  const byName = ([a], [b]) => a.localeCompare(b);
+  const channels = Object.entries(offline.sends_by_channel || {}).sort(byName);
+  $('#offline-sends').replaceChildren(...(channels.length ? channels.map(([channel, results]) =>
+    el('li', { 'data-channel': channel }, el('b', {}, channel), ' ',
+      Object.entries(results).sort(byName).map(([result, n]) => `${result} ${formatValue(n)}`).join(' · ')))
+    : [el('li', { class: 'muted' }, 'no offline sends by this process yet')]));
+  $('#disabled-hooks').replaceChildren(...(offline.disabled || []).map((hook) =>
+    el('li', { 'data-hook': hook.id }, 'disabled: ', el('b', {}, hook.app), ` · ${hook.host}`,
+      hook.failing_since ? ` · failing since ${when(hook.failing_since * 1000)}` : '')));
 }
 
 async function poll() {

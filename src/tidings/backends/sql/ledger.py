@@ -76,7 +76,7 @@ def expand(conn: Connection, now: float, limit: int) -> int:
     """Turns up to ``limit`` due ``deferred`` rows into deliveries, one per target; returns how many rows."""
     f = deferred.c
     due = (
-        select(f.app, f.user_id, f.seq, f.channel, f.event_id, f.digest)
+        select(f.app, f.user_id, f.seq, f.channel, f.event_id, f.digest, f.traceparent, f.tracestate)
         .where(f.due_at <= now)
         .order_by(f.due_at)
         .limit(limit)
@@ -107,6 +107,8 @@ def expand(conn: Connection, now: float, limit: int) -> int:
                 "next_at": now,
                 "created_at": now,
                 "updated_at": now,
+                "traceparent": r.traceparent,
+                "tracestate": r.tracestate,
             }
             for target in targets
         ]
@@ -203,6 +205,8 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
                 r.attempts,
                 r.made_at,
                 r.payload,
+                r.traceparent,
+                r.tracestate,
             )
         )
     for why, rows in cancelled.items():

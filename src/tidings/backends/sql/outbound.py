@@ -80,6 +80,10 @@ class SqlOutbound:
         result: list[WebhookEndpoint] = await self._read(partial(targets.list_webhooks, app=app))
         return result
 
+    async def disabled_webhooks(self, limit: int) -> list[WebhookEndpoint]:
+        result: list[WebhookEndpoint] = await self._read(partial(targets.disabled_webhooks, limit=limit))
+        return result
+
     async def remove_webhook(self, app: str, hook_id: str) -> bool:
         work = partial(targets.remove_owned, table=webhook_endpoints, app=app, user=None, row_id=hook_id)
         return bool(await self._write(work))

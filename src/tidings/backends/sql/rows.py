@@ -116,7 +116,16 @@ def decision_of(row: Any) -> Decision:
 
 def deferred_of(row: Any) -> Deferred:
     return Deferred(
-        row.app, row.user_id, row.seq, row.channel, row.event_id, row.due_at, row.reason, bool(row.digest)
+        row.app,
+        row.user_id,
+        row.seq,
+        row.channel,
+        row.event_id,
+        row.due_at,
+        row.reason,
+        bool(row.digest),
+        row.traceparent,
+        row.tracestate,
     )
 
 

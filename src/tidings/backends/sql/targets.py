@@ -153,6 +153,13 @@ def list_webhooks(conn: Connection, app: str) -> list[WebhookEndpoint]:
     return [webhook_of(r) for r in conn.execute(query)]
 
 
+def disabled_webhooks(conn: Connection, limit: int) -> list[WebhookEndpoint]:
+    """The disabled endpoints, the longest failing first, at most ``limit`` (the admin page lists them)."""
+    c = webhook_endpoints.c
+    query = select(webhook_endpoints).where(c.disabled.is_(True)).order_by(c.failing_since, c.id).limit(limit)
+    return [webhook_of(r) for r in conn.execute(query)]
+
+
 def rotate_secret(
     conn: Connection, app: str, hook_id: str, secret: str, overlap_until: float
 ) -> WebhookEndpoint | None:

@@ -264,6 +264,8 @@ def deferred_columns(items: Sequence[Deferred], now: float) -> Columns:
         "reason": ("text", [d.reason for d in items]),
         "digest": ("bool", [d.digest for d in items]),
         "created_at": ("float", [now] * len(items)),
+        "traceparent": ("text", [d.traceparent for d in items]),
+        "tracestate": ("text", [d.tracestate for d in items]),
     }
 
 

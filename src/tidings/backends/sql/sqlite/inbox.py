@@ -58,6 +58,8 @@ DEFERRED_COLUMNS = (
     "reason",
     "digest",
     "created_at",
+    "traceparent",
+    "tracestate",
 )
 USAGE_COLUMNS = ("app", "user_id", "channel", "window_start", "count")
 USAGE_UPSERT = (
@@ -203,10 +205,21 @@ def _pending_of(
 ) -> dict[aggregation.RowKey, list[Deferred]]:
     if not rows:
         return {}
-    columns = ("app", "user_id", "seq", "channel", "event_id", "due_at", "reason", "digest")
+    columns = (
+        "app",
+        "user_id",
+        "seq",
+        "channel",
+        "event_id",
+        "due_at",
+        "reason",
+        "digest",
+        "traceparent",
+        "tracestate",
+    )
     found: dict[aggregation.RowKey, list[Deferred]] = {}
     for r in rows_matching(conn, deferred, ("app", "user_id", "seq"), columns, rows):
-        item = Deferred(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+        item = Deferred(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9])
         items = found.setdefault((item.app, item.user, item.seq), [])
         if item not in items:  # lookups are padded with repeats
             items.append(item)
@@ -267,6 +280,8 @@ def deferred_row(item: Deferred, now: float) -> tuple[Any, ...]:
         item.reason,
         item.digest,
         now,
+        item.traceparent,
+        item.tracestate,
     )
 
 
