@@ -4,7 +4,6 @@ unset, like every admin route; the page itself (``/admin``) is static and holds 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Annotated, Any
 
@@ -21,7 +20,6 @@ from tidings.observability.snapshot import snapshot
 
 router = APIRouter(prefix="/admin/api", dependencies=[Admin], include_in_schema=False)
 
-LAG_TIMEOUT = 2.0
 EventId = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL_CHARS)]
 Filter = Annotated[str | None, Query(min_length=1, max_length=255, pattern=NO_CONTROL_CHARS)]
 NO_STORE = {"Cache-Control": "no-store"}
@@ -35,10 +33,10 @@ def _json(body: dict[str, Any]) -> Response:
 async def stats(state: State) -> Response:
     """Cumulative counters and histograms of this process, and its gauges now."""
     runtime = state.runtime
-    # The lag as of this call, as /metrics does; a slow or unreachable log keeps the last value: a stats
-    # read must not fail because of it (/readyz reports that).
+    # The lag as of this call (read at most once a second, as for /metrics); a slow or unreachable log keeps
+    # the last value: a stats read must not fail because of it (/readyz reports that).
     with contextlib.suppress(Exception):
-        runtime.funnel.lag(await asyncio.wait_for(runtime.log.lag(), LAG_TIMEOUT))
+        await runtime.refresh_lag()
     body: dict[str, Any] = {"at": runtime.clock.time(), "version": __version__, **snapshot()}
     return _json(body)
 
