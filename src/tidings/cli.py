@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -64,7 +65,7 @@ _ROLE_COMMANDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "everything in one process (embedded backends by default)",
     ),
     ("api", ("api",), "the producer and user HTTP API only"),
-    ("worker", ("worker",), "the fan-out worker only (serves /healthz, /readyz and /metrics on --port)"),
+    ("worker", ("worker",), "the fan-out worker only (serves /healthz and /readyz on --port)"),
     ("gateway", ("gateway",), "the WebSocket/SSE gateway only"),
     ("sender", ("sender",), "the offline senders only: web push, email, webhooks, mobile push"),
 )
@@ -84,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
             name, help=text, description=f"Run {text}.", epilog=ENV_NOTE, formatter_class=_HelpFormatter
         )
         _role_flags(sub, roles)
-        sub.set_defaults(handler=_run_roles, roles=roles)
+        # /metrics: on the main listener for the one-process local command, on its own port for the roles.
+        sub.set_defaults(handler=_run_roles, roles=roles, metrics_default=-1 if name == "serve" else 0)
     _apps_parser(commands)
     _deliveries_commands(commands)
     token = commands.add_parser(
@@ -129,6 +131,13 @@ def _role_flags(sub: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
     sub.add_argument("--host", default=None, help=f"interface to listen on (default: {_default('host')})")
     sub.add_argument(
         "--port", type=int, default=None, help=f"HTTP port to listen on (default: {_default('port')})"
+    )
+    sub.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="where GET /metrics is served: -1 on --port, 0 on --port + 1000, N on port N "
+        "(default: -1 for serve, 0 for the role commands)",
     )
     if "gateway" in roles:
         sub.add_argument(
@@ -232,7 +241,20 @@ def _settings(args: argparse.Namespace) -> Settings:
         port=getattr(args, "port", None),
         ws_server=getattr(args, "ws_server", None),
         ws_port=getattr(args, "ws_port", None),
+        metrics_port=_metrics_port(args),
     )
+
+
+def _metrics_port(args: argparse.Namespace) -> int | None:
+    """The flag, else None when TIDINGS_METRICS_PORT(_FILE) is set (the variable applies), else the command's
+    default (``metrics_default``: -1 for serve, 0 for the role commands; None for commands that serve nothing)."""
+    flag: int | None = getattr(args, "metrics_port", None)
+    if flag is not None:
+        return flag
+    if any(name in os.environ for name in ("TIDINGS_METRICS_PORT", "TIDINGS_METRICS_PORT_FILE")):
+        return None
+    default: int | None = getattr(args, "metrics_default", None)
+    return default
 
 
 def _tune_gc() -> None:
@@ -259,6 +281,8 @@ def _run_roles(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _check_port_free(settings.host, settings.port)
+    if settings.metrics_listen_port is not None:
+        _check_port_free(settings.host, settings.metrics_listen_port, flag="--metrics-port")
     configure(json=_json_logs(args.log_format))
 
     def announce() -> None:
@@ -280,7 +304,7 @@ def _json_logs(log_format: str) -> bool:
     return log_format == "json"
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, flag: str = "--port") -> None:
     """Fail fast with one line when the HTTP port is taken, instead of uvicorn's log line and exit after the
     backends were opened. Binds as uvicorn will (SO_REUSEADDR), then lets go at once."""
     import errno
@@ -294,11 +318,12 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
-                    f"port {port} on {host} is already in use: pick another with --port N (or TIDINGS_PORT=N)"
+                    f"port {port} on {host} is already in use: pick another with {flag} N "
+                    f"(or TIDINGS_{flag[2:].replace('-', '_').upper()}=N)"
                 ) from None
             if exc.errno == errno.EACCES:
                 raise ConfigError(
-                    f"port {port} needs privileges: pick one above 1023 with --port N"
+                    f"port {port} needs privileges: pick one above 1023 with {flag} N"
                 ) from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
@@ -319,7 +344,9 @@ def banner(settings: Settings, roles: Sequence[str]) -> str:
         lines.append(f"  admin     {base}/admin")
     else:
         lines.append("  admin     off (start with TIDINGS_ADMIN_TOKEN=<a secret> to turn on /admin)")
-    lines += [f"  metrics   {base}/metrics", f"  health    {base}/healthz  {base}/readyz"]
+    metrics_port = settings.metrics_listen_port
+    scrape = base if metrics_port is None else f"http://{settings.host}:{metrics_port}"
+    lines += [f"  metrics   {scrape}/metrics", f"  health    {base}/healthz  {base}/readyz"]
     return "\n".join(lines)
 
 

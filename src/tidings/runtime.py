@@ -8,6 +8,7 @@ and has nothing to drain.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +19,11 @@ from tidings.ports import Bus, EventLog, LiveHandler, Store
 from tidings.settings import Settings
 
 Detach = Callable[[], Awaitable[None]]
+
+# The broker's lag is read at most this often per process, however often /metrics or the admin stats are
+# scraped: a scrape must not turn into a broker query each time (issue 17). The worker samples it on its own.
+LAG_INTERVAL = 1.0
+LAG_TIMEOUT = 2.0
 
 
 class EndableStream(Protocol):
@@ -75,6 +81,17 @@ class Runtime:
     hub: LiveHub = field(default=NO_HUB, kw_only=True)
     # Every stage of the funnel is reported through this one observer (metrics, journal, spans), on this clock.
     funnel: Funnel = field(init=False)
+    _lag_read_at: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.funnel = Funnel(self.clock)
+
+    async def refresh_lag(self) -> None:
+        """Reads the log's lag into the funnel unless it was read less than ``LAG_INTERVAL`` ago (on this
+        runtime's clock). The time is taken before the read, so concurrent scrapes share one query and a
+        failing log is asked again only after the interval; a failure is raised to the caller."""
+        now = self.clock.monotonic()
+        if self._lag_read_at is not None and now - self._lag_read_at < LAG_INTERVAL:
+            return
+        self._lag_read_at = now
+        self.funnel.lag(await asyncio.wait_for(self.log.lag(), LAG_TIMEOUT))

@@ -85,9 +85,13 @@ async def close_runtime(runtime: Runtime) -> None:
 
 def build_app(runtime: Runtime, roles: Iterable[str] = ROLES) -> FastAPI:
     """The HTTP app of a process with these roles. Every process serves the probes and ``/metrics`` (a
-    worker-only process too, so orchestrators and Prometheus see it); the API routes come with the api role."""
+    worker-only process too, so orchestrators and Prometheus see it); the API routes come with the api role.
+    ``/metrics`` is left out (404) when ``metrics_port`` puts it on a listener of its own (``ops.scrape_app``)."""
     roles = frozenset(roles)
-    app = create_app(runtime, ROUTERS if "api" in roles else (ops.router,))
+    routers = ROUTERS if "api" in roles else (ops.router,)
+    if runtime.settings.metrics_listen_port is not None:
+        routers = tuple(ops.probes if r is ops.router else r for r in routers)
+    app = create_app(runtime, routers)
     install_admin(app, runtime)  # every replica: its numbers are its own
     home.install(app, runtime.settings, roles)
     if "api" in roles:
@@ -124,6 +128,14 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
+class _MetricsServer(uvicorn.Server):
+    """The separate metrics listener: the main server owns the signals, so this one leaves them alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 class Service:
     def __init__(self, settings: Settings, roles: Iterable[str] = ROLES, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -136,6 +148,7 @@ class Service:
         self._sender_task: asyncio.Task[None] | None = None
         self._server: _Server | None = None
         self._gateway: FastGateway | None = None
+        self._metrics: _MetricsServer | None = None
         self._drain_task: asyncio.Task[None] | None = None
 
     def request_drain(self) -> None:
@@ -161,18 +174,49 @@ class Service:
                 s = self.settings
                 self._gateway = FastGateway(runtime, s.host, s.ws_port or s.port + 1, reuse_port=True)
                 await self._gateway.start()
+            metrics_task = await self._start_metrics(runtime)
             server = self._server = _Server(self._uvicorn_config(app), self)
             announce = asyncio.create_task(_when_started(server, on_ready))
             await server.serve()
             announce.cancel()
             if self._drain_task is not None:
                 await self._drain_task
+            if self._metrics is not None and metrics_task is not None:
+                self._metrics.should_exit = True  # scrapes stay answered until the main listener is done
+                await metrics_task
         finally:
+            if self._metrics is not None:
+                self._metrics.should_exit = True
             await self._stop_worker()
             await self._stop_sender()
             if self._gateway is not None:
                 await self._gateway.close(timeout=self.settings.drain_timeout)
             await close_runtime(runtime)
+
+    async def _start_metrics(self, runtime: Runtime) -> asyncio.Task[None] | None:
+        """The metrics listener on ``metrics_listen_port``, if any, listening before this returns (so a failed
+        bind, such as a port in use, ends the process at start-up)."""
+        port = self.settings.metrics_listen_port
+        if port is None:
+            return None
+        config = uvicorn.Config(
+            ops.scrape_app(runtime),
+            host=self.settings.host,
+            port=port,
+            http="httptools",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+        server = self._metrics = _MetricsServer(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:  # uvicorn offers no start-up event to wait on
+            if task.done():
+                await task  # uvicorn exits on a failed bind (SystemExit) or raises
+                raise RuntimeError(f"the metrics listener on {self.settings.host}:{port} did not start")
+            await asyncio.sleep(0.02)
+        return task
 
     def _uvicorn_config(self, app: FastAPI) -> uvicorn.Config:
         s = self.settings

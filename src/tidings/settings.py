@@ -19,6 +19,10 @@ class Settings:
     # next port after ``port``) with coalesced writes; "uvicorn" keeps /v1/ws on the API port (ASGI shell).
     ws_server: str = "uvicorn"  # "fastws" once the single-port hand-off (0002) exists; opt in meanwhile
     ws_port: int = 0
+    # Where GET /metrics is served: -1 on the main listener (``tidings serve``, local use); 0 on a listener of
+    # its own at ``port + 1000`` (the default of ``tidings api|worker|gateway|sender``: scrapes stay off the
+    # public routes); N > 0 on its own listener at port N. A separate listener makes the main one answer 404.
+    metrics_port: int = -1
     data: str = "./tidings-data"
     store: str = ""  # sqlite:///path or postgresql://...; empty: sqlite in ``data``
     broker: str = "memory://"  # the live bus (and, on scale-out engines, the event log)
@@ -70,6 +74,13 @@ class Settings:
     sender_retry_base: float = 5.0  # full-jitter backoff of push, email and (without a schedule) webhooks
     sender_retry_cap: float = 3600.0
     sender_max_attempts: int = 8
+
+    @property
+    def metrics_listen_port(self) -> int | None:
+        """The port of the separate metrics listener, or None when /metrics is on the main listener."""
+        if self.metrics_port < 0:
+            return None
+        return self.metrics_port or self.port + 1000
 
     @property
     def store_url(self) -> str:

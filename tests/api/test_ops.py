@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 import secrets
 
+import httpx
+import pytest
 from fastapi import FastAPI
 
+from tidings.api.routes import ops
+from tidings.service import build_app
+
 from .conftest import OpenApi
-from .support import Api, Tenant, assert_error, event
+from .support import ADMIN_TOKEN, Api, Tenant, assert_error, event
 
 
 async def test_healthz_and_readyz_answer_when_all_is_well(api: Api) -> None:
@@ -151,3 +156,48 @@ async def test_openapi_documents_every_route_and_its_errors(api: Api) -> None:
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     batch = spec["components"]["schemas"]["BatchIn"]["properties"]["events"]
     assert "idempotency_key" in str(batch)
+
+
+async def test_the_lag_is_read_from_the_log_at_most_once_a_second(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However often /metrics and the admin stats are scraped, the log's lag is queried once per second."""
+    calls: list[float] = []
+    real_lag = api.runtime.log.lag
+
+    async def counted() -> int:
+        calls.append(api.clock.monotonic())
+        return await real_lag()
+
+    monkeypatch.setattr(api.runtime.log, "lag", counted)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    transport = httpx.ASGITransport(app=build_app(api.runtime))  # with the admin routes
+    async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as client:
+        assert (await client.get("/metrics")).status_code == 200
+        assert (await client.get("/metrics")).status_code == 200
+        assert (await client.get("/admin/api/stats", headers=admin)).status_code == 200
+        assert len(calls) == 1
+        api.clock.advance(0.9)
+        await client.get("/metrics")
+        assert len(calls) == 1
+        api.clock.advance(0.1)
+        await client.get("/metrics")
+        assert len(calls) == 2
+
+
+async def test_a_separate_metrics_listener_takes_metrics_off_the_main_app(open_api: OpenApi) -> None:
+    """With metrics_port >= 0 the main app answers 404 on /metrics and keeps its probes; the scrape app
+    serves /metrics and /healthz only."""
+    api = await open_api(metrics_port=0)
+    app = build_app(api.runtime, ("api",))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as main:
+        assert (await main.get("/metrics")).status_code == 404
+        assert (await main.get("/healthz")).status_code == 200
+    scrape = httpx.ASGITransport(app=ops.scrape_app(api.runtime))
+    async with httpx.AsyncClient(transport=scrape, base_url="http://tidings.test") as side:
+        response = await side.get("/metrics")
+        assert response.status_code == 200
+        assert "tidings_log_lag" in response.text
+        assert (await side.get("/healthz")).json() == {"status": "ok"}
+        assert (await side.get("/v1/events")).status_code == 404

@@ -208,8 +208,9 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 async def metric(port: int, name: str) -> float:
-    """``name`` summed over its label sets, as one process's ``/metrics`` reports it."""
-    async with client(f"http://127.0.0.1:{port}") as http:
+    """``name`` summed over its label sets, as the ``/metrics`` of the process on ``port`` reports it (on its
+    metrics listener: ``--port + 1000``, the role commands' default)."""
+    async with client(f"http://127.0.0.1:{port + 1000}") as http:
         text = (await http.get("/metrics")).text
     pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
     return sum(float(value) for value in re.findall(pattern, text, re.M))

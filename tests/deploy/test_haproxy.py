@@ -99,6 +99,12 @@ async def test_routes_websocket_sse_and_api_through_the_shipped_config(tmp_path:
             await live.poll(lambda: http.get("/readyz"), proxy)
             # Only a gateway serves /v1/stream (the API role answers 404): the request was routed to one.
             await live.poll(lambda: http.get("/v1/stream"), proxy, want=401)
+            # Monitoring data is not public: haproxy answers /metrics itself (the gateway here, `tidings
+            # serve`, does serve it on its port; the API role only on its metrics port).
+            for path in ("/metrics", "/metrics/", "/metrics?x=1"):
+                hidden = await http.get(path)
+                assert hidden.status_code == 404, path
+                assert "tidings_" not in hidden.text
             async with live.websocket(public, live.user_token(credentials, "alice")) as ws:
                 sent = await http.post(
                     "/v1/events", json=live.event("alice"), headers=live.bearer(credentials["api_key"])

@@ -193,7 +193,9 @@ def test_config_and_secret_hold_real_settings() -> None:
     declared = {
         p["containerPort"] for d in objects_of("Deployment").values() for p in container(d).get("ports", [])
     }
-    assert declared == {int(config["TIDINGS_PORT"])}
+    # The HTTP port, and the metrics listener the role commands open at TIDINGS_PORT + 1000.
+    assert "TIDINGS_METRICS_PORT" not in config
+    assert declared == {int(config["TIDINGS_PORT"]), int(config["TIDINGS_PORT"]) + 1000}
 
 
 def test_ingress_routes_live_paths_to_gateways() -> None:
@@ -210,6 +212,14 @@ def test_ingress_routes_live_paths_to_gateways() -> None:
                 }
                 routes[path["path"]] = backend["name"]
     assert routes == {"/v1/ws": "tidings-gateway", "/v1/stream": "tidings-gateway", "/": "tidings-api"}
+
+
+def test_no_service_exposes_the_metrics_port() -> None:
+    """Every pod declares its metrics port, and no Service (so no ingress route) forwards to it."""
+    for name, deployment in objects_of("Deployment").items():
+        assert "metrics" in {p["name"] for p in container(deployment)["ports"]}, name
+    for name, service in objects_of("Service").items():
+        assert all(p["targetPort"] != "metrics" for p in service["spec"]["ports"]), name
 
 
 def _prestop_sleep(box: Doc) -> float:

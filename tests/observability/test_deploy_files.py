@@ -47,7 +47,8 @@ def test_the_alert_rules_pass_their_unit_tests() -> None:
 
 
 def test_the_scrape_configs_are_valid() -> None:
-    """promtool accepts the Compose scrape config; the Kubernetes one keeps only tidings pods on port http."""
+    """promtool accepts the Compose scrape config (on the metrics port); the Kubernetes one keeps only tidings
+    pods on their port named metrics (the http port answers 404 for /metrics)."""
     promtool = require("promtool", "prometheus")
     done = subprocess.run(
         [promtool, "check", "config", "prometheus.yml"],
@@ -57,6 +58,8 @@ def test_the_scrape_configs_are_valid() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    compose = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    assert [sd["port"] for sd in compose["scrape_configs"][0]["dns_sd_configs"]] == [9080]
     # (Debian's promtool is built without Kubernetes discovery, so that file is checked by its structure.)
     k8s = yaml.safe_load((DEPLOY / "prometheus-kubernetes.yml").read_text())
     (job,) = k8s["scrape_configs"]
@@ -65,7 +68,7 @@ def test_the_scrape_configs_are_valid() -> None:
         tuple(r["source_labels"]): r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"
     }
     assert keeps[("__meta_kubernetes_pod_label_app_kubernetes_io_name",)] == "tidings"
-    assert keeps[("__meta_kubernetes_pod_container_port_name",)] == "http"
+    assert keeps[("__meta_kubernetes_pod_container_port_name",)] == "metrics"
     assert k8s["rule_files"] == ["alerts.yml"]
 
 

@@ -235,8 +235,9 @@ async def until_answers(
 
 
 async def metric(port: int, name: str) -> float:
-    """``name`` summed over its label sets, from one replica's ``/metrics``."""
+    """``name`` summed over its label sets, from the ``/metrics`` of the replica on ``port`` (its metrics
+    listener: ``--port + 1000``, the role commands' default)."""
     async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
-        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        text = (await http.get(f"http://127.0.0.1:{port + 1000}/metrics")).text
     pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
     return sum(float(value) for value in re.findall(pattern, text, re.M))

@@ -23,7 +23,7 @@ from tidings.runtime import Runtime
 
 router = APIRouter(prefix="/admin/api", dependencies=[Admin], include_in_schema=False)
 
-LAG_TIMEOUT = 2.0
+OFFLINE_TIMEOUT = 2.0  # seconds a stats call waits for the ledger's sample
 DISABLED_SHOWN = 20  # disabled webhook endpoints listed on the page (the count covers them all)
 EventId = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_CONTROL_CHARS)]
 Filter = Annotated[str | None, Query(min_length=1, max_length=255, pattern=NO_CONTROL_CHARS)]
@@ -38,13 +38,13 @@ def _json(body: dict[str, Any]) -> Response:
 async def stats(state: State) -> Response:
     """Cumulative counters and histograms of this process, and its gauges now."""
     runtime = state.runtime
-    # The lag as of this call, as /metrics does; a slow or unreachable log keeps the last value: a stats
-    # read must not fail because of it (/readyz reports that).
+    # The lag as of this call (read at most once a second, as for /metrics); a slow or unreachable log keeps
+    # the last value: a stats read must not fail because of it (/readyz reports that).
     with contextlib.suppress(Exception):
-        runtime.funnel.lag(await asyncio.wait_for(runtime.log.lag(), LAG_TIMEOUT))
+        await runtime.refresh_lag()
     disabled: list[dict[str, Any]] = []
     with contextlib.suppress(Exception):  # likewise the ledger: the gauges keep the sender's last sample
-        disabled = await asyncio.wait_for(_offline(runtime), LAG_TIMEOUT)
+        disabled = await asyncio.wait_for(_offline(runtime), OFFLINE_TIMEOUT)
     body: dict[str, Any] = {"at": runtime.clock.time(), "version": __version__, **snapshot()}
     body["offline"]["disabled"] = disabled
     return _json(body)

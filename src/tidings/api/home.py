@@ -30,11 +30,9 @@ def links(settings: Settings, roles: Iterable[str]) -> list[tuple[str, str]]:
         out.append(("/admin", "admin dashboard (takes TIDINGS_ADMIN_TOKEN)"))
     else:
         out.append(("/admin", "admin dashboard: off, start with TIDINGS_ADMIN_TOKEN=… to turn it on"))
-    out += [
-        ("/healthz", "liveness"),
-        ("/readyz", "readiness (the backends answer)"),
-        ("/metrics", "Prometheus metrics"),
-    ]
+    out += [("/healthz", "liveness"), ("/readyz", "readiness (the backends answer)")]
+    if settings.metrics_listen_port is None:  # else it is on the metrics listener, not on this port
+        out.append(("/metrics", "Prometheus metrics"))
     return out
 
 

@@ -1,6 +1,10 @@
 """Probes and metrics: ``/healthz`` (the process answers), ``/readyz`` (its backends do), ``/metrics``.
 
 These stay open while the process drains, so orchestrators can watch it go; ``/readyz`` then answers 503.
+``router`` holds all three (``probes`` and ``metrics_router``); a process whose ``metrics_port`` is not -1
+leaves ``/metrics`` off its main listener and serves ``scrape_app`` on a listener of its own instead, so
+scrapes never ride the public routes. Either way the broker's lag behind ``tidings_log_lag`` is read at most
+once a second (``Runtime.refresh_lag``), however often it is scraped.
 """
 
 from __future__ import annotations
@@ -11,19 +15,24 @@ from collections.abc import Awaitable
 import structlog
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
 
 from tidings.api import errors
 from tidings.api.deps import State
 from tidings.api.schemas import Health, Ready
 from tidings.observability import metrics
+from tidings.runtime import Runtime
 
-router = APIRouter(tags=["operations"])
+probes = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
 log = structlog.get_logger("tidings.api")
 
 PROBE_TIMEOUT = 2.0
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@probes.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> Health:
     return Health(status="ok")
 
@@ -42,7 +51,7 @@ async def _update_lag(state: State) -> None:
     state.runtime.funnel.lag(await state.runtime.log.lag())
 
 
-@router.get(
+@probes.get(
     "/readyz",
     responses={
         200: {"model": Ready},
@@ -64,13 +73,37 @@ async def readyz(state: State) -> Response:
     return JSONResponse(Ready(status="ready", checks=checks).model_dump())
 
 
-@router.get(
+@metrics_router.get(
     "/metrics",
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}},
     summary="Prometheus metrics",
 )
 async def prometheus(state: State) -> Response:
-    await _probe("log", _update_lag(state))  # the lag as of this scrape; the worker updates it too
+    return await _scrape(state.runtime)
+
+
+async def _scrape(runtime: Runtime) -> Response:
+    # The lag as of this scrape, or of the last read under a second ago; the worker updates it too.
+    await _probe("log", runtime.refresh_lag())
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
+
+
+router = APIRouter()
+router.include_router(probes)
+router.include_router(metrics_router)
+
+
+def scrape_app(runtime: Runtime) -> Starlette:
+    """The separate metrics listener's app: ``GET /metrics`` and ``GET /healthz``, nothing else (404)."""
+
+    async def scrape(request: Request) -> Response:
+        return await _scrape(runtime)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(Health(status="ok").model_dump())
+
+    return Starlette(
+        routes=[Route("/metrics", scrape, methods=["GET"]), Route("/healthz", health, methods=["GET"])]
+    )
