@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from . import live
-from .support import HAPROXY_CFG, compose, env_file, free_port, haproxy_sections, served
+from .support import HAPROXY_CFG, compose, env_file, haproxy_sections, role_port, served
 
 LIVE_PATHS = {"/v1/ws", "/v1/stream"}
 
@@ -85,7 +85,8 @@ async def test_routes_websocket_sse_and_api_through_the_shipped_config(tmp_path:
     live.require_haproxy()
     env = live.tidings_env(data=tmp_path / "data", drain_timeout=3)
     credentials = _create_app(env)
-    api_port, gateway_port, public = free_port(), free_port(), free_port()
+    taken: set[int] = set()
+    api_port, gateway_port, public = role_port(taken), role_port(taken), role_port(taken)
     with live.processes(tmp_path) as running:
         api = running.start("api", live.tidings_command("api", api_port), env)
         # The embedded bus reaches only its own process, so the gateway here is `tidings serve` (it runs the

@@ -19,7 +19,7 @@ import nats
 import pytest
 
 from . import live
-from .support import env_file, free_port
+from .support import env_file, role_port
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"  # the shared server: trust auth, database `test`
 NATS = "nats://127.0.0.1:4222"
@@ -86,7 +86,8 @@ async def _fleet(tmp: Path, namespace: str) -> AsyncIterator[_Fleet]:
     secret = tmp / "tidings_admin_token"
     secret.write_text(ADMIN_TOKEN + "\n")
     env = _replica_env(namespace, secret)
-    ports = {role: [free_port() for _ in range(n)] for role, n in REPLICAS.items()}
+    taken: set[int] = set()
+    ports = {role: [role_port(taken) for _ in range(n)] for role, n in REPLICAS.items()}
     with live.processes(tmp) as running:
         started = [
             (port, running.start(f"{role}{i}", live.tidings_command(role, port), env))
@@ -95,7 +96,7 @@ async def _fleet(tmp: Path, namespace: str) -> AsyncIterator[_Fleet]:
         ]
         for port, replica in started:
             await live.ready(port, replica)
-        public = free_port()
+        public = role_port(taken)
         config = live.haproxy_config(tmp, {"api": ports["api"], "gateway": ports["gateway"]}, public)
         proxy = running.start("haproxy", ["haproxy", "-db", "-f", str(config)], env)
         async with live.client(f"http://127.0.0.1:{public}") as http:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from .processes import Child, Children, free_port
+from .processes import Child, Children, role_port
 
 POSTGRES = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # The command under test: the virtualenv's ``tidings`` (beside the Python running the tests).
@@ -184,15 +184,16 @@ async def start_topology(children: Children, broker_url: str, namespace: str) ->
     env = replica_env(namespace)
     replicas: dict[str, list[Child]] = {}
     ports: dict[str, int] = {}
+    taken: set[int] = set()
     for role, count in REPLICAS.items():
         for i in range(count):
-            name, port = f"{role}{i}", free_port()
+            name, port = f"{role}{i}", role_port(taken)
             ports[name] = port
             replicas.setdefault(role, []).append(
                 children.spawn(name, replica_argv(role, port, broker_url), env)
             )
     await asyncio.gather(*(until_ready(r, ports[r.name]) for rs in replicas.values() for r in rs))
-    public = free_port()
+    public = role_port(taken)  # not one of the replicas' ports or metrics ports
     config = children.logs / "haproxy.cfg"
     backends = {role: [ports[r.name] for r in replicas[role]] for role in ("api", "gateway")}
     config.write_text(haproxy_config(public, backends))
