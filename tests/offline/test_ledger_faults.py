@@ -81,6 +81,8 @@ class SenderProcess:
                 "TIDINGS_SENDER_MAX_ATTEMPTS": "6",
                 "TIDINGS_WEBHOOK_RETRY_SCHEDULE": "",
                 "TIDINGS_SQLITE_SYNCHRONOUS": "NORMAL",
+                # /metrics on the main port: no second listener whose +1000 port could meet the other sender's
+                "TIDINGS_METRICS_PORT": "-1",
             }
         )
         self.proc: subprocess.Popen[bytes] | None = None
