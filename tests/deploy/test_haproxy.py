@@ -14,8 +14,10 @@ import signal
 import subprocess
 from pathlib import Path
 
+from e2e.harness import role_port
+
 from . import live
-from .support import HAPROXY_CFG, compose, env_file, haproxy_sections, role_port, served
+from .support import HAPROXY_CFG, compose, env_file, haproxy_sections, served
 
 LIVE_PATHS = {"/v1/ws", "/v1/stream"}
 

@@ -18,8 +18,10 @@ import asyncpg
 import nats
 import pytest
 
+from e2e.harness import role_port
+
 from . import live
-from .support import env_file, role_port
+from .support import env_file
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"  # the shared server: trust auth, database `test`
 NATS = "nats://127.0.0.1:4222"

@@ -33,34 +33,6 @@ def free_port() -> int:
         return port
 
 
-METRICS_OFFSET = 1000  # a role process's metrics listener: --port + 1000 (the role commands' default)
-
-
-def role_port(taken: set[int]) -> int:
-    """A port P for a role process such that P and P + 1000 (its metrics listener) are both free now and
-    neither is in ``taken`` (the ports and metrics ports handed out before); adds both to ``taken``.
-
-    Ports the kernel hands out one after another can lie exactly 1000 apart: a replica's metrics listener then
-    takes another replica's port (seen once in CI)."""
-    for _ in range(200):  # bounded: almost every draw fits at once
-        port = free_port()
-        pair = {port, port + METRICS_OFFSET}
-        if port + METRICS_OFFSET > 65535 or pair & taken or not _bindable(port + METRICS_OFFSET):
-            continue
-        taken |= pair
-        return port
-    raise RuntimeError("no free port pair (P, P + 1000) in 200 draws")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 class Child:
     """One process, started again with the same command and environment after a kill or a stop."""
 

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import httpx
 
-from .processes import Child, Children, role_port
+from e2e.harness import role_port
+
+from .processes import Child, Children
 
 POSTGRES = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # The command under test: the virtualenv's ``tidings`` (beside the Python running the tests).
