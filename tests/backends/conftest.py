@@ -40,7 +40,12 @@ async def store(request: pytest.FixtureRequest, settings: Settings, clock: FakeC
     await provider.cleanup(ns)
 
 
-@pytest.fixture(params=LOGS)
+# NATS's log runs in make test's serial phase: its partition leases (1 s in these suites) lapse when other
+# workers stall this process's loop, and a read just after a restart then finds nothing (seen with 3 workers).
+LOG_PARAMS = [pytest.param(name, marks=pytest.mark.serial) if name == "nats" else name for name in LOGS]
+
+
+@pytest.fixture(params=LOG_PARAMS)
 async def logs(
     request: pytest.FixtureRequest, settings: Settings, clock: FakeClock
 ) -> AsyncIterator[LogHarness]:

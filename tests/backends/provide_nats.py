@@ -22,6 +22,7 @@ from tidings.settings import Settings
 NAME = "nats"
 URL = os.environ.get("TIDINGS_TEST_NATS", "nats://127.0.0.1:4222")
 ACK_WAIT = 2.0  # short, so redelivery tests stay fast; in-progress acks keep held events while a test runs
+LEASE = 1.0  # partition leases: short, so a second worker gets a share and a dead one's partitions move fast
 
 
 async def available() -> bool:
@@ -35,7 +36,11 @@ async def available() -> bool:
 
 
 async def open_log(settings: Settings, store: Store, ns: str) -> EventLog:
-    return await NatsEventLog.open(URL, settings.replace(namespace=ns, ack_wait=ACK_WAIT), store)
+    return await NatsEventLog.open(
+        URL,
+        settings.replace(namespace=ns, ack_wait=ACK_WAIT, log_lease=min(settings.log_lease, LEASE)),
+        store,
+    )
 
 
 async def open_bus(settings: Settings, ns: str) -> Bus:
@@ -49,5 +54,7 @@ async def cleanup(ns: str) -> None:
         for lane in PRIORITIES:
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(f"{ns}_events_{lane}")
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(f"KV_{ns}_partitions")  # the partition leases
     finally:
         await nc.close()

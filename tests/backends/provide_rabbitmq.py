@@ -56,7 +56,11 @@ async def cleanup(ns: str, url: str = URL) -> None:
     try:
         channel = await connection.channel()
         for lane in PRIORITIES:
-            await channel.queue_delete(lane_queue(ns, lane))
+            for n in range(Settings().log_partitions):  # partition 0 is the lane's queue
+                await channel.queue_delete(lane_queue(ns, lane) + (f".{n}" if n else ""))
+        for n in range(Settings().log_partitions):  # the partition leases, and the members' queue
+            await channel.queue_delete(f"{ns}.partitions.{n}")
+        await channel.queue_delete(f"{ns}.partitions.members")
         with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
             await channel.exchange_delete(live_exchange(ns))
     finally:

@@ -185,6 +185,7 @@ async def test_lag_counts_events_not_acked(logs: LogHarness) -> None:
     assert await log.lag() == 2
 
 
+@pytest.mark.serial  # a bound of 1 s on the wall clock
 async def test_read_times_out_promptly_with_nothing_to_read(logs: LogHarness) -> None:
     """A read on an empty log returns an empty list after about its timeout, not later."""
     log = await logs.open()
@@ -193,6 +194,7 @@ async def test_read_times_out_promptly_with_nothing_to_read(logs: LogHarness) ->
     assert 0.15 <= time.monotonic() - started < 1.0
 
 
+@pytest.mark.serial  # a bound of 1 s on the wall clock
 async def test_a_waiting_read_wakes_when_an_event_is_appended(logs: LogHarness) -> None:
     """A worker waiting on an idle log gets a new event at once, not at the end of its timeout."""
     log = await logs.open()
