@@ -55,12 +55,29 @@ ensure_nats() {
   wait_port 4222 nats 15
 }
 
+# An open port is not enough: a broker can accept TCP and never answer AMQP (seen once after a day of chaos
+# tests). The protocol header must get the server's Connection.Start back.
+amqp_answers() {
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672 && printf "AMQP\x00\x00\x09\x01" >&3 && head -c 7 <&3 >/dev/null' 2>/dev/null
+}
+
+wait_amqp() {  # wait_amqp SECONDS: a broker that just started recovers its queues before it answers
+  for _ in $(seq 1 "$1"); do amqp_answers && return 0; sleep 1; done
+  return 1
+}
+
 ensure_rabbitmq() {
-  port_open 5672 && return 0
+  if port_open 5672; then
+    wait_amqp 120 && return 0
+    echo "ensure-services: rabbitmq accepts connections but does not answer AMQP; restarting it" >&2
+    timeout 60 rabbitmqctl stop >/dev/null 2>&1 || pkill -f 'beam.smp.*rabbit boot' || true
+    sleep 2
+  fi
   need_pkg rabbitmq-server rabbitmq-server
   rabbitmq-server -detached
   timeout 90 rabbitmqctl await_startup >/dev/null 2>&1
   wait_port 5672 rabbitmq 60
+  wait_amqp 120 || { echo "ensure-services: rabbitmq does not answer AMQP" >&2; return 1; }
 }
 
 ensure_tools() {  # servers the tests start themselves, on their own ports
@@ -72,6 +89,11 @@ ensure_tools() {  # servers the tests start themselves, on their own ports
   # points them at another build).
   need_pkg chromium chromium
   need_pkg npm npm
+  # tests/chaos: network namespaces and qdiscs (iproute2), and socat forwarding a namespace's veth to the
+  # loopback services
+  need_pkg ip iproute2
+  need_pkg tc iproute2
+  need_pkg socat socat
 }
 
 status=0
