@@ -13,10 +13,10 @@ JS_STAMP := $(JS)/node_modules/.installed
 
 # The fast tier: pure tests (no services, no sockets, no subprocesses; tests/conftest.py fails any test that
 # tries under --fast-tier). Coverage of tidings.core is measured on it, with a floor.
-FAST := tests/core tests/test_settings.py
+FAST := tests/core tests/test_settings.py tests/verify/test_ledger.py
 COVERAGE := --cov=tidings.core --cov-branch --cov-fail-under=95 --cov-report=term-missing:skip-covered
 
-.PHONY: install serve test test-fast test-cov test-all lint format typecheck js clean
+.PHONY: install serve test test-suite test-fast test-cov test-all lint format typecheck js clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,12 +34,24 @@ install: $(STAMP)
 serve: $(STAMP)  ## demo mode on: /demo works out of the box (local use only)
 	$(BIN)/tidings serve --demo --host $(HOST) --port $(PORT)
 
+# The default suite (no `slow` soaks) in two phases, well under 15 minutes on two cores (docs/testing.md):
+# first everything but the `serial` tests on WORKERS xdist workers, a file's tests on one worker (its module
+# servers start once); then the `serial` tests alone, one at a time: the fault runs that start fleets of
+# processes and kill them, and the tests with a wall-clock bound, which other workers' CPU use could break.
+WORKERS ?= 3
+PARALLEL := -n $(WORKERS) --dist loadfile -m 'not slow and not serial'
+SERIAL := -m 'serial and not slow'
+
 test: $(STAMP) $(JS_STAMP)  ## lint, types, the fast tier with core coverage, then the default suite (no slow soaks)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(MAKE) --no-print-directory test-cov
-	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-suite
+
+test-suite: $(STAMP) $(JS_STAMP)  ## the default suite alone: the short tests on workers, then the serial ones
+	$(BIN)/pytest -q --durations=25 $(PARALLEL)
+	$(BIN)/pytest -q --durations=25 $(SERIAL)
 
 test-fast: $(STAMP)  ## the fast tier alone: pure core and unit tests, well under a minute
 	$(BIN)/pytest -q --fast-tier $(FAST)

@@ -29,14 +29,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _guarded(handler: Callable[[Any], int], arg: Any) -> int:
-    """Run a command; a ``TidingsError`` ends it with one line on stderr (what to fix), never a traceback."""
+    """Run a command; a ``TidingsError`` ends it with one line on stderr (what to fix), never a traceback.
+    Any other error ends it with one line too (its kind and message) and a pointer to ``--debug``, which
+    (or ``TIDINGS_DEBUG=1``) lets every error out with its traceback."""
+    debug = bool(getattr(arg, "debug", False)) or os.environ.get("TIDINGS_DEBUG", "") in ("1", "true")
     try:
         result: int = handler(arg)
-    except TidingsError as exc:
-        print(f"tidings: {exc.message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except TidingsError as exc:
+        if debug:
+            raise
+        print(f"tidings: {exc.message}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if debug:
+            raise
+        print(
+            f"tidings: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return result
 
 
@@ -117,7 +130,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan_command.add_arguments(plan)
     plan.set_defaults(handler=_plan)
+    _verify_parser(commands)
     return parser
+
+
+def _verify_parser(commands: Any) -> None:
+    from tidings.verify import command as verify_command
+
+    verify = commands.add_parser(
+        "verify",
+        help="prove a deployment loses nothing (a bounded ledger run)",
+        description=verify_command.DESCRIPTION,
+        formatter_class=_HelpFormatter,
+    )
+    verify_command.add_arguments(verify)
+    verify.set_defaults(handler=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tidings.verify.command import run
+
+    return run(args)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -144,9 +177,15 @@ def _role_flags(sub: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
             "--ws-server",
             choices=("fastws", "uvicorn"),
             default=None,
-            help=f"the WebSocket server: uvicorn on --port, or fastws on --ws-port (default: {_default('ws_server')})",
+            help="the WebSocket server on --port: fastws, the fast listener, or uvicorn's ASGI shell (the "
+            f"fallback) (default: {_default('ws_server')})",
         )
-        sub.add_argument("--ws-port", type=int, default=None, help="fastws port (default: --port + 1)")
+        sub.add_argument(
+            "--ws-port",
+            type=int,
+            default=None,
+            help="also serve fastws on a port of its own (default: 0, none: WebSocket is on --port)",
+        )
     if "api" in roles:
         sub.add_argument(
             "--demo",
@@ -227,7 +266,12 @@ def _backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--broker",
         default=None,
-        help=f"broker URL: memory://, nats://, redis:// or amqp:// (default: {_default('broker')})",
+        help=f"broker URL: memory://, nats://, redis://, amqp:// or kafka:// (default: {_default('broker')})",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error instead of one line (or TIDINGS_DEBUG=1) (default: off)",
     )
 
 
@@ -283,6 +327,8 @@ def _run_roles(args: argparse.Namespace) -> int:
     _check_port_free(settings.host, settings.port)
     if settings.metrics_listen_port is not None:
         _check_port_free(settings.host, settings.metrics_listen_port, flag="--metrics-port")
+    if settings.ws_port and "gateway" in args.roles and settings.ws_server == "fastws":
+        _check_port_free(settings.host, settings.ws_port, flag="--ws-port")
     configure(json=_json_logs(args.log_format))
 
     def announce() -> None:
@@ -337,9 +383,7 @@ def banner(settings: Settings, roles: Sequence[str]) -> str:
         if settings.demo:
             lines.append(f"  demo      {base}/demo")
     if "gateway" in roles:
-        fast = settings.ws_server == "fastws"
-        ws_port = (settings.ws_port or settings.port + 1) if fast else settings.port
-        lines += [f"  WebSocket ws://{settings.host}:{ws_port}/v1/ws", f"  SSE       {base}/v1/stream"]
+        lines += [f"  WebSocket ws://{settings.host}:{settings.port}/v1/ws", f"  SSE       {base}/v1/stream"]
     if settings.admin_token:
         lines.append(f"  admin     {base}/admin")
     else:

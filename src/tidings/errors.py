@@ -128,3 +128,9 @@ class UnavailableError(TidingsError):
 
 class ConfigError(TidingsError):
     code = "config_error"
+
+
+class RoleCrashedError(TidingsError):
+    """A role's loop (worker, sender, sweeper) died of an error it does not handle: the process exits."""
+
+    code = "role_crashed"

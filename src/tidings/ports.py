@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tidings.core.delivery import (
     Backlog,
@@ -23,7 +23,22 @@ from tidings.core.delivery import (
     WebhookEndpoint,
 )
 from tidings.core.models import App, Event, InboxItem, InboxWrite, LiveMessage, Priority, StoredNotification
+from tidings.core.retention import Limits, Swept
 from tidings.core.rules import AppRules, Decision, Deferred, UserPreferences
+
+# A live stream about to open: (app, user, the client's cursor: None for "only what comes next").
+OpenRequest = tuple[str, str, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What ``Inbox.openings`` read for one ``OpenRequest``, from one snapshot: the user's ``last_seq``; and,
+    only when the cursor is behind it, the retention ``floor`` (``Retention.floor``) and ``page``, the first
+    backlog page after the cursor (``Inbox.backlog(app, user, after, limit)``); otherwise floor 0, page None."""
+
+    last_seq: int
+    floor: int
+    page: list[StoredNotification] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,19 +107,63 @@ class Inbox(Protocol):
       replaced rows (so its seqs ascend, not always consecutively).
     - ``page`` lists for the user API: newest first (seq < ``before`` when given), or oldest first when ``after`` is
       given; ``unread_only`` keeps rows without ``read_at``; replaced rows are left out.
-    - ``counts`` returns (unread, unseen) of the rows not replaced. ``mark`` sets ``read_at``/``seen_at`` (only
-      where unset) on the given seqs, or on every seq <= ``up_to``; returns how many rows changed. It also
-      cancels the pending offline deliveries of those seqs (read or seen: no push needed any more), recording
-      each cancellation in the decision log.
+    - ``counts`` returns (unread, unseen) of the shown rows not archived (see ``tallies``). ``mark`` sets
+      ``read_at``/``seen_at`` (only where unset) on the given seqs, or on every seq <= ``up_to``; returns how
+      many rows changed. It also cancels the pending offline deliveries of those seqs (read or seen: no push
+      needed any more), recording each cancellation in the decision log.
     - ``last_seq`` is the user's highest committed seq (0 when none).
+
+    The life of a notification (``backends.sql.lifecycle``):
+
+    - ``write`` creates nothing for a retracted event (returned with kind 'gone', seq 0), nor again for a
+      removed row (kind 'gone'), whatever the order in which the retraction and the write came.
+    - ``retract`` records the retraction of ``event_ids`` and of the events with one of ``cancel_keys``
+      accepted until now, then, in every inbox of the app, removes their rows (one marker row per user, the
+      next seq, kind 'retract', whose payload is the ``retract`` frame) or takes them out of their aggregate,
+      re-rendered as a new row that ``replaces`` it (actors and count: a replay of the surviving events);
+      cancels their pending and claimed offline deliveries; logs the decisions. Returns the rows to publish.
+    - ``change`` archives, unarchives, marks unread or deletes (for this user only: removed as by a
+      retraction, without a marker) the user's shown notifications among ``seqs``; returns the seqs that
+      changed and (unread, unseen, archived) after.
+    - ``tallies`` is (unread, unseen, archived) from the user's counter row, kept in the same transaction as
+      every change of the rows: unread/unseen among the not archived; ``counts`` is its first two.
+    - ``scrub_actor`` takes ``actor`` (a user id) out of every aggregate of the app where they contributed, as
+      ``retract`` would; returns the rows to publish.
+    - ``page`` also filters by ``status`` ('inbox': not archived, 'unread', 'unseen', 'archived', 'all') and
+      ``types``; backlogs and pages leave removed rows out, pages and counts leave markers out.
     """
 
     async def write(self, writes: Sequence[InboxWrite]) -> list[StoredNotification]: ...
 
+    async def retract(
+        self, app: str, *, event_ids: Sequence[str], cancel_keys: Sequence[str]
+    ) -> list[StoredNotification]: ...
+
+    async def change(
+        self,
+        app: str,
+        user: str,
+        action: Literal["archive", "unarchive", "unread", "delete"],
+        seqs: Sequence[int],
+    ) -> tuple[list[int], tuple[int, int, int]]: ...
+
+    async def tallies(self, app: str, user: str) -> tuple[int, int, int]: ...
+
+    async def scrub_actor(self, app: str, actor: str) -> list[StoredNotification]: ...
+
     async def backlog(self, app: str, user: str, after: int, limit: int) -> list[StoredNotification]: ...
 
     async def page(
-        self, app: str, user: str, *, after: int | None, before: int | None, limit: int, unread_only: bool
+        self,
+        app: str,
+        user: str,
+        *,
+        after: int | None,
+        before: int | None,
+        limit: int,
+        unread_only: bool,
+        status: Literal["inbox", "unread", "unseen", "archived", "all"] = "all",
+        types: Sequence[str] | None = None,
     ) -> list[InboxItem]: ...
 
     async def counts(self, app: str, user: str) -> tuple[int, int]: ...
@@ -121,6 +180,11 @@ class Inbox(Protocol):
     ) -> int: ...
 
     async def last_seq(self, app: str, user: str) -> int: ...
+
+    async def openings(self, requests: Sequence[OpenRequest], limit: int) -> list[Opening]:
+        """What each of many live streams needs to open, in the order of ``requests`` (``Opening``), each
+        from one snapshot: one read for a whole resume storm's batch (``backends.sql.backlog``)."""
+        ...
 
 
 class Apps(Protocol):
@@ -339,6 +403,8 @@ class Store(Protocol):
     preferences: Preferences
     decisions: Decisions
     outbound: Outbound
+    retention: Retention
+    user_data: UserData
 
     async def ping(self) -> None:
         """Raises ``UnavailableError`` when the database cannot be reached."""
@@ -377,3 +443,38 @@ class Bus(Protocol):
     async def subscribe(self, app: str, user: str, handler: LiveHandler) -> Subscription: ...
 
     async def close(self) -> None: ...
+
+
+class Retention(Protocol):
+    """The retention sweep of user inboxes (``core.retention``) and what it leaves behind.
+
+    - ``sweep`` runs one batch over the app's users after ``after`` (ascending; None: from the first), at most
+      ``users`` of them and ``budget`` deleted rows, in one short transaction: each user's seqs up to the cut
+      ``limits`` call for are deleted (a prefix: the seqs above stay gap-free) with their pending offline
+      deliveries (the ledger's pending ones become ``expired``), and the user's floor rises to the cut. Safe
+      to run from several processes at once. ``Swept`` says where the next batch starts and whether the pass
+      over the app is done.
+    - ``floor`` is the highest seq swept for the user (0: none); every seq at or below it is gone.
+    """
+
+    async def sweep(
+        self, app: str, after: str | None, limits: Limits, *, users: int, budget: int
+    ) -> Swept: ...
+
+    async def floor(self, app: str, user: str) -> int: ...
+
+
+class UserData(Protocol):
+    """A user's data on request (``DELETE /v1/users/{id}``, ``GET /v1/users/{id}/export``).
+
+    - ``erase`` deletes everything held about the user in the app: inbox, seq counter and retention floor,
+      preferences, profile, push subscriptions, devices, topic memberships, pending and ledger deliveries,
+      channel counters, stream tickets, decisions (but the ``erase``/``export`` audit entries). Idempotent;
+      the inbox goes in batches of ``batch`` rows, each its own transaction. Returns rows deleted per kind.
+    - ``export`` returns all of it as JSON-ready values, secrets left out (push keys and endpoint paths,
+      device tokens); at most ``limit`` inbox rows and decisions, newest first (``truncated`` says so).
+    """
+
+    async def erase(self, app: str, user: str, *, batch: int = 1000) -> dict[str, int]: ...
+
+    async def export(self, app: str, user: str, *, limit: int = 100_000) -> dict[str, Any]: ...

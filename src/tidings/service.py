@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Coroutine, Generator, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -26,7 +26,8 @@ from tidings.api.routes import ROUTERS, ops
 from tidings.backends import open_bus, open_log, open_store
 from tidings.core.clock import Clock, SystemClock
 from tidings.demo import install as install_demo
-from tidings.errors import ConfigError
+from tidings.errors import ConfigError, RoleCrashedError
+from tidings.gateway.front import Front
 from tidings.gateway.hub import Hub
 from tidings.gateway.listener import FastGateway
 from tidings.gateway.sse import stream_endpoint
@@ -36,6 +37,7 @@ from tidings.ports import Append, Appended, Delivery, EventLog
 from tidings.runtime import Runtime
 from tidings.sender import Sender
 from tidings.settings import Settings
+from tidings.sweeper import Sweeper
 from tidings.worker import FanoutWorker
 
 log = structlog.get_logger("tidings.service")
@@ -150,6 +152,9 @@ class Service:
         self._gateway: FastGateway | None = None
         self._metrics: _MetricsServer | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._sweeper: Sweeper | None = None
+        self._sweeper_task: asyncio.Task[None] | None = None
+        self._crashed: str | None = None  # the role whose task ended on an unexpected error, if one did
 
     def request_drain(self) -> None:
         if self._drain_task is None:
@@ -164,18 +169,29 @@ class Service:
             app = build_app(runtime, self.roles)
             if "worker" in self.roles:
                 self._worker = FanoutWorker(runtime)
-                self._worker_task = asyncio.create_task(self._worker.run())
+                self._worker_task = self._watched("worker", self._worker.run())
+                self._sweeper = Sweeper(
+                    runtime.store, self.settings, runtime.clock
+                )  # retention, with the worker
+                self._sweeper_task = self._watched("sweeper", self._sweeper.run())
             if "sender" in self.roles:
                 self._sender = Sender(
                     runtime.store, self.settings, clock=runtime.clock, funnel=runtime.funnel
                 )
-                self._sender_task = asyncio.create_task(self._sender.run())
+                self._sender_task = self._watched("sender", self._sender.run())
             if "gateway" in self.roles and self.settings.ws_server == "fastws":
                 s = self.settings
-                self._gateway = FastGateway(runtime, s.host, s.ws_port or s.port + 1, reuse_port=True)
-                await self._gateway.start()
+                # One port: the front hands /v1/ws upgrades on ``port`` to it (0007); ``ws_port`` adds its own.
+                self._gateway = FastGateway(runtime, s.host, s.ws_port, reuse_port=True)
+                if s.ws_port:
+                    await self._gateway.start()
             metrics_task = await self._start_metrics(runtime)
-            server = self._server = _Server(self._uvicorn_config(app), self)
+            config = self._uvicorn_config(app)
+            config.http = Front.of(self.settings, self._gateway).protocol()
+            server = self._server = _Server(config, self)
+            # A role that died during the awaits above (metrics, --ws-port) stops the server at once.
+            if self._crashed is not None:
+                server.should_exit = True
             announce = asyncio.create_task(_when_started(server, on_ready))
             await server.serve()
             announce.cancel()
@@ -192,6 +208,28 @@ class Service:
             if self._gateway is not None:
                 await self._gateway.close(timeout=self.settings.drain_timeout)
             await close_runtime(runtime)
+        if self._crashed is not None:
+            raise RoleCrashedError(
+                f"the {self._crashed} role stopped on an unexpected error (logged as role_crashed); the process "
+                "exited so that its supervisor starts it again and what it held goes back to the log"
+            )
+
+    def _watched(self, role: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A role's loop as a task whose death is not silent. A loop ends on its own only when asked to stop;
+        one that dies of an error it does not handle would leave the process serving without it: a worker
+        whose partitions stay leased to it, events accepted and never fanned out. Crash-only instead: the
+        error is logged, the process drains and exits non-zero, and a restart reads again from the log."""
+        task = asyncio.create_task(work, name=f"tidings-{role}")
+        task.add_done_callback(lambda done: self._role_ended(role, done))
+        return task
+
+    def _role_ended(self, role: str, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        log.error("role_crashed", role=role, error=f"{type(error).__name__}: {error}", exc_info=error)
+        if self._crashed is None:
+            self._crashed = role
+            self.request_drain()
 
     async def _start_metrics(self, runtime: Runtime) -> asyncio.Task[None] | None:
         """The metrics listener on ``metrics_listen_port``, if any, listening before this returns (so a failed
@@ -203,7 +241,7 @@ class Service:
             ops.scrape_app(runtime),
             host=self.settings.host,
             port=port,
-            http="httptools",
+            http=Front.of(self.settings).protocol(),  # the deadlines and the cap here too
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -264,8 +302,21 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender_task
 
+    async def _stop_sweeper(self) -> None:
+        """The retention batch in hand commits (one short transaction), then the sweeper returns."""
+        if self._sweeper is None or self._sweeper_task is None or self._sweeper_task.done():
+            return
+        self._sweeper.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._sweeper_task), timeout=self.settings.drain_timeout)
+        except TimeoutError:
+            self._sweeper_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper_task
+
     async def _stop_worker(self) -> None:
-        if self._worker is None or self._worker_task is None:
+        await self._stop_sweeper()
+        if self._worker is None or self._worker_task is None or self._worker_task.done():
             return
         self._worker.stop()
         try:

@@ -15,9 +15,11 @@ from tidings.errors import ConfigError
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    # The WebSocket server of the gateway role (docs/decisions/0002): "fastws" listens on ``ws_port`` (0: the
-    # next port after ``port``) with coalesced writes; "uvicorn" keeps /v1/ws on the API port (ASGI shell).
-    ws_server: str = "uvicorn"  # "fastws" once the single-port hand-off (0002) exists; opt in meanwhile
+    # The WebSocket server of the gateway role (docs/decisions/0002, 0007): "fastws", the fast listener with
+    # coalesced writes, takes /v1/ws upgrades on ``port`` itself (one port for HTTP, SSE and WebSocket);
+    # "uvicorn" serves /v1/ws through the ASGI shell (the fallback). ``ws_port`` N > 0 also opens the fast
+    # listener on a port of its own (the old two-port layout); 0: none.
+    ws_server: str = "fastws"
     ws_port: int = 0
     # Where GET /metrics is served: -1 on the main listener (``tidings serve``, local use); 0 on a listener of
     # its own at ``port + 1000`` (the default of ``tidings api|worker|gateway|sender``: scrapes stay off the
@@ -35,15 +37,40 @@ class Settings:
     max_batch_events: int = 500
     rate_per_key: float = 2000.0  # events per second per API key (token bucket)
     rate_burst: float = 4000.0
+    # "" : a token bucket per process; redis://host:port/db : one moving window per key shared by every replica
+    rate_limit_storage: str = ""
     auth_timeout: float = 10.0
+    # Half-open connections (slowloris), on every HTTP listener (gateway/front.py): a request head must arrive
+    # within header_timeout seconds (from the connection's opening, or a keep-alive request's first byte; 408
+    # then), its body within body_timeout of the head (the socket is closed then). At most
+    # max_connections_per_ip sockets per client address in the HTTP stage (0: no cap; behind a proxy every
+    # connection has the proxy's address: cap at the proxy instead, as deploy/haproxy.cfg does).
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections_per_ip: int = 256
     outbox_max_frames: int = 1000
     outbox_max_bytes: int = 1024 * 1024
     backlog_page: int = 500
     heartbeat_interval: float = 15.0
+    # Live connections after ``ready`` (docs/protocol.md "Token lifetime" and "Client frame limits"):
+    token_grace: float = 30.0  # seconds after a token's exp to re-auth in-band before the close (1008)
+    ws_client_rate: float = 10.0  # client frames per second a WebSocket connection may send, sustained
+    ws_client_burst: float = 30.0  # ... and at once; one frame more is a flood: close 1008 rate_limited
+    # A connection's timer sleeps until its token's next due time, waking at least this often to read the clock
+    # again (a clock stepped by NTP; tests on a fake clock set it short). One wake-up per connection per period.
+    token_check_interval: float = 60.0
     ticket_ttl: float = 60.0
     drain_timeout: float = 10.0
     worker_batch: int = 256
+    # Inbox write chunks (of up to 1,000 rows) between two full cyclic garbage collections in the worker (0: the
+    # interpreter's thresholds only). Bounds its memory to about that many chunks' rows: docs/performance.md.
+    worker_gc_chunks: int = 1
     ack_wait: float = 30.0  # broker logs: an unacked delivery is handed out again after this many seconds
+    # Order by key on the broker logs (docs/scaling.md "Order by key"): each lane is split into this many
+    # partitions by ``core.ordering.event_partition``; one worker at a time consumes a partition, under a lease
+    # renewed every ``log_lease / 3`` seconds. Every process of a deployment must use the same count.
+    log_partitions: int = 16
+    log_lease: float = 10.0  # seconds a dead worker's partitions wait before another worker takes them
     sqlite_synchronous: str = "FULL"  # FULL: a 202 survives power loss, not just a process crash
     demo: bool = False
     # Social rules (fan-out at scale, overload shedding, the decision log):
@@ -74,6 +101,18 @@ class Settings:
     sender_retry_base: float = 5.0  # full-jitter backoff of push, email and (without a schedule) webhooks
     sender_retry_cap: float = 3600.0
     sender_max_attempts: int = 8
+    # Retention (``core.retention``, swept by ``sweeper.py`` in every worker process); apps override the limits
+    # in their rules (``/v1/rules``). 0: no limit.
+    retention_max_age: float = 0.0  # seconds a notification is kept in a user inbox
+    retention_max_count: int = 0  # notifications kept per user inbox
+    retention_batch: int = 2000  # rows deleted per sweep transaction at most
+    retention_users: int = 500  # users looked at per sweep transaction
+    retention_pause: float = 0.05  # seconds between two sweep transactions (writers go first)
+    retention_interval: float = 300.0  # seconds between two passes over every inbox
+    # Kafka (``--broker kafka://``): partitions per lane topic (the most fan-out workers that can share a lane),
+    # and the replication factor of the topics created at start-up (3 on a production cluster).
+    kafka_partitions: int = 12
+    kafka_replication: int = 1
 
     @property
     def metrics_listen_port(self) -> int | None:

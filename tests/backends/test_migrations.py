@@ -67,3 +67,52 @@ def test_two_processes_migrating_a_fresh_file_at_once_both_succeed(tmp_path: Pat
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     engine.dispose()
+
+
+def test_0007_backfills_the_counters_and_types_of_existing_rows(tmp_path: Path) -> None:
+    """An inbox written before 0007: its users' counters equal a COUNT of their shown rows afterwards (replaced
+    rows do not count), and each row's type comes from its stored notification."""
+    from alembic import command
+
+    url = url_of(tmp_path / "t.db")
+    engine = migrate._engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate.config(conn), "0006")
+    rows = [  # (user, seq, read_at, seen_at, replaced_by)
+        ("alice", 1, None, None, 2),
+        ("alice", 2, None, None, None),
+        ("alice", 3, 5.0, None, None),
+        ("alice", 4, 5.0, 5.0, None),
+        ("bob", 1, None, 5.0, None),
+    ]
+    with engine.begin() as conn:
+        for user, seq, read_at, seen_at, replaced_by in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO inbox (app, user_id, seq, id, event_id, payload, created_at, read_at, seen_at,"
+                    " replaced_by) VALUES ('a', :u, :s, :i, :i, :p, 1.0, :r, :n, :b)"
+                ),
+                {
+                    "u": user,
+                    "s": seq,
+                    "i": f"{user}{seq}",
+                    "p": b'{"type":"post.liked","seq":1}',
+                    "r": read_at,
+                    "n": seen_at,
+                    "b": replaced_by,
+                },
+            )
+        conn.execute(
+            text("INSERT INTO user_seqs (app, user_id, last_seq) VALUES ('a', 'alice', 4), ('a', 'bob', 1)")
+        )
+    engine.dispose()
+    migrate.upgrade(url)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        counters = conn.execute(
+            text("SELECT user_id, unread, unseen, archived FROM user_seqs ORDER BY 1")
+        ).all()
+        types = conn.execute(text("SELECT DISTINCT type, kind FROM inbox")).all()
+    engine.dispose()
+    assert [tuple(r) for r in counters] == [("alice", 1, 2, 0), ("bob", 1, 0, 0)]
+    assert [tuple(r) for r in types] == [("post.liked", "notification")]

@@ -215,3 +215,25 @@ async def test_a_traced_rows_context_reaches_its_deliveries(store: Store, clock:
     claimed = await out.claim("a", clock.time(), 30.0, 10)
     traces = sorted((c.event_id, c.traceparent, c.tracestate) for c in claimed)
     assert traces == [("e1", carrier["traceparent"], "k=v")] * 2 + [("e2", None, None)] * 2
+
+
+async def test_a_retraction_cancels_the_claimed_deliveries_not_yet_sent(
+    store: Store, clock: FakeClock
+) -> None:
+    """Web Push rows already expanded (one waiting for a retry, one leased): retracting the event cancels both;
+    no sender takes them again, and each cancellation is in the decision log."""
+    out = store.outbound
+    await out.add_subscription(sub("s1"))
+    await out.add_subscription(sub("s2"))
+    await store.inbox.write([note("e1"), note("e2")])
+    now = clock.time()
+    claimed = await out.claim("a", now, 30.0, 10)
+    retrying = next(c for c in claimed if c.event_id == "e1")
+    await out.finish("a", [Finished(retrying.id, "pending", next_at=now + 5)], now)
+    await store.inbox.retract("app1", event_ids=["e1"], cancel_keys=[])
+    records = await out.for_event("app1", "e1", 10)
+    assert {r.status for r in records} == {"cancelled"}
+    assert {r.status for r in await out.for_event("app1", "e2", 10)} == {"pending"}  # leased, untouched
+    assert [c.event_id for c in await out.claim("b", now + 60, 30.0, 10)] == ["e2", "e2"]
+    decisions = await store.decisions.for_event("app1", "e1", user="alice", after=None, limit=10)
+    assert ("cancel", "web_push") in {(d.kind, d.channel) for d in decisions}

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.backends import open_store
 from tidings.backends.sql.postgres import PostgresStore, partitions_from_env
+from tidings.backends.sql.postgres.arrays import copy_records
+from tidings.backends.sql.postgres.decisions import record_decisions
+from tidings.core.rules import DELIVER, Decision
 from tidings.db import migrate
 from tidings.db.schema import metadata
-from tidings.errors import ConfigError, InvalidInputError, UnavailableError
+from tidings.errors import ConfigError, ConflictError, InvalidInputError, UnavailableError
 from tidings.settings import Settings
 from tidings.testing import FakeClock
 
@@ -143,6 +147,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.serial  # a bound of 5 s on the wall clock
 async def test_an_unreachable_database_is_unavailable_within_seconds() -> None:
     """Nothing listening at the address: opening the store fails with ``UnavailableError``, quickly."""
     started = time.monotonic()
@@ -204,6 +209,7 @@ def own_server() -> Iterator[OwnServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.serial  # a server stopped; calls fail within 5 s
 async def test_a_restarted_database_is_unavailable_then_works_again_without_reopening(
     own_server: OwnServer,
 ) -> None:
@@ -337,6 +343,93 @@ async def test_a_deadlock_victim_is_retried(ns: str) -> None:
         assert await asyncio.wait_for(writing, 10) == 2
     finally:
         await other.close()
+        await store.close()
+
+
+USAGE = ("app", "user_id", "channel", "window_start", "count")
+
+
+async def test_a_copy_chosen_as_a_deadlock_victim_is_retried(ns: str) -> None:
+    """asyncpg's errors from a ``COPY`` (the inbox write path's rows, deliveries and decisions) are handled as
+    a statement's: a deadlock met inside the COPY runs the transaction again."""
+    store = await open_pg(ns)
+    other = await raw(ns)
+    attempts = 0
+    first_lock_taken = asyncio.Event()
+
+    async def work(conn: AsyncConnection) -> int:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute(text("SET LOCAL deadlock_timeout = '100ms'"))  # this side detects it: the victim
+        await conn.execute(text("SELECT * FROM user_seqs WHERE user_id = 'a' FOR UPDATE"))
+        first_lock_taken.set()
+        user = "b" if attempts == 1 else "c"  # 'b' is the other side's uncommitted row: the COPY waits for it
+        await copy_records(conn, "channel_usage", USAGE, [("app1", user, "web_push", 0.0, 1)])
+        return attempts
+
+    try:
+        await other.execute("INSERT INTO user_seqs VALUES ('app1', 'a', 0)")
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SET LOCAL deadlock_timeout = '10s'")
+        await other.execute("INSERT INTO channel_usage VALUES ('app1', 'b', 'web_push', 0.0, 1)")
+        writing = asyncio.create_task(store.db.write(work))
+        await asyncio.wait_for(first_lock_taken.wait(), 10)
+        await other.execute("SELECT * FROM user_seqs WHERE user_id = 'a' FOR UPDATE")
+        await tx.commit()
+        assert await asyncio.wait_for(writing, 10) == 2
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_copy_errors_are_the_store_errors_of_a_statement(ns: str) -> None:
+    """A row a COPY cannot store is ``InvalidInputError``, a duplicate ``ConflictError``, a connection lost
+    under a COPY ``UnavailableError``; the store works on afterwards."""
+    store = await open_pg(ns)
+    other = await raw(ns)
+
+    async def copy(conn: AsyncConnection, rows: list[tuple[Any, ...]], kill: bool = False) -> None:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+        if kill:
+            await other.execute("SELECT pg_terminate_backend($1)", pid)
+        await copy_records(conn, "channel_usage", USAGE, rows)
+
+    row = ("app1", "alice", "web_push", 0.0, 1)
+    try:
+        await store.db.write(partial(copy, rows=[row]))
+        with pytest.raises(ConflictError):
+            await store.db.write(partial(copy, rows=[row]))
+        with pytest.raises(InvalidInputError):
+            await store.db.write(partial(copy, rows=[("app1", "x" * 256, "web_push", 0.0, 1)]))
+        with pytest.raises(UnavailableError):
+            await store.db.write(partial(copy, rows=[("app1", "bob", "web_push", 0.0, 1)], kill=True))
+        assert await store.inbox.write([inbox_write("e1")])
+        assert await other.fetchval("SELECT count(*) FROM channel_usage") == 1
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_decisions_recorded_twice_in_one_transaction_are_kept_once(ns: str) -> None:
+    """Decisions go through a temporary table the move empties: recording again in the same transaction
+    (or after it) inserts only what is new, and the first of a key stays."""
+    store = await open_pg(ns)
+    first = Decision("app1", "e1", "alice", DELIVER, "recipient", "in_app", 1, 5.0)
+    again = Decision("app1", "e1", "alice", DELIVER, "changed", "in_app", 1, 6.0)
+    second = Decision("app1", "e2", "alice", DELIVER, "recipient", "in_app", 2, 7.0, {"n": 1})
+
+    async def record_twice(conn: AsyncConnection) -> None:
+        await record_decisions(conn, [first])
+        await record_decisions(conn, [again, second])
+
+    try:
+        await store.db.write(record_twice)
+        await store.decisions.record([first, second])
+        got = await store.decisions.for_event("app1", "e1", user=None, after=None, limit=10)
+        got += await store.decisions.for_event("app1", "e2", user=None, after=None, limit=10)
+        assert got == [first, second]
+    finally:
         await store.close()
 
 

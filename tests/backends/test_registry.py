@@ -45,7 +45,7 @@ async def test_the_embedded_backends_open_by_url(settings: Settings) -> None:
         await store.close()
 
 
-@pytest.mark.parametrize("url", ["mysql://h/db", "no-scheme", "kafka://h"])
+@pytest.mark.parametrize("url", ["mysql://h/db", "no-scheme", "pulsar://h"])
 async def test_an_unknown_scheme_lists_the_known_ones(settings: Settings, url: str) -> None:
     """A typo in a URL says which schemes exist."""
     with pytest.raises(ConfigError, match=r"sqlite://|not a backend URL"):

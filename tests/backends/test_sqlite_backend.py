@@ -110,6 +110,7 @@ async def test_concurrent_appends_share_commits(sqlite_logs: LogHarness) -> None
     assert log.flushes <= 5
 
 
+@pytest.mark.serial  # a bound of 1 s on the wall clock
 async def test_a_reader_sees_appends_made_by_another_process(sqlite_logs: LogHarness) -> None:
     """The worker of `tidings serve` picks up events another process appended to the file, by polling."""
     reader = await sqlite_logs.open()

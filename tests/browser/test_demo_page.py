@@ -13,11 +13,14 @@ from playwright.async_api import WebSocketRoute, expect
 
 from .demo import DemoPages
 
-LIVE_WITHIN_MS = 1000
+# Live, not on a reload: the page updates while nobody touches it. The bound is generous on purpose (a loaded
+# 2-core CI machine took 1.03 s once); how fast delivery is, is measured by `tidings bench run latency`.
+LIVE_WITHIN_MS = 5000
 
 
-async def test_a_like_shows_on_the_other_person_page_within_a_second(demo: DemoPages) -> None:
-    """Bob likes Alice's post in his browser; Alice's badge and list update within 1 s."""
+@pytest.mark.serial  # a bound of LIVE_WITHIN_MS on the wall clock
+async def test_a_like_shows_on_the_other_person_page_live(demo: DemoPages) -> None:
+    """Bob likes Alice's post in his browser; Alice's badge and list update live, without a reload."""
     alice = await demo.open("alice")
     bob = await demo.open("bob", **{"as": "bob", "on": "alice"})
     unread = await alice.badge()

@@ -84,6 +84,7 @@ def test_a_session_token_works_on_the_user_api(http: httpx.Client) -> None:
     "body",
     [
         {"actor": "bob", "action": "like", "target": "bob"},
+        {"actor": "bob", "action": "unlike", "target": "bob"},
         {"actor": "bob", "action": "like"},
         {"actor": "eve", "action": "like", "target": "alice"},
         {"actor": "bob", "action": "poke", "target": "alice"},

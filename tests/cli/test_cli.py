@@ -87,6 +87,14 @@ def test_bench_help_works() -> None:
     assert "usage: tidings bench" in out.stdout
 
 
+@pytest.mark.parametrize("command", ["run", "report", "profile"])
+def test_each_bench_command_has_help(command: str) -> None:
+    out = tidings("bench", command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert f"usage: tidings bench {command}" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("90", 90), ("45s", 45), ("30m", 1800), ("1h", 3600), ("7d", 604800)]
 )

@@ -44,3 +44,33 @@ def test_ids_made_in_the_same_millisecond_are_distinct() -> None:
 def test_random_bits_beyond_80_do_not_leak_into_the_time() -> None:
     assert new_id(1.0, (1 << 80) | 5) == new_id(1.0, 5)
     assert new_id(0.0, 0) == "0" * 26
+
+
+def test_ids_made_on_many_threads_are_distinct() -> None:
+    """Each thread draws from its own pool of random bytes: no two threads hand out the same bits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [new_id(1_790_000_000.123) for _ in range(2_000)], range(8)))
+    ids = [i for batch in batches for i in batch]
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_does_not_reuse_its_parents_random_bytes() -> None:
+    """A worker process forked after ids were made (pool half used) draws fresh bytes, not the parent's."""
+    import os
+
+    new_id(1.0)  # the parent's pool is filled and partly used
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, ",".join(new_id(1.0) for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as child_ids:
+        theirs = child_ids.read().split(",")
+    os.waitpid(pid, 0)
+    ours = [new_id(1.0) for _ in range(50)]
+    assert len(theirs) == 50
+    assert not set(theirs) & set(ours)

@@ -56,6 +56,8 @@ EVENTS = st.builds(
     idempotency_key=st.none() | TEXT,
     trace=st.none() | TRACES,
     part=st.none() | PARTS,
+    ordering_key=st.none() | TEXT,
+    cancel_key=st.none() | TEXT,
 )
 
 
@@ -116,14 +118,20 @@ def test_a_well_formed_trace_carrier_is_kept() -> None:
     assert trace_carrier({1: "v"}) is None  # only a carrier built in-process can have a non-string key
 
 
-def test_an_inbox_item_shows_its_read_and_seen_times_as_rfc3339_or_null() -> None:
+def test_an_inbox_item_shows_its_read_seen_and_archived_times_as_rfc3339_or_null() -> None:
     payload = orjson.dumps({"seq": 3, "read_at": None, "seen_at": None})
-    assert InboxItem(3, payload, None, None).to_json() == {"seq": 3, "read_at": None, "seen_at": None}
-    item = InboxItem(3, payload, read_at=1_790_000_000.5, seen_at=0.0)
+    assert InboxItem(3, payload, None, None).to_json() == {
+        "seq": 3,
+        "read_at": None,
+        "seen_at": None,
+        "archived_at": None,
+    }
+    item = InboxItem(3, payload, read_at=1_790_000_000.5, seen_at=0.0, archived_at=1_790_000_000.5)
     assert item.to_json() == {
         "seq": 3,
         "read_at": "2026-09-21T14:13:20.500Z",
         "seen_at": "1970-01-01T00:00:00.000Z",
+        "archived_at": "2026-09-21T14:13:20.500Z",
     }
 
 

@@ -325,3 +325,19 @@ def test_a_perfect_bus_needs_no_fetch_after_the_resume(count: int, page_size: in
     for seq in range(1, count + 1):
         assert session.live(seq, _p(seq)) == Step(((seq, _p(seq)),), None)
     assert not session.fetching
+
+
+def test_next_live_is_lives_common_case_and_changes_nothing_otherwise() -> None:
+    """``next_live`` takes exactly the next seq when no fetch is on its way (as ``live`` would send it alone);
+    for anything else it answers False and leaves the state to ``live``."""
+    session = Session(after=0)
+    session.backlog([])  # the start's fetch answered: nothing stored
+    assert session.next_live(1)
+    assert session.last_seq == 1
+    assert not session.next_live(1)
+    assert not session.next_live(3)
+    assert session.last_seq == 1
+    assert not session.fetching
+    assert session.live(3, b"c").fetch_after == 1  # a gap: a fetch now
+    assert not session.next_live(2)  # the fetch is on its way: the store answers for 2
+    assert session.last_seq == 1

@@ -7,7 +7,6 @@ host names pointed at this machine, and a namespace of its own).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ NATS = "nats://127.0.0.1:4222"
 ADMIN_TOKEN = "admin-" + secrets.token_hex(8)
 REPLICAS = {"api": 2, "gateway": 2, "worker": 2}  # as deploy/docker-compose.yml runs them
 
+pytestmark = pytest.mark.serial  # a fleet of six processes on the shared PostgreSQL: make test runs it alone
+
 
 @dataclass
 class _Fleet:
@@ -39,8 +40,6 @@ async def test_scaled_out_replicas_share_the_work_and_every_client_gets_every_no
     tmp_path: Path,
 ) -> None:
     """Events spread over both APIs and both workers, and each of 4 WebSockets gets seqs 1..6 in order."""
-    if importlib.util.find_spec("tidings.backends.nats") is None:  # the project's state, not the machine's
-        pytest.skip("the nats:// backend is not written yet")
     live.require_haproxy()
     live.require("PostgreSQL on 127.0.0.1:5432", live.listening(5432))
     live.require("NATS on 127.0.0.1:4222", live.listening(4222))

@@ -36,6 +36,7 @@ ELSEWHERE = {
     "TIDINGS_EGRESS_ALLOW": ("src/tidings/channels/egress.py", "read by the channels' egress policy"),
     "TIDINGS_TEST_REQUIRE": ("tests", "read by the test suite: fail instead of skipping without services"),
     "TIDINGS_CHROMIUM": ("tests/browser/conftest.py", "read by the browser tests: where Chromium is"),
+    "TIDINGS_DEBUG": ("src/tidings/cli.py", "the command line's --debug: a traceback instead of one line"),
 }
 
 

@@ -135,9 +135,9 @@ class ServerProcess:
 
     @property
     def ws_url(self) -> str:
-        if self.env.get("TIDINGS_WS_SERVER") == "fastws":  # its own listener (docs/decisions/0002)
-            return f"ws://127.0.0.1:{self.env.get('TIDINGS_WS_PORT') or self.port + 1}/v1/ws"
-        return f"ws://127.0.0.1:{self.port}/v1/ws"
+        # One port for HTTP, SSE and WebSocket (docs/decisions/0007); TIDINGS_WS_PORT=N adds a listener of its own.
+        own = int(self.env.get("TIDINGS_WS_PORT") or 0)
+        return f"ws://127.0.0.1:{own or self.port}/v1/ws"
 
     @property
     def running(self) -> bool:

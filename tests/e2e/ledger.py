@@ -44,8 +44,11 @@ async def fetch_inbox(base_url: str, token: str, page: int = 100) -> list[Notifi
     raise AssertionError(f"inbox longer than {MAX_PAGES} pages")
 
 
-def check_inbox(user: str, inbox: Sequence[Notification], accepted: Sequence[Accepted]) -> list[str]:
-    """Exactly the accepted events, once each, seqs 1..n gap-free, and each producer's events in its order."""
+def check_inbox(
+    user: str, inbox: Sequence[Notification], accepted: Sequence[Accepted], *, per_key: bool = False
+) -> list[str]:
+    """Exactly the accepted events, once each, seqs 1..n gap-free, and each producer's events in its order
+    (``per_key``: only its events with the same ordering key, what a partitioned log promises)."""
     problems = []
     seqs = [int(n["seq"]) for n in inbox]
     if seqs != list(range(1, len(inbox) + 1)):
@@ -64,20 +67,39 @@ def check_inbox(user: str, inbox: Sequence[Notification], accepted: Sequence[Acc
         problems.append(
             f"{user}: {len(extra)} inbox rows that nobody sent to this user, e.g. {sorted(extra)[:5]}"
         )
-    return problems + _check_producer_order(user, ids, accepted)
+    return problems + _check_producer_order(user, ids, accepted, per_key)
 
 
-def _check_producer_order(user: str, inbox_ids: Sequence[str], accepted: Sequence[Accepted]) -> list[str]:
-    producer_of = {a.event_id: a.producer for a in accepted}
+def ordering_key(accepted: Accepted) -> str:
+    """The event's ordering key, derived from its request as ``tidings.core.ordering.ordering_key`` does: the
+    ``ordering_key`` given, else the single recipient, else the topic, else the event id."""
+    body = accepted.body
+    recipients = body.get("recipients") or []
+    if body.get("ordering_key"):
+        return str(body["ordering_key"])
+    if len(recipients) == 1:
+        return str(recipients[0])
+    if body.get("topic"):
+        return str(body["topic"])
+    return accepted.event_id
+
+
+def _check_producer_order(
+    user: str, inbox_ids: Sequence[str], accepted: Sequence[Accepted], per_key: bool
+) -> list[str]:
+    """Each producer's events in the order it sent them. ``per_key``: only events with the same ordering key
+    (docs/contract.md "Order"): a partitioned log (Kafka) fans events of different keys out in any order, and
+    the events of one batch request, appended to several partitions at once, may overtake each other."""
+    lane_of = {a.event_id: (a.producer, ordering_key(a) if per_key else "") for a in accepted}
     problems = []
-    for producer in sorted(set(producer_of.values())):
-        sent = [a.event_id for a in accepted if a.producer == producer]
-        got = [event_id for event_id in inbox_ids if producer_of.get(event_id) == producer]
+    for lane in sorted(set(lane_of.values())):
+        producer, key = lane
+        sent = [a.event_id for a in accepted if lane_of[a.event_id] == lane]
+        got = [event_id for event_id in inbox_ids if lane_of.get(event_id) == lane]
         if got != sent and set(got) == set(sent):  # (lost or extra events are reported by check_inbox)
             at = next((i for i, (a, b) in enumerate(zip(got, sent, strict=False)) if a != b), len(sent))
-            problems.append(
-                f"{user}: {producer}'s events out of order from its #{at}: got {got[at : at + 3]}"
-            )
+            whose = f"{producer}'s events with key {key!r}" if per_key else f"{producer}'s events"
+            problems.append(f"{user}: {whose} out of order from its #{at}: got {got[at : at + 3]}")
     return problems
 
 
@@ -107,14 +129,19 @@ def _first_gap(seqs: Sequence[int]) -> str:
 
 
 async def check_all(
-    base_url: str, producers: Sequence[Producer], clients: Sequence[StreamClient], tokens: dict[str, str]
+    base_url: str,
+    producers: Sequence[Producer],
+    clients: Sequence[StreamClient],
+    tokens: dict[str, str],
+    *,
+    per_key: bool = False,
 ) -> list[str]:
     """Every check over every user: inbox against the ledger, every client's stream against its inbox."""
     by_user = accepted_by_user(producers)
     problems = [p for producer in producers for p in producer.problems]
     inboxes = {user: await fetch_inbox(base_url, token) for user, token in tokens.items()}
     for user, inbox in inboxes.items():
-        problems += check_inbox(user, inbox, by_user.get(user, []))
+        problems += check_inbox(user, inbox, by_user.get(user, []), per_key=per_key)
     for client in clients:
         problems += check_stream(client, inboxes[client.user])
     return problems

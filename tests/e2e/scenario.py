@@ -35,6 +35,9 @@ class Plan:
     burst: int = 0  # crash_at: first a batch of this many events to every user, killed mid-fan-out
     seed: int = 7
     settle_timeout: float = 30.0
+    # Check each producer's order per ordering key only: what a partitioned log (Kafka) promises
+    # (docs/contract.md "Order"); else the order of all its events, which one reader of one log keeps.
+    order_per_key: bool = False
 
 
 class Run:
@@ -122,7 +125,8 @@ class Run:
 
     async def crash_at(self, fraction: float) -> float:
         """SIGKILLs the server once ``fraction`` of the events are accepted and restarts it; the downtime."""
-        reached = await wait_until(lambda: self.accepted >= fraction * self.plan.events, 60.0)
+        # Generous: a loaded machine accepts slowly (a precondition of the test, not a figure of it).
+        reached = await wait_until(lambda: self.accepted >= fraction * self.plan.events, 150.0)
         assert reached, f"only {self.accepted} events accepted before the crash point"
         if self.plan.burst:
             await self._burst_in_flight()
@@ -178,4 +182,7 @@ class Run:
     async def check(self) -> list[str]:
         """Settles, then runs every ledger check; the problems found (empty when all held)."""
         problems = [] if await self.settle() else [f"not settled: {self.lagging()[:10]}"]
-        return problems + await check_all(self.server.base_url, self.producers, self.clients, self.tokens)
+        checked = await check_all(
+            self.server.base_url, self.producers, self.clients, self.tokens, per_key=self.plan.order_per_key
+        )
+        return problems + checked

@@ -14,7 +14,7 @@ import pytest
 from .harness import ServerProcess
 from .scenario import Plan, Run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 SMALL = Plan(events=800, users=16, ws_clients=8, sse_clients=8)
 FULL = Plan()
@@ -28,7 +28,7 @@ SLOW = [pytest.mark.slow, pytest.mark.timeout(300)]
 @pytest.mark.parametrize(
     "plan",
     [
-        pytest.param(SMALL, id="small"),
+        pytest.param(SMALL, id="small", marks=SLOW),  # the full size below covers it in the default suite
         pytest.param(FANOUT_SMALL, id="fanout-small"),
         pytest.param(FULL, id="full", marks=[pytest.mark.timeout(300)]),  # the size, in CI too
         pytest.param(FANOUT_FULL, id="fanout-full", marks=SLOW),

@@ -16,7 +16,7 @@ from .conftest import StartServer
 from .harness import wait_until
 from .scenario import Plan, Run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 DRAIN_TIMEOUT = 3.0
 MARGIN = 4.0  # process start-up and shutdown overhead on a loaded 2-core machine

@@ -7,7 +7,7 @@ import pytest
 from .harness import ServerProcess
 from .scenario import Plan, Run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 SMALL = Plan(events=800, users=16, ws_clients=8, sse_clients=8)
 FULL = Plan()  # 5,000 events, 50 users, 25 WS + 25 SSE clients
@@ -16,7 +16,7 @@ FULL = Plan()  # 5,000 events, 50 users, 25 WS + 25 SSE clients
 @pytest.mark.parametrize(
     "plan",
     [
-        pytest.param(SMALL, id="small"),
+        pytest.param(SMALL, id="small", marks=pytest.mark.slow),  # the full size below covers it by default
         # The full size runs in CI too (about 20-35 s on this machine).
         pytest.param(FULL, id="full", marks=[pytest.mark.timeout(300)]),
     ],

@@ -18,7 +18,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from .clients import auth_frame, open_ws, stream_ticket, ws_ready
 from .conftest import StartServer, module_server
-from .harness import AppCredentials, ServerProcess, free_port, http_client
+from .harness import AppCredentials, ServerProcess, http_client
 from .ledger import fetch_inbox
 from .producer import Producer
 
@@ -63,11 +63,11 @@ async def _ws_opening_then_next(
     return opening, following
 
 
-@pytest.mark.parametrize("ws_server", ["default", "fastws"])
+@pytest.mark.parametrize("ws_server", ["default", "uvicorn"])
 async def test_ws_cursor_ahead_gets_ready_then_reset_then_what_comes_next(
     start_server: StartServer, ws_server: str
 ) -> None:
-    env = {"ws_server": "fastws", "ws_port": free_port()} if ws_server == "fastws" else {}
+    env = {"ws_server": "uvicorn"} if ws_server == "uvicorn" else {}  # default: fastws on the one port
     server = await start_server(env)
     creds = await server.create_app("resume")
     await _notify(server, creds, "alice", 3)

@@ -134,16 +134,38 @@ async def test_events_that_reached_the_store_are_found_by_a_process_that_never_s
 
 
 def test_the_journal_forgets_the_oldest_past_its_bounds() -> None:
-    """Bounded memory: past the limits the oldest events and deliveries go first; copies per row are capped."""
+    """Bounded memory: past the limits the oldest deliveries go first, whole writes at a time; every copy
+    (another device, a resume) counts against the bound, so a reconnect loop cannot grow it either."""
     journal = Journal(max_events=3, max_deliveries=2)
     for seq in range(1, 5):
-        journal.delivered("a", "u", [(seq, True)], "ws", float(seq))
+        journal.delivered("a", "u", "ws", float(seq), [seq], [seq])
     assert journal.sizes()[1] == 2
     assert journal.deliveries("a", "u", 1) == []
     assert journal.deliveries("a", "u", 4) == [("ws", 4.0, True)]
     for _ in range(40):
-        journal.delivered("a", "u", [(4, False)], "sse", 9.0)
-    assert len(journal.deliveries("a", "u", 4)) == 16
+        journal.delivered("a", "u", "sse", 9.0, [4])
+    assert journal.deliveries("a", "u", 4) == [("sse", 9.0, False)] * 2
+    assert journal.sizes()[1] == 2
+
+
+def test_one_journal_record_per_write_answers_for_each_of_its_seqs() -> None:
+    """A write of seqs 3..7 without 5 (a replaced row the backlog skipped), 6 and 7 heard live: each seq is
+    found with the write's time and transport, 5 is not, and live is told per seq."""
+    journal = Journal()
+    journal.delivered("a", "u", "ws", 2.0, [3, 4, 6, 7], [6, 7])
+    journal.delivered("a", "u", "ws", 3.0, [8, 9], [8, 9])
+    journal.delivered("a", "v", "sse", 4.0, [1, 2])
+    assert journal.deliveries("a", "u", 3) == [("ws", 2.0, False)]
+    assert journal.deliveries("a", "u", 5) == []
+    assert journal.deliveries("a", "u", 7) == [("ws", 2.0, True)]
+    assert journal.deliveries("a", "u", 9) == [("ws", 3.0, True)]
+    assert journal.deliveries("a", "v", 2) == [("sse", 4.0, False)]
+    assert journal.deliveries("a", "w", 1) == []
+    journal.delivered("a", "u", "ws", 5.0, [])  # nothing written: nothing recorded
+    assert journal.sizes() == (0, 8)
+    journal.clear()
+    assert journal.sizes() == (0, 0)
+    assert journal.deliveries("a", "u", 3) == []
 
 
 def test_the_acceptance_time_is_read_back_from_the_event_id() -> None:

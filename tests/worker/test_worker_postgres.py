@@ -3,6 +3,7 @@ workers sharing a topic's chunk jobs; a schema and key prefix per test, dropped 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -74,9 +75,13 @@ async def cluster() -> AsyncIterator[Cluster]:
             pytest.fail("PostgreSQL or Redis is not reachable")
         pytest.skip("PostgreSQL or Redis is not reachable")
     ns, clock = "t" + secrets.token_hex(5), FakeClock()
-    settings = Settings(store=PG_URL, broker=REDIS_URL, namespace=ns, fanout_chunk=10, fanout_split=4)
+    settings = Settings(
+        store=PG_URL, broker=REDIS_URL, namespace=ns, fanout_chunk=10, fanout_split=4, log_lease=0.6
+    )
     store = await PostgresStore.open(PG_URL, settings, clock)
     logs = [await RedisEventLog.open(REDIS_URL, settings, store) for _ in range(2)]
+    for _ in range(6):  # bounded: a few lease rounds, so the two workers share the partitions of the log
+        await asyncio.gather(*(log.read(1, 0.2) for log in logs))
     workers = [FanoutWorker(Runtime(settings, store, log, MemoryBus(), clock)) for log in logs]
     yield Cluster(store, logs, workers, clock)
     for log in logs:
@@ -87,6 +92,9 @@ async def cluster() -> AsyncIterator[Cluster]:
     await conn.close()
     redis = Redis.from_url(REDIS_URL)
     await redis.delete(*(f"{ns}:events:{lane}" for lane in PRIORITIES))
+    for pattern in (f"{ns}:events:*", f"{ns}:partitions:*"):  # partition streams and leases
+        async for key in redis.scan_iter(match=pattern, count=1000):
+            await redis.delete(key)
     await redis.aclose()
 
 

@@ -1,7 +1,8 @@
 """The HTTP API as one FastAPI app; ``tidings.service`` adds the live routes (``/v1/ws``, ``/v1/stream``).
 
-Request path, outside in: metrics (every answer is counted, refusals included) -> body limit and drain gate ->
-error handlers -> routes. Errors become answers only in ``tidings.api.errors``.
+Request path, outside in: one layer for metrics (every answer is counted, refusals included), CORS, and the
+body limit and drain gate (``api.middleware``) -> error handlers -> routes. Errors become answers only in
+``tidings.api.errors``.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from tidings import __version__
 from tidings.api import docs, errors
 from tidings.api.deps import ApiState
-from tidings.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from tidings.api.middleware import ApiMiddleware, Cors
 from tidings.api.routes import ROUTERS
+from tidings.api.routing import include_routers
 from tidings.runtime import Runtime
 
 DESCRIPTION = """\
@@ -56,20 +57,15 @@ def create_app(runtime: Runtime, routers: Sequence[APIRouter] = ROUTERS) -> Fast
     app.state.runtime = runtime
     app.state.api = ApiState.build(runtime)
     errors.install(app)
-    for router in routers:
-        app.include_router(router)
+    include_routers(app, routers)
     docs.install(app)
-    # add_middleware wraps what is there: the last added runs first.
-    app.add_middleware(BodyLimitMiddleware, runtime=runtime)
+    # One layer, outside in: metrics (every answer is counted, refusals included), CORS, body limit and drain.
     # Any origin may call the API from a browser: credentials are bearer headers, never cookies, so a foreign
     # page gains nothing it could not do with a plain HTTP client. (The WebSocket Origin check is separate.)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=["*"],
+    cors = Cors(
         allow_methods=["GET", "POST", "PUT", "DELETE"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         expose_headers=["Retry-After", "Idempotent-Replayed"],
-        max_age=600,
     )
-    app.add_middleware(MetricsMiddleware, routes=lambda: app.router.routes)
+    app.add_middleware(ApiMiddleware, routes=lambda: app.router.routes, runtime=runtime, cors=cors)
     return app

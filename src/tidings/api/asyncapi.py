@@ -25,7 +25,9 @@ WS_ERROR_CODES = (
     "auth_required",
     "unauthorized",
     "origin_not_allowed",
-    "already_authenticated",
+    "token_expired",
+    "user_mismatch",
+    "rate_limited",
     "unavailable",
     "draining",
     "slow_consumer",
@@ -79,6 +81,32 @@ _READ = _obj(
     description="A read or seen mark made by any of the user's clients, with the counts after it.",
 )
 
+_COUNTS = {"unread": {"type": "integer", "minimum": 0}, "unseen": {"type": "integer", "minimum": 0}}
+
+_RETRACT = _obj(
+    {
+        "type": {"const": "retract"},
+        "seqs": {"type": "array", "items": _SEQ, "description": "remove these notifications"},
+        **_COUNTS,
+    },
+    ["type", "seqs", "unread", "unseen"],
+    description=(
+        "The producer retracted these notifications (with the counts after it). In a backlog it stands at its "
+        "own seq (SSE: its id:); a seq the client does not have needs nothing."
+    ),
+)
+
+_STATE = _obj(
+    {
+        "type": {"const": "state"},
+        "action": {"type": "string", "enum": ["archive", "unarchive", "unread", "delete"]},
+        "seqs": {"type": "array", "items": _SEQ, "description": "the notifications that changed"},
+        **_COUNTS,
+    },
+    ["type", "action", "seqs", "unread", "unseen"],
+    description="A state change made by any of the user's clients, with the counts after it.",
+)
+
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "Notification": _NOTIFICATION,
     "Auth": _obj(
@@ -97,11 +125,18 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         ["type", "user", "last_seq", "epoch"],
     ),
     "Reset": _obj(
-        {"type": {"const": "reset"}, "last_seq": _SEQ, "epoch": _EPOCH},
+        {
+            "type": {"const": "reset"},
+            "last_seq": _SEQ,
+            "epoch": _EPOCH,
+            "reason": {"const": "expired", "description": "the cursor was below the retention floor"},
+        },
         ["type", "last_seq", "epoch"],
         description=(
             "Right after ready when the resume cursor was ahead of the user's last_seq: the stream goes on "
-            "from last_seq. Drop the cursor and reload the list (or resume from 0)."
+            "from last_seq. Drop the cursor and reload the list (or resume from 0). With reason expired, the "
+            "cursor's seqs were swept by retention: last_seq is where the stream goes on (the latest page "
+            "follows)."
         ),
     ),
     "NotificationFrame": _obj(
@@ -109,6 +144,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         ["type", "notification"],
     ),
     "Read": _READ,
+    "Retract": _RETRACT,
+    "State": _STATE,
     "Error": _obj(
         {
             "type": {"const": "error"},
@@ -121,7 +158,24 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "SseReady": _obj(
         {"user": {"type": "string"}, "last_seq": _SEQ, "epoch": _EPOCH}, ["user", "last_seq", "epoch"]
     ),
-    "SseError": _obj({"code": {"const": "slow_consumer"}}, ["code"]),
+    "SseError": _obj({"code": {"enum": ["slow_consumer", "token_expired"]}}, ["code"]),
+    "TokenExpired": _obj(
+        {"type": {"const": "token_expired"}, "grace": {"type": "number", "minimum": 0}},
+        ["type", "grace"],
+        description=(
+            "The connection's token expired: send an auth frame with a fresh token of the same user within "
+            "`grace` seconds, or the connection is closed (1008 token_expired). SSE: event token_expired, then "
+            "the stream ends; reconnect with a fresh token and Last-Event-ID."
+        ),
+    ),
+    "Reauthed": _obj(
+        {
+            "type": {"const": "reauthed"},
+            "expires_at": {"type": "number", "description": "the new token's exp"},
+        },
+        ["type", "expires_at"],
+        description="The fresh token of an in-band re-auth was accepted; nothing is resent.",
+    ),
 }
 
 
@@ -152,11 +206,25 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     ),
     "sseRead": _message("read", "Read", "event: read (same JSON as the WebSocket frame)"),
     "sseError": _message("error", "SseError", "event: error, then the stream ends; reconnect"),
+    "tokenExpired": _message("token_expired", "TokenExpired", "At the token's exp: re-auth within the grace"),
+    "reauthed": _message("reauthed", "Reauthed", "The answer to an auth frame sent after ready (re-auth)"),
+    "sseTokenExpired": _message(
+        "token_expired", "TokenExpired", "event: token_expired (the stream ends next)"
+    ),
+    "retract": _message("retract", "Retract", "Notifications the producer retracted: remove them"),
+    "state": _message(
+        "state", "State", "Archive, unarchive, unread or delete made by one of the user's clients"
+    ),
+    "sseRetract": _message(
+        "retract", "Retract", "event: retract, with id: <seq> (same JSON as the WebSocket frame)"
+    ),
+    "sseState": _message("state", "State", "event: state (same JSON as the WebSocket frame)"),
 }
 
 _WS_CLOSES = (
     "Close codes: 1007 invalid_frame; 1008 auth_timeout, auth_required, unauthorized, origin_not_allowed, "
-    "already_authenticated; 1009 a frame over TIDINGS_MAX_FRAME_BYTES; 1011 unavailable (reconnect with "
+    "token_expired, user_mismatch (a re-auth of another user), rate_limited (client frames over "
+    "TIDINGS_WS_CLIENT_RATE/_BURST); 1009 a frame over TIDINGS_MAX_FRAME_BYTES; 1011 unavailable (reconnect with "
     "backoff); 1012 draining (reconnect with jittered backoff); 1013 slow_consumer (reconnect). Resume with "
     "`after` = the last seq seen; one ahead of the user's last_seq gets `reset` right after `ready`."
 )
@@ -169,8 +237,29 @@ def _refs(*names: str) -> dict[str, Any]:
 def document(server_url: str = "127.0.0.1:8080") -> dict[str, Any]:
     """The AsyncAPI 3.0 document; ``server_url`` is the host:port the reader reached (shown as the server)."""
     ws_in = ("auth", "ping", "pong")
-    ws_out = ("ready", "reset", "notification", "read", "ping", "pong", "error")
-    sse_out = ("sseReady", "sseReset", "sseNotification", "sseRead", "sseError")
+    ws_out = (
+        "ready",
+        "reset",
+        "notification",
+        "read",
+        "retract",
+        "state",
+        "ping",
+        "pong",
+        "tokenExpired",
+        "reauthed",
+        "error",
+    )
+    sse_out = (
+        "sseReady",
+        "sseReset",
+        "sseNotification",
+        "sseRead",
+        "sseRetract",
+        "sseState",
+        "sseTokenExpired",
+        "sseError",
+    )
 
     def ops(channel: str, action: str, names: tuple[str, ...], summary: str) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from tidings import auth
 from tidings.api.idempotency import InFlight
 from tidings.api.limits import RateLimiter
+from tidings.api.shared_limits import SharedRateLimiter, open_limiter
 from tidings.core.models import App
 from tidings.errors import AuthError
 from tidings.runtime import Runtime
@@ -36,7 +37,7 @@ class ApiState:
 
     runtime: Runtime
     apps: auth.AppCache
-    limiter: RateLimiter
+    limiter: RateLimiter | SharedRateLimiter
     in_flight: InFlight
 
     @classmethod
@@ -45,12 +46,16 @@ class ApiState:
         return cls(
             runtime=runtime,
             apps=auth.AppCache(runtime.clock),
-            limiter=RateLimiter(runtime.clock, settings.rate_per_key, settings.rate_burst),
+            limiter=open_limiter(
+                runtime.clock, settings.rate_per_key, settings.rate_burst, settings.rate_limit_storage
+            ),
             in_flight=InFlight(),
         )
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
+    """Async although it awaits nothing: FastAPI runs a plain ``def`` dependency on its thread pool, a
+    thread hop (two context switches and a future) on every request for a dict lookup."""
     state: ApiState = request.app.state.api
     return state
 

@@ -52,6 +52,10 @@ class RateLimiter:
         if wait > 0:
             raise RateLimitedError("rate limit exceeded for this API key", retry_after=wait)
 
+    async def charge(self, key: str, cost: float = 1.0) -> None:
+        """``check`` with the shape of the shared limiter's (``api/shared_limits.py``): what routes call."""
+        self.check(key, cost)
+
     def _bucket(self, key: str) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:

@@ -76,13 +76,27 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+# Nesting n deep takes at least 2n bytes of brackets: a value serialized shorter than this cannot be too deep.
+_SHALLOW_BYTES = 2 * (MAX_DEPTH + 1)
+
+
 def check_json_bounds(value: Any, limit: int, what: str) -> None:
     """``ValueError`` unless ``value`` nests at most ``MAX_DEPTH`` deep and serializes to at most ``limit``
     bytes. The depth bound keeps every later serialization (the log, the notification) within orjson's own
-    recursion limit, so a deep body is a 422 here instead of an error further on."""
-    if _depth(value) > MAX_DEPTH:
+    recursion limit, so a deep body is a 422 here instead of an error further on.
+
+    Serialized first (orjson, in C): a short value cannot nest too deep, so the walk over every node in
+    Python is only needed for values of ``_SHALLOW_BYTES`` or more (or too deep for orjson itself). When both
+    bounds are broken the depth is named, as before."""
+    try:
+        size = len(canonical_json(value))
+    except orjson.JSONEncodeError:
+        size = None  # orjson's own recursion limit: the walk names the depth
+    if (size is None or size >= _SHALLOW_BYTES) and _depth(value) > MAX_DEPTH:
         raise ValueError(f"{what} nests deeper than {MAX_DEPTH} levels")
-    if len(canonical_json(value)) > limit:
+    if size is None:
+        raise ValueError(f"{what} cannot be serialized")
+    if size > limit:
         raise ValueError(f"{what} is over {limit} bytes serialized")
 
 
@@ -96,7 +110,7 @@ class Actor(BaseModel):
 
     @model_validator(mode="after")
     def _bounded(self) -> Actor:
-        check_json_bounds(self.model_dump(mode="json"), MAX_REF_BYTES, "actor")
+        check_json_bounds(_as_json(self), MAX_REF_BYTES, "actor")
         return self
 
 
@@ -108,8 +122,30 @@ class ObjectRef(BaseModel):
 
     @model_validator(mode="after")
     def _bounded(self) -> ObjectRef:
-        check_json_bounds(self.model_dump(mode="json"), MAX_REF_BYTES, "object")
+        check_json_bounds(_as_json(self), MAX_REF_BYTES, "object")
         return self
+
+
+_REF_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {
+    model: tuple(model.model_fields) for model in (Actor, ObjectRef)
+}
+
+
+def _as_json(ref: Actor | ObjectRef, *, only_set: bool = False) -> dict[str, Any]:
+    """``ref.model_dump(mode="json")`` (``exclude_unset=True`` with ``only_set``), without pydantic's general
+    serializer: the declared fields are strict strings (or None) and the extra ones are JSON as parsed, so
+    the dump is these values as they are, declared fields first, in declaration order."""
+    declared = _REF_FIELDS[type(ref)]
+    fields = ref.__dict__
+    if only_set:
+        chosen = ref.__pydantic_fields_set__
+        out = {name: fields[name] for name in declared if name in chosen}
+    else:
+        out = {name: fields[name] for name in declared}
+    extra = ref.__pydantic_extra__
+    if extra:
+        out.update(extra)
+    return out
 
 
 class EventIn(BaseModel):
@@ -135,6 +171,31 @@ class EventIn(BaseModel):
     )
     group_key: Annotated[str, Field(max_length=255)] | None = None
     priority: Priority = "normal"
+    ordering_key: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=255,
+                pattern=NO_CONTROL_CHARS,
+                description="events with the same key are fanned out in acceptance order; default: the single "
+                "recipient, else the topic, else the event id",
+            ),
+        ]
+        | None
+    ) = None
+    cancel_key: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=255,
+                pattern=NO_CONTROL_CHARS,
+                description="a handle to retract this event later with POST /v1/events/cancel",
+            ),
+        ]
+        | None
+    ) = None
 
     @field_validator("data", mode="before")
     @classmethod
@@ -161,6 +222,9 @@ class EventIn(BaseModel):
     def body_hash(self) -> str:
         """SHA-256 hex of the canonical JSON of the validated event (defaults filled in, key order lost)."""
         fields = self.model_dump(mode="json", exclude={"idempotency_key"})
+        for added in ("ordering_key", "cancel_key"):  # fields added later hash as before when left out
+            if fields.get(added) is None:
+                fields.pop(added, None)
         return hashlib.sha256(canonical_json(fields)).hexdigest()
 
     def to_event(self, *, event_id: str, app: str, accepted_at: float, idempotency_key: str | None) -> Event:
@@ -172,14 +236,14 @@ class EventIn(BaseModel):
             recipients=tuple(self.recipients) if self.recipients is not None else None,
             topic=self.topic,
             # As sent: optional fields the producer left out are not added as nulls.
-            actor=self.actor.model_dump(mode="json", exclude_unset=True) if self.actor is not None else None,
-            object=self.object.model_dump(mode="json", exclude_unset=True)
-            if self.object is not None
-            else None,
+            actor=_as_json(self.actor, only_set=True) if self.actor is not None else None,
+            object=_as_json(self.object, only_set=True) if self.object is not None else None,
             data=self.data,
             group_key=self.group_key,
             priority=self.priority,
             idempotency_key=idempotency_key,
+            ordering_key=self.ordering_key,
+            cancel_key=self.cancel_key,
         )
 
 
@@ -245,6 +309,9 @@ class Notification(BaseModel):
 class NotificationsPage(BaseModel):
     items: list[Notification]
     next: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+    counts: dict[str, int] | None = Field(
+        default=None, description="unread, unseen, archived: the user's counts"
+    )
 
 
 class UnreadCount(BaseModel):
@@ -420,6 +487,20 @@ class CapIn(BaseModel):
     per: Annotated[float, Field(gt=0, le=MAX_WINDOW)] = 3600.0
 
 
+class RetentionIn(BaseModel):
+    """How long each user inbox keeps notifications (``core.retention``); null: the server's default."""
+
+    model_config = _STRICT
+    max_age: Annotated[float, Field(ge=0, le=10 * 365 * 86400.0)] | None = Field(
+        default=None,
+        description="seconds a notification is kept; 0: no limit; null: TIDINGS_RETENTION_MAX_AGE",
+    )
+    max_count: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = Field(
+        default=None,
+        description="notifications kept per user; 0: no limit; null: TIDINGS_RETENTION_MAX_COUNT",
+    )
+
+
 class RulesIn(BaseModel):
     """An app's notification rules, replaced whole by ``PUT /v1/rules``."""
 
@@ -437,6 +518,9 @@ class RulesIn(BaseModel):
     aggregate_window: Annotated[float, Field(ge=0, le=MAX_WINDOW)] = DEFAULT_WINDOW
     digest_delay: Annotated[float, Field(ge=0, le=MAX_WINDOW)] = 3600.0
     ttl: Annotated[float, Field(gt=0, le=MAX_WINDOW)] | None = None
+    retention: RetentionIn = Field(
+        default_factory=RetentionIn, description="per user inbox, swept in the background"
+    )
 
     def to_rules(self) -> AppRules:
         return rules_from_json(
@@ -451,13 +535,14 @@ class RulesIn(BaseModel):
                 "aggregate_window": self.aggregate_window,
                 "digest_delay": self.digest_delay,
                 "ttl": self.ttl,
+                "retention": self.retention.model_dump(),
             }
         )
 
 
 class DecisionOut(BaseModel):
     user: str | None = Field(description="null: a decision about the whole event (a stale drop)")
-    kind: Literal["drop", "suppress", "deliver", "defer", "aggregate", "cancel"]
+    kind: Literal["drop", "suppress", "deliver", "defer", "aggregate", "cancel", "retract", "erase", "export"]
     channel: str | None = Field(
         description="in_app, web_push, email, webhook, mobile_push; null for drop and suppress"
     )
@@ -470,3 +555,47 @@ class DecisionOut(BaseModel):
 class DecisionsPage(BaseModel):
     items: list[DecisionOut]
     next: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+# --- the life of a notification: retraction, states, counts --------------------------------------------------
+
+MAX_CANCEL_KEYS = 100  # per POST /v1/events/cancel: one bounded transaction
+EventId = Annotated[str, Field(min_length=1, max_length=32, pattern=NO_CONTROL_CHARS)]
+CancelKey = Annotated[str, Field(min_length=1, max_length=255, pattern=NO_CONTROL_CHARS)]
+
+
+class CancelIn(BaseModel):
+    """Retract events: those sent with one of ``cancel_keys`` (accepted until now) and those of ``event_ids``."""
+
+    model_config = _STRICT
+    cancel_keys: Annotated[list[CancelKey], Field(max_length=MAX_CANCEL_KEYS)] = Field(default_factory=list)
+    event_ids: Annotated[list[EventId], Field(max_length=MAX_CANCEL_KEYS)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some(self) -> CancelIn:
+        if not self.cancel_keys and not self.event_ids:
+            raise FieldError("cancel_keys", "give at least one cancel key (or event id)")
+        if len(self.cancel_keys) + len(self.event_ids) > MAX_CANCEL_KEYS:
+            raise FieldError("cancel_keys", f"at most {MAX_CANCEL_KEYS} cancel keys and event ids in all")
+        return self
+
+
+class Retracted(BaseModel):
+    retracted: int = Field(description="inboxes changed now (0 too when the events are not fanned out yet)")
+
+
+class SeqsIn(BaseModel):
+    """The user's notifications an archive, unarchive, unread or delete applies to."""
+
+    model_config = _STRICT
+    seqs: Annotated[list[Seq], Field(min_length=1, max_length=MAX_MARK_SEQS)]
+
+
+class Counts(BaseModel):
+    unread: int = Field(description="notifications not archived and not read")
+    unseen: int = Field(description="notifications not archived and not seen")
+    archived: int
+
+
+class Changed(Counts):
+    updated: int = Field(description="notifications that changed state")

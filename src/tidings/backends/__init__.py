@@ -10,6 +10,7 @@ URL                store (``--store``)                        broker (``--broker
 ``nats://``        -                                          ``NatsEventLog``, ``NatsBus`` (``nats``)
 ``redis://``       -                                          ``RedisEventLog``, ``RedisBus`` (``redis``)
 ``amqp://``        -                                          ``RabbitEventLog``, ``RabbitBus`` (``rabbitmq``)
+``kafka://``       -                                          ``KafkaEventLog``, ``KafkaBus`` (``kafka``)
 =================  ========================================  ==============================================
 
 A class named here has an async classmethod ``open``: ``(url, settings, clock)`` for stores, ``(url, settings,
@@ -47,14 +48,16 @@ LOGS = {
     "nats": Backend("tidings.backends.nats.log:NatsEventLog", "nats"),
     "redis": Backend("tidings.backends.redis.log:RedisEventLog", "redis"),
     "amqp": Backend("tidings.backends.rabbitmq.log:RabbitEventLog", "rabbitmq"),
+    "kafka": Backend("tidings.backends.kafka.log:KafkaEventLog", "kafka"),
 }
 BUSES = {
     EMBEDDED: Backend("tidings.backends.memory:MemoryBus"),
     "nats": Backend("tidings.backends.nats.bus:NatsBus", "nats"),
     "redis": Backend("tidings.backends.redis.bus:RedisBus", "redis"),
     "amqp": Backend("tidings.backends.rabbitmq.bus:RabbitBus", "rabbitmq"),
+    "kafka": Backend("tidings.backends.kafka.bus:KafkaBus", "kafka"),
 }
-ALIASES = {"postgres": "postgresql", "rediss": "redis", "amqps": "amqp", "tls": "nats"}
+ALIASES = {"postgres": "postgresql", "rediss": "redis", "amqps": "amqp", "tls": "nats", "kafkas": "kafka"}
 
 
 class EmbeddedLogStore(Protocol):

@@ -27,6 +27,9 @@ SCENARIOS = (
     "resume",
     "growth",
     "senders",
+    "retention",
+    "engines",
+    "worker",
 )
 
 
@@ -82,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     celebrity = sub.add_parser("celebrity")
     celebrity.add_argument("spec", help="the celebrity run's arguments, as JSON")
     celebrity.set_defaults(handler=_celebrity)
+    worker = sub.add_parser("worker-rows")
+    worker.add_argument("spec", help="the worker measurement's arguments, as JSON")
+    worker.set_defaults(handler=_worker_rows)
     sinks = sub.add_parser("sinks")
     sinks.add_argument("spec", help="unused ({})")
     sinks.set_defaults(handler=_sinks)
@@ -123,6 +129,13 @@ def _producer(args: argparse.Namespace) -> int:
 
 def _celebrity(args: argparse.Namespace) -> int:
     from tidings.bench.celebrity import run
+
+    _uvloop_run(run(orjson.loads(args.spec)))
+    return 0
+
+
+def _worker_rows(args: argparse.Namespace) -> int:
+    from tidings.bench.worker_rows import run
 
     _uvloop_run(run(orjson.loads(args.spec)))
     return 0

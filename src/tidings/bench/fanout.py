@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidings.bench.harness import Fleet, load_average, span_rate, utilisation
+from tidings.bench.servers import STALL_SECONDS
 
 # Messages per connection for each kind at full size: about 3-8 s of work each, bounded for the slow ones.
 PER_CONN = {
@@ -63,7 +64,8 @@ async def run_fanout(spec: FanoutSpec) -> dict[str, Any]:
             await server.send(command)
         replies = [await server.expect("fanout", 600) for server in fleet.servers]
         published = sum(r["published"] for r in replies)
-        complete = await fleet.wait_received(published, timeout=60)
+        stalled = [r["diagnosis"] for r in replies if r.get("stalled")]
+        complete = not stalled and await fleet.wait_received(published, timeout=60)
         wall = time.perf_counter() - started
         after = fleet.cpu()
         stats = [await server.call({"cmd": "stats"}, "stats") for server in fleet.servers]
@@ -84,9 +86,26 @@ async def run_fanout(spec: FanoutSpec) -> dict[str, Any]:
             "load": round(load, 2),
             **utilisation(before, after, wall),
             **_gateway_extras(stats),
+            **({} if complete else _failed(published, received, stalled, fleet.diagnosis())),
         }
     finally:
         await fleet.close()
+
+
+def _failed(
+    published: int, received: int, servers: list[dict[str, Any]], clients: dict[str, Any]
+) -> dict[str, Any]:
+    """A run that stopped making progress: a failed result that says what each side sent, received and holds."""
+    why = (
+        f"stalled: no receipts for {STALL_SECONDS:g} s"
+        if servers
+        else "incomplete: not every frame arrived in time"
+    )
+    return {
+        "ok": False,
+        "error": f"{why} ({received} of {published} frames received)",
+        "diagnosis": {"servers": servers, "clients": clients},
+    }
 
 
 def _gateway_extras(replies: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import orjson
 
 from tidings.bench.counters import Counters
 from tidings.bench.procs import Child, cpu_seconds, pids_named, python_child
-from tidings.bench.servers import sample_payload
+from tidings.bench.servers import STALL_SECONDS, sample_payload
 from tidings.core import frames
 
 BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
@@ -205,12 +205,28 @@ class Fleet:
             await asyncio.sleep(0.05)
         return self.counters.total_connected() >= target
 
-    async def wait_received(self, target: int, timeout: float) -> bool:
+    async def wait_received(self, target: int, timeout: float, stall: float = STALL_SECONDS) -> bool:
+        """Until the clients received ``target`` frames; False after ``timeout`` s, or once nothing more
+        arrived for ``stall`` s (a stalled run ends, it is not waited out)."""
         assert self.counters is not None
         deadline = time.monotonic() + timeout
-        while self.counters.total_received() < target and time.monotonic() < deadline:  # noqa: ASYNC110
+        seen, moved = self.counters.total_received(), time.monotonic()
+        while seen < target and time.monotonic() < deadline and time.monotonic() - moved <= stall:
             await asyncio.sleep(0.02)
+            received = self.counters.total_received()
+            if received != seen:
+                seen, moved = received, time.monotonic()
         return self.counters.total_received() >= target
+
+    def diagnosis(self) -> dict[str, Any]:
+        """The client side of a stalled run, and what the kernel holds in either direction of its sockets."""
+        assert self.counters is not None
+        slots = self.counters.all()
+        return {
+            "clients_received": [s.received for s in slots],
+            "clients_connected": [s.connected for s in slots],
+            **socket_queues(self.ws_port or self.port),
+        }
 
     @property
     def user_prefix(self) -> str:
@@ -240,6 +256,26 @@ class Fleet:
         if self.counters is not None:
             self.counters.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def socket_queues(port: int) -> dict[str, int]:
+    """Bytes the kernel holds on the TCP connections of ``port`` on loopback: not yet acked by the peer
+    (the server's send queues) and not yet read by the clients (their receive queues); from /proc/net/tcp."""
+    send = receive = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            tx, rx = (int(x, 16) for x in queues.split(":"))
+            if int(local.rsplit(":", 1)[1], 16) == port:
+                send += tx
+            elif int(remote.rsplit(":", 1)[1], 16) == port:
+                receive += rx
+    return {"kernel_server_send_queue_bytes": send, "kernel_client_receive_queue_bytes": receive}
 
 
 def utilisation(

@@ -22,6 +22,9 @@ METRIC = {
     "resume": ("seconds", "s"),
     "growth": ("rate", "deliveries/s (recipients: rows/s)"),
     "senders": ("rate", "sends/s"),
+    "retention": ("swept_rows_per_second_during_fanout", "rows swept/s during a fan-out"),
+    "engines": ("append_rate", "events appended/s"),
+    "worker": ("rows_per_cpu_second", "inbox rows/worker CPU-s"),
 }
 
 
@@ -106,8 +109,28 @@ def _extra(scenario: str, runs: list[dict[str, Any]]) -> str:
             f"{mid('cpu_us'):,.0f} CPU-µs/send; library call {mid('library_rate'):,.0f}/s, "
             f"{mid('library_cpu_us'):,.0f} CPU-µs; own work {mid('own_ratio'):.0%} of the library's"
         )
+    if scenario == "worker":
+        return "raw insert {:,.0f} rows/CPU-s; ratio {:.2f}; {:.1f} µs/row".format(
+            median([r["raw_rows_per_cpu_second"] for r in ok]),
+            median([r["ratio"] for r in ok]),
+            median([r["us_per_row"] for r in ok]),
+        )
     if scenario == "celebrity":
         return f"{median([r['rows_per_second'] for r in ok]):,.0f} rows/s"
+    if scenario == "retention":
+        return "{:,} rows; fan-out slowdown x{:.2f}; {:,.0f} rows swept/s alone".format(
+            ok[0]["rows"],
+            median([r["fanout_slowdown"] for r in ok]),
+            median([r["swept_rows_per_second_alone"] for r in ok]),
+        )
+    if scenario == "engines":
+        return f"read and acked {median([r['read_rate'] for r in ok]):,.0f}/s"
+    if scenario == "ingest" and all("server_cpu_us" in r for r in ok):
+        return "server CPU {:.2f}, {:.1f} µs per event; producer CPU {:.2f}".format(
+            median([r["server_cpu"] for r in ok]),
+            median([r["server_cpu_us"] for r in ok]),
+            median([r["client_cpu_max"] for r in ok]),
+        )
     if scenario in ("ingest", "resume") and any("server_cpu" in r for r in ok):
         return f"server CPU {median([r.get('server_cpu', 0.0) for r in ok]):.2f}"
     return ""

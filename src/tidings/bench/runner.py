@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from tidings.bench import SCENARIOS, scenarios
+from tidings.bench import SCENARIOS, ingest, scenarios
 from tidings.bench.fanout import PER_CONN, FanoutSpec, run_fanout
 from tidings.bench.harness import BENCH_DIR
 
@@ -97,15 +97,26 @@ def jobs(names: list[str], size: str, kinds: list[str], postgres: str) -> list[J
             out.append((f"latency {kind} @{rate}/s", job))
     if "ingest" in names:
         secs = 1.0 if tiny else 5.0
-        out.append(("ingest single", partial(scenarios.run_ingest, 0, 4 if tiny else 32, secs)))
-        out.append(("ingest batch", partial(scenarios.run_ingest, 100, 2 if tiny else 8, secs)))
+        for kind in ingest.KINDS:  # the bare FastAPI endpoint beside Tidings, in the same run
+            single = partial(ingest.run_ingest, 0, 4 if tiny else 32, secs, kind)
+            out.append((f"ingest {kind} single", single))
+            out.append(
+                (f"ingest {kind} batch", partial(ingest.run_ingest, 500, 2 if tiny else 4, secs, kind))
+            )
         if not tiny:
-            out.append(("ingest batch", partial(scenarios.run_ingest, 500, 4, secs)))
+            out.append(("ingest batch", partial(ingest.run_ingest, 100, 8, secs)))
     if "celebrity" in names:
         followers = 2_000 if tiny else 1_000_000
         out.append(("celebrity sqlite", partial(scenarios.run_celebrity, "sqlite", followers)))
         if postgres_reachable(postgres):
             out.append(("celebrity postgresql", partial(scenarios.run_celebrity, postgres, followers)))
+    if "worker" in names:
+        from tidings.bench.worker_rows import run_worker
+
+        events, recipients, rounds = (4, 200, 1) if tiny else (50, 1000, 3)
+        out.append(("worker sqlite", partial(run_worker, "sqlite", events, recipients, rounds)))
+        if postgres_reachable(postgres):
+            out.append(("worker postgresql", partial(run_worker, postgres, events, recipients, rounds)))
     if "growth" in names:
         out.extend(growth_jobs(tiny))
     if "senders" in names:
@@ -115,6 +126,11 @@ def jobs(names: list[str], size: str, kinds: list[str], postgres: str) -> list[J
             # Short blocks, alternated many times: both paths see the same (shared, changing) machine.
             block, rounds = (20, 1) if tiny else (100, SENDS[channel] // 100)
             out.append((f"senders {channel}", partial(run_senders, channel, block, rounds)))
+    if "engines" in names:
+        from tidings.bench.engines import ENGINES, run_engine
+
+        for engine in [*ENGINES, "kafka"]:  # every engine in the same run, one after another
+            out.append((f"engines {engine}", partial(run_engine, engine, 200 if tiny else 5000)))
     if "resume" in names:
         for kind in ("tidings",) if tiny else ("tidings", "tidings-uvicorn"):
             n, backlog = (20, 3) if tiny else (10_000, 10)
@@ -124,6 +140,21 @@ def jobs(names: list[str], size: str, kinds: list[str], postgres: str) -> list[J
                     partial(scenarios.run_resume, kind, n, backlog, 1 if tiny else 2),
                 )
             )
+    if "retention" in names and postgres_reachable(postgres):
+        from tidings.bench import retention
+        from tidings.settings import Settings
+
+        rows, users = (20_000, 200) if tiny else (10_000_000, 100_000)
+        job = partial(
+            retention.run,
+            url=postgres,
+            rows=rows,
+            users=users,
+            fanout_rows=2_000 if tiny else 50_000,
+            sweep_seconds=2.0 if tiny else 30.0,
+            settings=Settings(),
+        )
+        out.append(("retention postgresql", job))
     return out
 
 

@@ -6,8 +6,12 @@
 Every event goes out with an ``Idempotency-Key`` (one is generated when the caller gives none), so the
 client's own retries after a lost answer or a timeout never create an event twice: the server answers a
 repeat with the first event's id. Give your own key (e.g. derived from your database row) to make retries
-across process restarts safe too. Every other request is safe to repeat (PUT, DELETE, GET) except
-``create_webhook``, which is tried once.
+across process restarts safe too. Every other request is safe to repeat (PUT, DELETE, GET, and the
+retractions, which are idempotent) except ``create_webhook``, which is tried once.
+
+The life of a notification: send with ``cancel_key`` (e.g. ``"like:bob:post42"``) and ``cancel`` it by that key
+when the action is undone (an unlike), or ``retract`` one event by its id; the notification then leaves every
+inbox and every live list. ``erase_user`` and ``export_user`` answer a user's data requests.
 """
 
 from __future__ import annotations
@@ -42,6 +46,26 @@ def _batch_body(events: Sequence[Event]) -> dict[str, Any]:
             for event in events
         ]
     }
+
+
+def _event_body(event: Event, cancel_key: str | None, ordering_key: str | None) -> dict[str, Any]:
+    """The event with the keys given as arguments (they win over the same keys in ``event``)."""
+    body = dict(event)
+    if cancel_key is not None:
+        body["cancel_key"] = cancel_key
+    if ordering_key is not None:
+        body["ordering_key"] = ordering_key
+    return body
+
+
+def _cancel_body(cancel_keys: Sequence[str]) -> dict[str, Any]:
+    if isinstance(cancel_keys, str) or not cancel_keys:
+        raise TypeError("cancel_keys is a non-empty sequence of keys, not one string")
+    return {"cancel_keys": list(cancel_keys)}
+
+
+def _event_path(event_id: str) -> str:
+    return f"/v1/events/{quote(event_id, safe='')}"
 
 
 def _subscriber_path(topic: str, user_id: str) -> str:
@@ -102,13 +126,43 @@ class ProducerClient:
     async def aclose(self) -> None:
         await self._api.http.aclose()
 
-    async def send(self, event: Event, idempotency_key: str | None = None) -> str:
-        """Sends one event; returns its id once the server holds it durably (202)."""
+    async def send(
+        self,
+        event: Event,
+        idempotency_key: str | None = None,
+        *,
+        cancel_key: str | None = None,
+        ordering_key: str | None = None,
+    ) -> str:
+        """Sends one event; returns its id once the server holds it durably (202). ``cancel_key``: a handle to
+        ``cancel`` it by later; ``ordering_key``: events with the same key reach each user in send order."""
         key = idempotency_key or new_idempotency_key()
-        answer = await self._api.request(
-            "POST", "/v1/events", json=dict(event), headers={"Idempotency-Key": key}
-        )
+        body = _event_body(event, cancel_key, ordering_key)
+        answer = await self._api.request("POST", "/v1/events", json=body, headers={"Idempotency-Key": key})
         return str(answer["id"])
+
+    async def cancel(self, cancel_keys: Sequence[str]) -> dict[str, Any]:
+        """Retracts every event sent with one of ``cancel_keys`` (``POST /v1/events/cancel``), whatever stage
+        it is at: never delivered, or removed from inboxes and live lists. Idempotent."""
+        answer: dict[str, Any] = await self._api.request(
+            "POST", "/v1/events/cancel", json=_cancel_body(cancel_keys)
+        )
+        return answer
+
+    async def retract(self, event_id: str) -> dict[str, Any]:
+        """Retracts one event by the id ``send`` returned (``DELETE /v1/events/{id}``). Idempotent."""
+        answer = await self._api.request("DELETE", _event_path(event_id))
+        return dict(answer or {})
+
+    async def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Erases everything held about ``user_id`` (``DELETE /v1/users/{id}``). Idempotent."""
+        answer = await self._api.request("DELETE", _user_path(user_id))
+        return dict(answer or {})
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything held about ``user_id``, as JSON (``GET /v1/users/{id}/export``)."""
+        answer: dict[str, Any] = await self._api.request("GET", _user_path(user_id) + "/export")
+        return answer
 
     async def send_batch(self, events: Sequence[Event]) -> list[BatchResult]:
         """Sends many events in one request; one result per event, in order (each succeeds or fails alone)."""
@@ -206,10 +260,36 @@ class SyncProducerClient:
     def close(self) -> None:
         self._api.http.close()
 
-    def send(self, event: Event, idempotency_key: str | None = None) -> str:
+    def send(
+        self,
+        event: Event,
+        idempotency_key: str | None = None,
+        *,
+        cancel_key: str | None = None,
+        ordering_key: str | None = None,
+    ) -> str:
         key = idempotency_key or new_idempotency_key()
-        answer = self._api.request("POST", "/v1/events", json=dict(event), headers={"Idempotency-Key": key})
+        body = _event_body(event, cancel_key, ordering_key)
+        answer = self._api.request("POST", "/v1/events", json=body, headers={"Idempotency-Key": key})
         return str(answer["id"])
+
+    def cancel(self, cancel_keys: Sequence[str]) -> dict[str, Any]:
+        answer: dict[str, Any] = self._api.request(
+            "POST", "/v1/events/cancel", json=_cancel_body(cancel_keys)
+        )
+        return answer
+
+    def retract(self, event_id: str) -> dict[str, Any]:
+        answer = self._api.request("DELETE", _event_path(event_id))
+        return dict(answer or {})
+
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        answer = self._api.request("DELETE", _user_path(user_id))
+        return dict(answer or {})
+
+    def export_user(self, user_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self._api.request("GET", _user_path(user_id) + "/export")
+        return answer
 
     def send_batch(self, events: Sequence[Event]) -> list[BatchResult]:
         answer = self._api.request("POST", "/v1/events/batch", json=_batch_body(events))

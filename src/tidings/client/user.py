@@ -13,6 +13,13 @@ from the server's ``last_seq``, counts it in ``resets`` and calls ``on_reset`` (
 for good only on refused credentials
 (``AuthFailedError``), a protocol error (``StreamProtocolError``), or after ``backoff.max_attempts``
 connection attempts in a row that never became ready (``ConnectionFailedError``).
+
+Beside notifications a stream reports what changes the user's list (``on_retract``: the producer retracted
+notifications, remove them; ``on_state``: archive, unarchive, unread, delete made on any of the user's
+devices; ``on_read``: read and seen marks), each with the counts after it, kept in ``stream.unread`` and
+``stream.unseen``. With a token function, a token that expires on an open WebSocket is replaced in-band (the
+server's ``token_expired`` frame is answered with a fresh auth frame; the connection and its cursor stay); an
+SSE stream, which cannot re-authenticate, reconnects at once with a fresh token and its resume point.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ Notification = dict[str, Any]
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 Transport = Literal["ws", "sse"]
 ResetHandler = Callable[[dict[str, Any]], None]  # gets {"type": "reset", "last_seq": n, "epoch": …}
+# Gets the frame as the server sent it: {"type": "retract", "seqs": [..], "unread": n, "unseen": n},
+# {"type": "state", "action": "archive"|"unarchive"|"unread"|"delete", "seqs": [..], "unread", "unseen"},
+# {"type": "read", "field": "read"|"seen", "seqs": [..] | "up_to": n, "unread", "unseen"}.
+FrameHandler = Callable[[dict[str, Any]], None]
+Status = Literal["unread", "unseen", "archived", "all"]
 
 STREAM_BACKOFF = Backoff(max_attempts=10, base=0.5, cap=30.0)
 # Close codes after which reconnecting cannot help: the client must change (1008: credentials or origin).
@@ -122,10 +134,17 @@ class UserClient:
         limit: int = 50,
         unread: bool = False,
         cursor: str | None = None,
+        status: Status | None = None,
+        category: str | None = None,
+        type: str | None = None,
     ) -> dict[str, Any]:
-        """One page ``{"items": [...], "next": cursor or None}``: newest first, or oldest first with ``after``."""
+        """One page ``{"items": [...], "next": cursor or None}``: newest first, or oldest first with ``after``.
+
+        ``status`` filters (``unread``, ``unseen``, ``archived``, ``all``; the server's default leaves archived
+        ones out), as do ``category`` and ``type``; the cursor pages within the same filter."""
         params: dict[str, str | int | bool] = {"limit": limit}
-        for name, value in (("after", after), ("before", before), ("cursor", cursor)):
+        filters = (("status", status), ("category", category), ("type", type))
+        for name, value in (("after", after), ("before", before), ("cursor", cursor), *filters):
             if value is not None:
                 params[name] = value
         if unread:
@@ -145,6 +164,29 @@ class UserClient:
     async def mark_seen(self, seqs: list[int] | None = None, *, up_to: int | None = None) -> int:
         return await self._mark("seen", seqs, up_to)
 
+    async def archive(self, seqs: list[int]) -> dict[str, Any]:
+        """Archives ``seqs`` (out of the default list and the counts); the server's answer."""
+        return await self._change("archive", seqs)
+
+    async def unarchive(self, seqs: list[int]) -> dict[str, Any]:
+        return await self._change("unarchive", seqs)
+
+    async def mark_unread(self, seqs: list[int]) -> dict[str, Any]:
+        """Marks ``seqs`` unread again."""
+        return await self._change("unread", seqs)
+
+    async def delete(self, seqs: list[int]) -> dict[str, Any]:
+        """Deletes ``seqs`` from this user's inbox (the user's own choice: other users keep theirs)."""
+        return await self._change("delete", seqs)
+
+    async def _change(self, action: str, seqs: list[int]) -> dict[str, Any]:
+        if isinstance(seqs, int) or not seqs:
+            raise ValueError("seqs is a non-empty list of seqs")
+        answer: dict[str, Any] = await self._request(
+            "POST", f"/v1/me/notifications/{action}", json={"seqs": list(seqs)}
+        )
+        return answer
+
     async def _mark(self, field: str, seqs: list[int] | None, up_to: int | None) -> int:
         if (seqs is None) == (up_to is None):
             raise ValueError("give exactly one of seqs or up_to")
@@ -159,15 +201,20 @@ class UserClient:
         *,
         epoch: str | None = None,
         on_reset: ResetHandler | None = None,
+        on_retract: FrameHandler | None = None,
+        on_state: FrameHandler | None = None,
+        on_read: FrameHandler | None = None,
     ) -> NotificationStream:
         """The live stream; ``after`` None starts with what comes next, else with the seqs after it.
 
         ``epoch``: the one ``after`` was saved with (``stream.epoch``); another epoch on the server drops
         ``after``. ``on_reset`` is called when the resume point was dropped (the stream goes on from the
-        server's ``last_seq``: reload what you show)."""
+        server's ``last_seq``: reload what you show). ``on_retract``, ``on_state`` and ``on_read`` get the
+        frames that change notifications already shown (see the module docstring)."""
         if transport not in ("ws", "sse"):
             raise ValueError("transport must be 'ws' or 'sse'")
-        return NotificationStream(self, transport, after, epoch=epoch, on_reset=on_reset)
+        handlers = {"retract": on_retract, "state": on_state, "read": on_read}
+        return NotificationStream(self, transport, after, epoch=epoch, on_reset=on_reset, handlers=handlers)
 
     # For NotificationStream: the pieces of one connection.
 
@@ -204,6 +251,7 @@ class NotificationStream:
         *,
         epoch: str | None = None,
         on_reset: ResetHandler | None = None,
+        handlers: dict[str, FrameHandler | None] | None = None,
     ) -> None:
         self.transport = transport
         self.last_seq = after
@@ -212,8 +260,13 @@ class NotificationStream:
         self.connects = 0
         self.duplicates = 0
         self.resets = 0
+        self.reauths = 0  # fresh tokens sent in-band on an open WebSocket
+        self.unread: int | None = None  # the counts the last retract, state or read frame carried
+        self.unseen: int | None = None
+        self.expires_at: float | None = None  # the connection's token expiry after an in-band re-auth
         self._client = client
         self._on_reset_handler = on_reset
+        self._handlers = {kind: h for kind, h in (handlers or {}).items() if h is not None}
         self._generator = self._run()
 
     def __aiter__(self) -> NotificationStream:
@@ -290,6 +343,19 @@ class NotificationStream:
         if self._on_reset_handler is not None:
             self._on_reset_handler(frame)
 
+    def _on_change(self, frame: dict[str, Any]) -> None:
+        """A retract, state or read frame: the counts after it, then the application's handler. A retraction
+        that names its own seq (the marker row in the stream) moves the resume point past it."""
+        unread, unseen = frame.get("unread"), frame.get("unseen")
+        if isinstance(unread, int) and isinstance(unseen, int):
+            self.unread, self.unseen = unread, unseen
+        seq = frame.get("seq")
+        if isinstance(seq, int) and (self.last_seq is None or seq > self.last_seq):
+            self.last_seq = seq
+        handler = self._handlers.get(str(frame.get("type")))
+        if handler is not None:
+            handler(frame)
+
     def _fresh(self, notification: Any) -> bool:
         """Whether to yield it: a notification at or below the last yielded seq is a duplicate."""
         seq = notification.get("seq") if isinstance(notification, dict) else None
@@ -318,8 +384,17 @@ class NotificationStream:
                         self._on_ready(frame)
                     elif kind == "reset":
                         self._on_reset(frame)
+                    elif kind in ("retract", "state", "read"):
+                        self._on_change(frame)
                     elif kind == "ping":
                         await ws.send('{"type":"pong"}')
+                    elif kind == "token_expired" and self._client.refreshes_tokens:
+                        # Re-auth in-band: same user, fresh token; the connection and its cursor stay.
+                        fresh = {"type": "auth", "token": await self._client.token()}
+                        await ws.send(json.dumps(fresh))
+                        self.reauths += 1
+                    elif kind == "reauthed":
+                        self.expires_at = float(frame["expires_at"])
                     elif kind == "error":
                         error = frame
         except ConnectionClosed as exc:
@@ -367,11 +442,23 @@ class NotificationStream:
                         self._on_ready(json.loads(event.data))
                     elif event.event == "reset":
                         self._on_reset(json.loads(event.data))
+                    elif event.event in ("retract", "state", "read"):
+                        self._sse_change(json.loads(event.data), event.id)
+                    elif event.event == "token_expired" and client.refreshes_tokens:
+                        break  # SSE cannot re-auth in-band: reconnect now, with a fresh token and the cursor
                     elif event.event == "error":
-                        break  # slow consumer: resume from the store
+                        break  # slow consumer, or an expired token: resume from the store (a fixed token: 401)
         except (httpx.TransportError, ValueError) as exc:
             raise _SessionEnded from exc
         raise _SessionEnded  # the server ended the stream (drain)
+
+    def _sse_change(self, frame: Any, event_id: str | None) -> None:
+        """An SSE retract carries its marker row's seq as the event id (the stream's cursor moves past it)."""
+        if not isinstance(frame, dict):
+            return
+        if frame.get("type") == "retract" and event_id is not None and event_id.isdigit():
+            frame = {**frame, "seq": int(event_id)}
+        self._on_change(frame)
 
 
 def _raise_for_close(code: int, error: dict[str, Any]) -> None:

@@ -40,6 +40,11 @@ class EndReason(Enum):
     CLIENT_GONE = "client_gone"
     SLOW_CONSUMER = "slow_consumer"
     DRAINING = "draining"
+    # Decided by the gateway about the client, not by the delivery state (``core.guard``, ``gateway.serve``):
+    TOKEN_EXPIRED = "token_expired"  # the token's grace period passed without an in-band re-auth
+    RATE_LIMITED = "rate_limited"  # the client sent frames faster than its bucket allows
+    UNAUTHORIZED = "unauthorized"  # an in-band re-auth with a token that does not verify
+    USER_MISMATCH = "user_mismatch"  # an in-band re-auth with a valid token of another user or app
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,8 @@ class Encoder:
 
 
 def _ws_notification(_seq: int, payload: bytes) -> bytes:
+    if payload.startswith(frames.RETRACT_PREFIX):  # a retraction's marker row: its payload is the frame
+        return payload
     return frames.encode_notification(payload)
 
 
@@ -60,6 +67,8 @@ def _same(frame: bytes) -> bytes:
 
 
 def _sse_notification(seq: int, payload: bytes) -> bytes:
+    if payload.startswith(frames.RETRACT_PREFIX):  # a retraction's marker row, at its seq
+        return frames.sse_event("retract", payload, id=seq)
     return frames.sse_event("notification", payload, id=seq)
 
 
@@ -68,7 +77,7 @@ def _sse_heartbeat() -> bytes:
 
 
 def _sse_sync(payload: bytes) -> bytes:
-    return frames.sse_event("read", payload)
+    return frames.sse_event(frames.sync_event_name(payload), payload)
 
 
 WS_ENCODER: Final = Encoder(_ws_notification, frames.encode_ping, _same)
@@ -157,19 +166,18 @@ class Connection:
         if self.end_reason is not None:
             return
         session = self._session
-        if seq <= session.last_seq:
-            self._notices.append(Dropped(seq))
-            return
-        step = session.live(seq, payload)
-        if step.fetch_after is None and len(step.send) == 1:
-            # The common case, one frame for the next seq, without the loop of ``_apply`` (the hot path).
+        if session.next_live(seq):
+            # The common case, one frame for the next seq, without a ``Step`` or ``_apply`` (the hot path).
             if self._outbox.push(self._encoder.notification(seq, payload)):
                 self.pending = True
                 self._written.append(seq)
             else:
                 self._overflowed()
             return
-        self._apply(step)
+        if seq <= session.last_seq:
+            self._notices.append(Dropped(seq))
+            return
+        self._apply(session.live(seq, payload))
 
     def receive_backlog(self, rows: Sequence[tuple[int, bytes]]) -> None:
         """The answer to the last ``NeedBacklog``: store rows with seq > its ``after``, ascending."""

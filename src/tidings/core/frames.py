@@ -113,9 +113,13 @@ def encode_ready(user: str, last_seq: int, epoch: str) -> bytes:
     return _dumps({"type": "ready", "user": user, "last_seq": last_seq, "epoch": epoch})
 
 
-def encode_reset(last_seq: int, epoch: str) -> bytes:
+def encode_reset(last_seq: int, epoch: str, *, expired: bool = False) -> bytes:
     """``{"type":"reset","last_seq":…,"epoch":…}``: right after ready when the client's cursor was ahead of
-    ``last_seq``; the stream goes on from ``last_seq``. SSE sends the same JSON as ``event: reset``."""
+    ``last_seq``; the stream goes on from ``last_seq``. SSE sends the same JSON as ``event: reset``.
+    ``expired``: the cursor was below the retention floor; ``last_seq`` is then where the stream goes on from
+    (the latest page follows) and the frame says ``"reason":"expired"``."""
+    if expired:
+        return _dumps({"type": "reset", "last_seq": last_seq, "epoch": epoch, "reason": "expired"})
     return _dumps({"type": "reset", "last_seq": last_seq, "epoch": epoch})
 
 
@@ -140,6 +144,23 @@ def encode_read(field: str, *, seqs: list[int] | None, up_to: int | None, unread
 def encode_error(code: str, message: str) -> bytes:
     """``{"type":"error","code":…,"message":…}``: sent before the server closes the connection."""
     return _dumps({"type": "error", "code": code, "message": message})
+
+
+# --- token lifetime (docs/protocol.md "Token lifetime and re-authentication") --------------------------------------
+
+
+def encode_token_expired(grace: float) -> bytes:
+    """``{"type":"token_expired","grace":S}``: the connection's token has just expired; the client has ``S``
+    seconds to send ``{"type":"auth","token":…}`` with a fresh token of the same user, or the server closes it
+    with 1008 (error code ``token_expired``). SSE sends the same JSON as ``event: token_expired`` (and then
+    ends the stream: the client reconnects with a fresh token)."""
+    return _dumps({"type": "token_expired", "grace": grace})
+
+
+def encode_reauthed(expires_at: float) -> bytes:
+    """``{"type":"reauthed","expires_at":EXP}``: the fresh token of an in-band re-auth was accepted; the
+    connection now lives until ``EXP`` (the new token's ``exp``, seconds since the epoch). Nothing is resent."""
+    return _dumps({"type": "reauthed", "expires_at": expires_at})
 
 
 _PING = b'{"type":"ping"}'
@@ -199,3 +220,33 @@ def parse_last_event_id(value: str | None) -> int | None:
     if not _DECIMAL.fullmatch(value) or int(value) > MAX_SEQ:
         raise FrameError("Last-Event-ID must be a seq: a decimal integer >= 0")
     return int(value)
+
+
+# --- the life of a notification (retraction and per-user states) ----------------------------------------------
+
+
+def encode_retract(seqs: list[int], *, unread: int, unseen: int) -> bytes:
+    """``{"type":"retract","seqs":[…],"unread":n,"unseen":n}``: these notifications are gone (the producer
+    retracted them); remove them, and show the counts after. SSE sends the same JSON as ``event: retract``.
+    A backlog shows a retraction at the seq of its marker row (SSE: with that ``id:``), so a resumed stream
+    learns of it too."""
+    return _dumps({"type": "retract", "seqs": seqs, "unread": unread, "unseen": unseen})
+
+
+def encode_state(action: str, *, seqs: list[int], unread: int, unseen: int) -> bytes:
+    """``{"type":"state","action":"archive"|"unarchive"|"unread"|"delete","seqs":[…],"unread":n,"unseen":n}``:
+    a state change made by one of the user's clients, with the counts after it. SSE: ``event: state``."""
+    return _dumps({"type": "state", "action": action, "seqs": seqs, "unread": unread, "unseen": unseen})
+
+
+RETRACT_PREFIX = b'{"type":"retract"'
+STATE_PREFIX = b'{"type":"state"'
+
+
+def sync_event_name(frame: bytes) -> str:
+    """The SSE event name of a frame the API made for live connections (read-sync, state, retract)."""
+    if frame.startswith(STATE_PREFIX):
+        return "state"
+    if frame.startswith(RETRACT_PREFIX):
+        return "retract"
+    return "read"

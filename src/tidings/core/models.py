@@ -76,6 +76,11 @@ class Event:
     # fan-out joins the producer's trace across processes; None when tracing is off.
     trace: TraceCarrier | None = None
     part: FanoutPart | None = None  # set on the fan-out jobs a large topic event is split into
+    # Events with the same ordering key are fanned out in acceptance order, whatever the number of workers
+    # (None: the default of ``tidings.core.ordering.ordering_key``).
+    ordering_key: str | None = None
+    # The producer's handle to retract the event later (``POST /v1/events/cancel``); None: only by its id.
+    cancel_key: str | None = None
 
 
 def event_to_bytes(event: Event) -> bytes:
@@ -98,6 +103,10 @@ def event_to_bytes(event: Event) -> bytes:
     if event.part is not None:
         part = event.part
         obj["part"] = [part.kind, part.root, part.index, part.after, part.until]
+    if event.ordering_key is not None:  # absent rather than null, as trace: older readers see what they knew
+        obj["ordering_key"] = event.ordering_key
+    if event.cancel_key is not None:
+        obj["cancel_key"] = event.cancel_key
     return orjson.dumps(obj)
 
 
@@ -119,6 +128,8 @@ def event_from_bytes(raw: bytes) -> Event:
         idempotency_key=obj.get("idempotency_key"),
         trace=trace_carrier(obj.get("trace")),
         part=_part(obj.get("part")),
+        ordering_key=obj.get("ordering_key"),
+        cancel_key=obj.get("cancel_key"),
     )
 
 
@@ -185,6 +196,9 @@ class StoredNotification:
     seq: int
     event_id: str
     payload: bytes
+    # "notification"; "retract": a retraction's marker row (``payload`` is the retract frame); "gone": a write
+    # whose event was retracted, or whose row was removed: nothing to publish.
+    kind: str = "notification"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +209,13 @@ class InboxItem:
     payload: bytes
     read_at: float | None
     seen_at: float | None
+    archived_at: float | None = None
 
     def to_json(self) -> JSON:
         obj: JSON = orjson.loads(self.payload)
         obj["read_at"] = isoformat(self.read_at) if self.read_at is not None else None
         obj["seen_at"] = isoformat(self.seen_at) if self.seen_at is not None else None
+        obj["archived_at"] = isoformat(self.archived_at) if self.archived_at is not None else None
         return obj
 
 

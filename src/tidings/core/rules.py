@@ -90,6 +90,9 @@ class AppRules:
     aggregate_window: float = DEFAULT_WINDOW  # 0: no aggregation
     digest_delay: float = 3600.0  # low-priority offline deliveries wait this long, for a digest
     ttl: float | None = None  # None: events never go stale
+    # Retention (``core.retention``): per user inbox; None: the process-wide default, 0: no limit.
+    retention_max_age: float | None = None  # seconds
+    retention_max_count: int | None = None  # rows
 
     def category_of(self, event_type: str) -> str:
         """The type's category; a type the rules do not name is its own category."""
@@ -354,6 +357,7 @@ def rules_to_json(rules: AppRules) -> JSON:
         "aggregate_window": rules.aggregate_window,
         "digest_delay": rules.digest_delay,
         "ttl": rules.ttl,
+        "retention": {"max_age": rules.retention_max_age, "max_count": rules.retention_max_count},
     }
 
 
@@ -374,6 +378,8 @@ def rules_from_json(obj: Mapping[str, Any]) -> AppRules:
         aggregate_window=float(obj.get("aggregate_window", defaults.aggregate_window)),
         digest_delay=float(obj.get("digest_delay", defaults.digest_delay)),
         ttl=obj.get("ttl"),
+        retention_max_age=(obj.get("retention") or {}).get("max_age"),
+        retention_max_count=(obj.get("retention") or {}).get("max_count"),
     )
 
 

@@ -71,6 +71,11 @@ user_seqs = Table(
     Column("app", String(64), nullable=False),
     Column("user_id", String(255), nullable=False),
     Column("last_seq", BigInteger, nullable=False),
+    # O(1) counts (migration 0007), kept in the same transaction as every change of the user's rows: the
+    # shown notifications not archived and unread / unseen, and the shown archived ones.
+    Column("unread", BigInteger, nullable=False, server_default="0"),
+    Column("unseen", BigInteger, nullable=False, server_default="0"),
+    Column("archived", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("app", "user_id"),
 )
 
@@ -92,12 +97,28 @@ inbox = Table(
     # as unread and backlogs leave it out), and when this row's group started (NULL: not joinable).
     Column("replaced_by", BigInteger, nullable=True),
     Column("group_started_at", Float, nullable=True),
+    # The life of a notification (migration 0007, ``backends.sql.lifecycle``): archived by the user; removed
+    # (retracted by the producer or deleted by the user: no longer shown, counted or streamed); ``kind``
+    # 'retract' for the marker row a retraction adds, which a backlog shows as a ``retract`` frame; the
+    # notification ``type`` (for filters); ``chain``, the first seq of the aggregate the row belongs to,
+    # and ``contrib``, while the row's event still counts in that aggregate, its actor and the actor limit
+    # (JSON), so an aggregate is re-rendered from its surviving events.
+    Column("archived_at", Float, nullable=True),
+    Column("removed_at", Float, nullable=True),
+    Column("kind", String(12), nullable=False, server_default="notification"),
+    Column("type", String(100), nullable=True),
+    Column("chain", BigInteger, nullable=True),
+    Column("contrib", Text, nullable=True),
     PrimaryKeyConstraint("app", "user_id", "seq"),
     UniqueConstraint("app", "user_id", "event_id", name="ux_inbox_event"),
     # The lookup of a user's current aggregate of a group. Declared as a (trivially true) unique constraint
     # rather than an index so that it is part of the table's DDL, which the PostgreSQL hash partitioning
     # recreates (backends/sql/postgres/partitions.py), and it starts with the partition key as PostgreSQL requires.
     UniqueConstraint("app", "user_id", "group_key", "seq", name="ux_inbox_group"),
+    # A retraction finds an event's rows in every inbox of the app (migration 0007). With user_id last, the
+    # per-user lookup by (app, user_id, event_id) is fully indexed whichever of the two indexes a planner
+    # picks (PostgreSQL, with stale statistics after a big fan-out, once picked this one for it).
+    Index("ix_inbox_event", "app", "event_id", "user_id"),
 )
 
 topic_subscribers = Table(
@@ -108,6 +129,7 @@ topic_subscribers = Table(
     Column("user_id", String(255), nullable=False),
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("app", "topic", "user_id"),
+    Index("ix_topic_subscribers_user", "app", "user_id"),  # migration 0008: a user's memberships (erasure)
 )
 
 stream_tickets = Table(
@@ -309,4 +331,45 @@ dead_events = Table(
     Column("event_id", String(32), nullable=False),
     Column("error", Text, nullable=False),
     Column("at", Float, nullable=False),
+)
+
+
+# --- the life of a notification (migration 0007) ----------------------------------------------------------------
+
+# Retractions the fan-out checks inside the inbox write, so one recorded before its event is written wins:
+# ``kind`` 'event' (key: an event id) or 'key' (a cancel key: it wins over the events accepted up to ``at``).
+retractions = Table(
+    "retractions",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "kind", "key"),
+    Index("ix_retractions_at", "at"),
+)
+
+# Which events carried a cancel key (written with their inbox rows), so a cancel by key finds them.
+cancel_keys = Table(
+    "cancel_keys",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("cancel_key", String(255), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("accepted_at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "cancel_key", "event_id"),
+)
+
+# --- retention (migration 0008) ----------------------------------------------------------------------------------
+
+# Per (app, user): the highest seq the retention sweep deleted. Every seq at or below ``swept_to`` is gone, the
+# seqs above it are kept gap-free; a stream resuming from below it is told (``core.resume``).
+inbox_floors = Table(
+    "inbox_floors",
+    metadata,
+    Column("app", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("swept_to", BigInteger, nullable=False),
+    Column("swept_at", Float, nullable=False),
+    PrimaryKeyConstraint("app", "user_id"),
 )

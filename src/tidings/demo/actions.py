@@ -2,7 +2,8 @@
 
 Each person of the demo app is a user id; ``followers:<id>`` is the topic of that person's followers, so a
 post fans out to them (as a real app would wire it). Every event names its actor and carries the sentence the
-inbox shows in ``data.text``.
+inbox shows in ``data.text``. A like carries a ``cancel_key`` naming who liked which post, so an unlike
+retracts it by that key (``POST /v1/events/cancel``), as an app undoes a notification whose action was undone.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ PEOPLE: dict[str, tuple[str, str]] = {
     "dave": ("Dave", "#9c36b5"),
 }
 
-Action = Literal["like", "comment", "follow", "post"]
+Action = Literal["like", "unlike", "comment", "follow", "post"]
 
 
 @dataclass(frozen=True, slots=True)
 class Planned:
     """An event body for ``POST /v1/events`` and, for a follow, the topic subscription to make first."""
 
-    event: dict[str, Any]
+    event: dict[str, Any] | None  # None: nothing to send (an unlike only cancels)
     subscribe: tuple[str, str] | None = None  # (topic, user)
+    cancel: str | None = None  # the cancel_key to retract (an unlike)
 
 
 def followers_topic(user: str) -> str:
@@ -40,6 +42,11 @@ def post_id(user: str) -> str:
     return f"post:{user}:1"
 
 
+def like_key(actor: str, target: str) -> str:
+    """The cancel_key of ``actor``'s like of ``target``'s post: what an unlike cancels."""
+    return f"like:{actor}:{post_id(target)}"
+
+
 def name_of(user: str) -> str:
     return PEOPLE[user][0] if user in PEOPLE else user
 
@@ -49,7 +56,11 @@ def plan(action: Action, actor: str, target: str, text: str = "") -> Planned:
     who = {"id": actor, "name": name_of(actor)}
     name = who["name"]
     if action == "like":
-        return Planned(_to(target, "post.liked", who, post_id(target), f"{name} liked your post", like=True))
+        event = _to(target, "post.liked", who, post_id(target), f"{name} liked your post", like=True)
+        event["cancel_key"] = like_key(actor, target)
+        return Planned(event)
+    if action == "unlike":
+        return Planned(None, cancel=like_key(actor, target))
     if action == "comment":
         said = text or "Nice!"
         return Planned(_to(target, "post.commented", who, post_id(target), f'{name} commented: "{said}"'))

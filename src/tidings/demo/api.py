@@ -8,6 +8,9 @@ Events are validated by the producer API's own schema and appended to the event 
 of a ``demo`` app created earlier (by a previous run, or by ``tidings apps create demo`` as in the README).
 Everything after the append (fan-out, inbox, live delivery) is the path every producer's events take.
 
+An unlike retracts the like by its ``cancel_key`` through the inbox's retraction, as ``POST /v1/events/cancel``
+does, and publishes what it returns (the ``retract`` marker, re-rendered aggregates) on the live bus.
+
 Anyone who reaches a server in demo mode can act as any demo person: never turn it on in production. Other
 apps are untouched: tokens are minted for the ``demo`` app only.
 """
@@ -26,9 +29,9 @@ from tidings.api.routing import json_router
 from tidings.api.schemas import EventIn
 from tidings.auth import create_app_record, mint_user_token
 from tidings.core.ids import new_id
-from tidings.core.models import App
+from tidings.core.models import App, LiveMessage
 from tidings.demo.actions import DEMO_APP, PEOPLE, Action, name_of, plan
-from tidings.errors import AppExistsError, UnavailableError
+from tidings.errors import AppExistsError, TidingsError, UnavailableError
 from tidings.ports import Append
 from tidings.runtime import Runtime
 
@@ -65,9 +68,10 @@ class ActionIn(BaseModel):
 
 
 class ActionOut(BaseModel):
-    event_id: str
+    event_id: str = Field(description="the event sent; empty for an unlike, which sends none")
     type: str
     to: list[str] | str = Field(description="the recipients, or the topic a post went to")
+    cancelled: str | None = Field(None, description="the cancel_key an unlike retracted")
 
 
 class DemoApp:
@@ -128,18 +132,33 @@ async def session(body: SessionIn, demo: Demo, request: Request) -> Session:
     "/actions",
     status_code=202,
     responses=errors.responses(400, 422, 503),
-    summary="Do something as one person to another (like, comment, follow) or to one's followers (post)",
+    summary="Do something as one person to another (like, unlike, comment, follow) or to one's followers (post)",
 )
 async def act(body: ActionIn, demo: Demo, request: Request) -> ActionOut:
     runtime: Runtime = request.app.state.runtime
     app = await demo.get()
-    planned = plan(body.action, body.actor, body.target or body.actor, body.text.strip())
+    target = body.target or body.actor
+    planned = plan(body.action, body.actor, target, body.text.strip())
+    if planned.cancel is not None:
+        await _cancel(runtime, app, planned.cancel)
+        return ActionOut(event_id="", type="post.liked", to=[target], cancelled=planned.cancel)
+    assert planned.event is not None
     if planned.subscribe is not None:
         topic, user = planned.subscribe
         await runtime.store.topics.subscribe(app.name, topic, user)
     event_id = await _append(runtime, app, planned.event)
     event = planned.event
     return ActionOut(event_id=event_id, type=event["type"], to=event.get("recipients") or event["topic"])
+
+
+async def _cancel(runtime: Runtime, app: App, cancel_key: str) -> None:
+    """Retract the events sent with ``cancel_key``, as ``POST /v1/events/cancel`` does for a producer."""
+    rows = await runtime.store.inbox.retract(app.name, event_ids=[], cancel_keys=[cancel_key])
+    messages = [LiveMessage(r.app, r.user, r.seq, r.payload, kind=r.kind) for r in rows if r.kind != "gone"]
+    # Committed whatever the bus does: gateways gap-fill the marker and re-rendered rows from the inbox.
+    with contextlib.suppress(TidingsError):
+        if messages:
+            await runtime.bus.publish(messages)
 
 
 async def _append(runtime: Runtime, app: App, body: dict[str, Any]) -> str:

@@ -8,10 +8,11 @@ come from ``api.errors`` only, so both shells refuse identically.
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from tidings.api import errors
-from tidings.auth import AppCache, authenticate_user
+from tidings.auth import AppCache, authenticate_user_until
 from tidings.core import frames
 from tidings.core.connection import EndReason
 from tidings.core.models import App
@@ -32,7 +33,22 @@ class Refused(Exception):
 
 DRAINING = Refused("draining", "server is restarting", errors.WS_DRAINING)
 AUTH_TIMEOUT = Refused("auth_timeout", "no auth frame in time", errors.WS_POLICY)
-ALREADY_AUTHENTICATED = Refused("already_authenticated", "auth was already done", errors.WS_POLICY)
+TOKEN_EXPIRED = Refused("token_expired", "the token has expired: get a fresh one", errors.WS_POLICY)
+RATE_LIMITED = Refused("rate_limited", "too many frames: slow down", errors.WS_POLICY)
+UNAUTHORIZED = Refused("unauthorized", "invalid credentials", errors.WS_POLICY)
+USER_MISMATCH = Refused(
+    "user_mismatch", "a re-auth token must be for the same app and user", errors.WS_POLICY
+)
+
+
+class Admitted(NamedTuple):
+    """Who may stream: the app and user of the token, the resume point of the auth frame, and the token's
+    ``exp`` (the connection's lifetime, ``gateway.inband``)."""
+
+    app: App
+    user: str
+    after: int | None
+    expires_at: float
 
 
 async def admit(
@@ -41,7 +57,9 @@ async def admit(
     origin: str | None,
     host: str,
     cache: AppCache | None = None,
-) -> tuple[App, str, int | None]:
+    *,
+    scheme: str = "http",
+) -> Admitted:
     """Check the first client frame (an auth frame) and the browser's origin; ``Refused`` when not admitted."""
     try:
         frame = frames.parse_client_frame(data)
@@ -50,7 +68,7 @@ async def admit(
     if not isinstance(frame, frames.AuthFrame):
         raise Refused("auth_required", "the first frame must be an auth frame", errors.WS_POLICY)
     try:
-        app, user = await authenticate_user(runtime, frame.token, cache)
+        app, user, expires_at = await authenticate_user_until(runtime, frame.token, cache)
     except AuthError as exc:
         # An expired token is told apart (the client refreshes it and reconnects); any other refusal is
         # "unauthorized" with no detail, so a probe learns nothing about apps or secrets.
@@ -59,19 +77,20 @@ async def admit(
                 "token_expired", "the token has expired: get a fresh one", errors.WS_POLICY
             ) from None
         raise Refused(exc.code, "invalid credentials", errors.WS_POLICY) from None
-    if not origin_allowed(origin, host, app):
+    if not origin_allowed(origin, host, app, scheme):
         raise Refused("origin_not_allowed", "this origin may not connect", errors.WS_POLICY)
-    return app, user, frame.after
+    return Admitted(app, user, frame.after, expires_at)
 
 
-def origin_allowed(origin: str | None, host: str, app: App) -> bool:
-    """Browsers send Origin; other clients need not. An app without origins allows only our own origin."""
+def origin_allowed(origin: str | None, host: str, app: App, scheme: str = "http") -> bool:
+    """Browsers send Origin; other clients need not. An app without origins allows only our own origin: the same
+    host and port, and the same scheme (``http``/``https``) as the client reached us by."""
     if origin is None:
         return True
     if app.origins:
         return origin in app.origins
     parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc == host
+    return parts.scheme == scheme and parts.netloc == host
 
 
 def invalid_frame(exc: FrameError) -> Refused:
@@ -89,4 +108,29 @@ def for_end(reason: EndReason | None) -> Refused | None:
         return Refused("slow_consumer", "resume with after=<last seq>", errors.WS_TRY_AGAIN)
     if reason is EndReason.DRAINING:
         return Refused("draining", "server is restarting; resume", errors.WS_DRAINING)
-    return None
+    return _GUARD_ENDS.get(reason) if reason is not None else None
+
+
+# --- after ready: the token's lifetime and in-band re-auth (``gateway.inband``) ---------------------------------
+
+_GUARD_ENDS = {
+    EndReason.TOKEN_EXPIRED: TOKEN_EXPIRED,
+    EndReason.RATE_LIMITED: RATE_LIMITED,
+    EndReason.UNAUTHORIZED: UNAUTHORIZED,
+    EndReason.USER_MISMATCH: USER_MISMATCH,
+}
+
+
+async def reauthenticate(
+    runtime: Runtime, token: str, app: str, user: str, cache: AppCache | None = None
+) -> float:
+    """An in-band re-auth on an open connection of ``user`` of ``app``: the fresh token's ``exp``, or
+    ``Refused`` (1008) when it does not verify (``unauthorized``), has expired (``token_expired``) or belongs to
+    another user or app (``user_mismatch``)."""
+    try:
+        fresh_app, fresh_user, expires_at = await authenticate_user_until(runtime, token, cache)
+    except AuthError as exc:
+        raise (TOKEN_EXPIRED if exc.reason == "token_expired" else UNAUTHORIZED) from None
+    if fresh_app.name != app or fresh_user != user:
+        raise USER_MISMATCH
+    return expires_at

@@ -37,7 +37,14 @@ class _Entry:
     listeners: list[LiveHandler] = field(default_factory=list)
 
     def dispatch(self, message: LiveMessage) -> None:
-        for listener in tuple(self.listeners):
+        listeners = self.listeners
+        if len(listeners) == 1:  # the common case (one connection of this user here): no copy
+            try:
+                listeners[0](message)
+            except Exception:
+                log.exception("listener_failed")
+            return
+        for listener in tuple(listeners):
             try:
                 listener(message)
             except Exception:  # one broken connection must not starve the others

@@ -24,10 +24,10 @@ from typing import cast
 
 from tidings.api import errors
 from tidings.auth import AppCache
-from tidings.core import frames
-from tidings.errors import FrameError
+from tidings.errors import TidingsError
 from tidings.gateway import admission, rfc6455, serve
 from tidings.gateway.admission import Refused
+from tidings.gateway.inband import InBand
 from tidings.gateway.rfc6455 import WireError
 from tidings.gateway.stream import EndReason, LiveStream
 from tidings.runtime import Runtime
@@ -73,8 +73,16 @@ class FastGateway:
         self._server: asyncio.Server | None = None
         self._all_gone = asyncio.Event()  # set when the last connection is gone (for ``close``)
 
+    def adopt(self, transport: asyncio.Transport, data: bytes, scheme: str = "http") -> None:
+        """Takes over a socket whose request head (``data``, with any bytes after it) another protocol read: the
+        one-port hand-off of ``gateway.front``. ``scheme`` is how the client reached us (the Origin check)."""
+        connection = _Connection(self, scheme)
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
+        connection.data_received(data)
+
     async def start(self) -> int:
-        """Binds and starts accepting; returns the bound port (useful with port 0)."""
+        """Binds a listener of its own and starts accepting; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self), self.host, self.port, reuse_port=self._reuse_port, backlog=BACKLOG
@@ -120,9 +128,11 @@ class _Connection(asyncio.Protocol):
         "_gateway",
         "_handshake",
         "_host",
+        "_inband",
         "_origin",
         "_reader",
         "_runtime",
+        "_scheme",
         "_stream",
         "_task",
         "_timer",
@@ -130,8 +140,9 @@ class _Connection(asyncio.Protocol):
         "_writable",
     )
 
-    def __init__(self, gateway: FastGateway) -> None:
+    def __init__(self, gateway: FastGateway, scheme: str = "http") -> None:
         self._gateway = gateway
+        self._scheme = scheme
         self._runtime = gateway.runtime
         self._transport: asyncio.Transport | None = None
         self._handshake: bytes | None = b""  # the request head read so far; None once answered
@@ -141,6 +152,7 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._stream: LiveStream | None = None
+        self._inband: InBand | None = None
         self._early: list[bytes] | None = None  # messages that arrived while auth was checked
         self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
         self._closing = False
@@ -225,7 +237,9 @@ class _Connection(asyncio.Protocol):
                 self._stream.end(EndReason.CLIENT_GONE)
             self._close(1000 if not self._closing else None)  # answer theirs, or theirs answered ours
         elif opcode == rfc6455.OP_PING:
-            self._send_control(rfc6455.control_frame(rfc6455.OP_PONG, payload))
+            # Counted like any client frame once streaming: a ping flood is closed as rate_limited too.
+            if self._inband is None or self._inband.spend():
+                self._send_control(rfc6455.control_frame(rfc6455.OP_PONG, payload))
         elif opcode in (rfc6455.OP_TEXT, rfc6455.OP_BINARY) and not self._closing:
             self._on_message(payload)
 
@@ -240,19 +254,15 @@ class _Connection(asyncio.Protocol):
             if len(self._early) > MAX_EARLY_MESSAGES:
                 self._refuse(Refused("too_many_frames", "wait for the ready frame", errors.WS_POLICY))
         else:
-            self._on_client_frame(self._stream, message)
+            self._on_client_frame(message)
 
-    def _on_client_frame(self, stream: LiveStream, message: bytes) -> None:
-        """Client frames after auth: ping (answered with pong) and pong; anything else ends the connection."""
-        try:
-            frame = frames.parse_client_frame(message)
-        except FrameError as exc:
-            self._refuse(admission.invalid_frame(exc))
-            return
-        if isinstance(frame, frames.PingFrame):
-            stream.push_control(frames.encode_pong())
-        elif isinstance(frame, frames.AuthFrame):
-            self._refuse(admission.ALREADY_AUTHENTICATED)
+    def _on_client_frame(self, message: bytes) -> None:
+        """Client frames after auth, to ``gateway.inband`` (ping, pong, re-auth, the flood budget); a malformed
+        one ends the connection."""
+        assert self._inband is not None
+        refused = self._inband.receive(message)
+        if refused is not None:
+            self._refuse(refused)
 
     def _auth_timed_out(self) -> None:
         self._timer = None
@@ -266,21 +276,25 @@ class _Connection(asyncio.Protocol):
     async def _run(self, first: bytes) -> None:
         runtime = self._runtime
         try:
-            app, user, after = await admission.admit(
-                runtime, first, self._origin, self._host, self._gateway.app_cache
+            app, user, after, expires_at = await admission.admit(
+                runtime, first, self._origin, self._host, self._gateway.app_cache, scheme=self._scheme
             )
         except Refused as refused:
             self._refuse(refused)
+            return
+        except TidingsError as exc:  # the store failed looking the app up: tell the client to come back
+            self._refuse(admission.failed(exc))
             return
         first = b""  # the coroutine frame lives as long as the stream: keep none of the token
         if self._closing:
             return
         self._origin = None
         stream = self._stream = LiveStream(runtime, app.name, user, transport="ws", record=app)
+        inband = self._inband = InBand(runtime, stream, expires_at, self._gateway.app_cache)
         for message in self._early or ():
-            self._on_client_frame(stream, message)
+            self._on_client_frame(message)
         self._early = None
-        await serve.serve(runtime, stream, after, serve.websocket_ready, self)
+        await serve.serve(runtime, stream, after, serve.websocket_ready, self, inband)
 
     # --- writing: the ``serve.Transport`` of the stream -----------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Final
 
 from tidings.core.models import LiveMessage
-from tidings.observability.funnel import Funnel, Held, Written
+from tidings.observability.funnel import Funnel, Held
 
 MAX_HELD: Final = (
     256  # live messages remembered while their frame waits to be queued (a gap-fill in progress)
@@ -46,8 +46,11 @@ class DeliveryObserver:
         The caller checks ``message.seq > last_seq and message.seq not in held`` first (the hot path)."""
         if len(self.held) >= MAX_HELD:
             self._forget_waiting(last_seq)  # a long gap-fill: its frames count as resumed rather than live
-        self.held[message.seq] = self.funnel.holding(
-            self.transport, message.seq, message.accepted_at, message.trace
+        trace = message.trace
+        self.held[message.seq] = (
+            (message.accepted_at, None)  # untraced: what ``holding`` makes, without the call (per message)
+            if trace is None
+            else self.funnel.holding(self.transport, message.seq, message.accepted_at, trace)
         )
 
     def written(self, frames: int, seqs: list[int]) -> None:
@@ -56,9 +59,14 @@ class DeliveryObserver:
         if not seqs:
             return
         held = self.held
-        written: list[Written] = [(seq, held.pop(seq, None) if held else None) for seq in seqs]
+        live: list[tuple[int, Held]] = []
+        if held:  # empty for a resume page: nothing to look up
+            for seq in seqs:
+                item = held.pop(seq, None)
+                if item is not None:
+                    live.append((seq, item))
         self._last_written = seqs[-1]
-        self.funnel.delivered(self.app, self.user, self.transport, written)
+        self.funnel.delivered(self.app, self.user, self.transport, seqs, live)
 
     def overflow(self) -> None:
         """The outbox overflowed: the connection is closed as a slow consumer."""

@@ -40,6 +40,8 @@ def websocket_ready(user: str, opened: Opened) -> list[bytes]:
     ready = frames.encode_ready(user, opened.last_seq, opened.epoch)
     if not opened.reset:
         return [ready]
+    if opened.expired:  # the cursor was below the retention floor: the latest page, after ``start``, follows
+        return [ready, frames.encode_reset(opened.start, opened.epoch, expired=True)]
     return [ready, frames.encode_reset(opened.last_seq, opened.epoch)]
 
 
@@ -61,7 +63,8 @@ async def deliver(
     runtime: Runtime, stream: LiveStream, after: int | None, ready: Ready
 ) -> AsyncGenerator[list[bytes], None]:
     """The batches to write for ``stream``, the ready frame first (and the reset frame, in the same batch, when
-    the client's cursor was ahead: ``core.resume``); each is written before the next is asked.
+    the client's cursor was ahead: ``core.resume``; and the backlog's first page when it was read while opening);
+    each is written before the next is asked.
 
     The stream may already be open (SSE opens it before its response starts, so a failing store is an HTTP
     error rather than a stream that ends at once). Use with ``contextlib.aclosing`` so that the ``finally``
@@ -72,8 +75,7 @@ async def deliver(
     stream.observer.opened()
     try:
         opened = await stream.open(after)
-        yield ready(stream.user, opened)
-        async for batch in stream.batches():
+        async for batch in stream.batches(lead=ready(stream.user, opened)):
             yield batch
     finally:
         stream.end(EndReason.CLIENT_GONE)  # kept if another reason came first
@@ -82,11 +84,27 @@ async def deliver(
         await stream.close()
 
 
+class Guard(Protocol):
+    """What runs beside a stream for its whole life (``gateway.inband``: the token's lifetime, the client's
+    in-band frames); it may end the stream, whose close then says why."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 async def serve(
-    runtime: Runtime, stream: LiveStream, after: int | None, ready: Ready, transport: Transport
+    runtime: Runtime,
+    stream: LiveStream,
+    after: int | None,
+    ready: Ready,
+    transport: Transport,
+    guard: Guard | None = None,
 ) -> None:
     """Run ``stream`` to its end over ``transport``, then close it with what the end reason calls for."""
     refused: Refused | None = None
+    if guard is not None:
+        guard.start()
     try:
         async with contextlib.aclosing(deliver(runtime, stream, after, ready)) as batches:
             async for batch in batches:
@@ -96,4 +114,7 @@ async def serve(
     except TidingsError as exc:  # e.g. the store became unavailable: the client resumes elsewhere or later
         log.warning("stream_failed", error=exc.code)
         refused = admission.failed(exc)
+    finally:
+        if guard is not None:
+            await guard.stop()
     await transport.close(refused or admission.for_end(stream.end_reason))

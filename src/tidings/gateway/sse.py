@@ -15,12 +15,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from tidings.auth import authenticate_user
+from tidings.auth import authenticate_user_until
 from tidings.core import frames
 from tidings.core.backoff import jittered
 from tidings.core.models import App
 from tidings.errors import AuthError, FrameError, InvalidInputError, UnavailableError
 from tidings.gateway import serve
+from tidings.gateway.inband import Watch, sse_warning
 from tidings.gateway.stream import EndReason, LiveStream, Opened
 from tidings.runtime import Runtime
 
@@ -32,29 +33,34 @@ async def stream_endpoint(request: Request) -> StreamingResponse:
     runtime: Runtime = request.app.state.runtime
     if runtime.draining:
         raise UnavailableError("server is restarting", retry_after=1)
-    app, user, record = await _credentials(request, runtime)
+    app, user, record, expires_at = await _credentials(request, runtime)
     after = _after(request)
     stream = LiveStream(runtime, app, user, transport="sse", record=record)
     await stream.open(after)  # before the response: a failing store is an HTTP error, not an empty stream
+    # A bearer token's stream lives until its exp (+ grace): SSE cannot re-auth in-band, the client reconnects.
+    watch = None if expires_at is None else Watch(runtime, stream, expires_at, sse_warning)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(_body(runtime, stream, after), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        _body(runtime, stream, after, watch), media_type="text/event-stream", headers=headers
+    )
 
 
-async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str, App | None]:
-    """The app's name, the user and, with a bearer token, the app as stored (a ticket names only the app)."""
+async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str, App | None, float | None]:
+    """The app's name, the user and, with a bearer token, the app as stored and the token's exp (a ticket names
+    only the app, and its stream is not bound to a token's lifetime)."""
     ticket = request.query_params.get("ticket")
     if ticket is not None:
         ticket_hash = hashlib.sha256(ticket.encode()).hexdigest()
         owner = await runtime.store.apps.redeem_ticket(ticket_hash, runtime.clock.time())
         if owner is None:
             raise AuthError("unknown, used or expired stream ticket")
-        return owner[0], owner[1], None
+        return owner[0], owner[1], None, None
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("missing bearer token or stream ticket")
-    app, user = await authenticate_user(runtime, token.strip())
-    return app.name, user, app
+    app, user, expires_at = await authenticate_user_until(runtime, token.strip())
+    return app.name, user, app, expires_at
 
 
 def _after(request: Request) -> int | None:
@@ -71,15 +77,29 @@ def _ready(user: str, opened: Opened) -> list[bytes]:
     if not opened.reset:
         return [head]
     # ``id: last_seq`` moves the browser's Last-Event-ID back too, so its own reconnect is not reset again.
-    reset = frames.sse_event("reset", frames.encode_reset(opened.last_seq, opened.epoch), id=opened.last_seq)
+    # An expired cursor (below the retention floor) goes on from ``start``: the latest page follows.
+    start = opened.start if opened.expired else opened.last_seq
+    reset = frames.sse_event(
+        "reset", frames.encode_reset(start, opened.epoch, expired=opened.expired), id=start
+    )
     return [head, reset]
 
 
-async def _body(runtime: Runtime, stream: LiveStream, after: int | None) -> AsyncIterator[bytes]:
-    async with contextlib.aclosing(serve.deliver(runtime, stream, after, _ready)) as batches:
-        async for batch in batches:
-            yield b"".join(batch)
+async def _body(
+    runtime: Runtime, stream: LiveStream, after: int | None, watch: Watch | None = None
+) -> AsyncIterator[bytes]:
+    if watch is not None:
+        watch.start()
+    try:
+        async with contextlib.aclosing(serve.deliver(runtime, stream, after, _ready)) as batches:
+            async for batch in batches:
+                yield b"".join(batch)
+    finally:
+        if watch is not None:
+            await watch.stop()
     if stream.end_reason is EndReason.DRAINING:
         yield frames.sse_retry(int(jittered(DRAIN_RETRY_MS, random.random())))
     elif stream.end_reason is EndReason.SLOW_CONSUMER:
         yield frames.sse_event("error", orjson.dumps({"code": "slow_consumer"}))
+    elif stream.end_reason is EndReason.TOKEN_EXPIRED:
+        yield frames.sse_event("error", orjson.dumps({"code": "token_expired"}))

@@ -10,7 +10,9 @@ every transport shell.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Final
 
 from tidings.core.connection import (
     SSE_ENCODER,
@@ -22,8 +24,9 @@ from tidings.core.connection import (
     Notice,
     Overflow,
 )
-from tidings.core.models import App, LiveMessage
+from tidings.core.models import App, LiveMessage, StoredNotification
 from tidings.core.resume import Opened, epoch_of, open_at
+from tidings.gateway import reads
 from tidings.gateway.hub import Detach
 from tidings.gateway.observe import DeliveryObserver
 from tidings.runtime import Runtime
@@ -31,6 +34,7 @@ from tidings.runtime import Runtime
 __all__ = ["EndReason", "LiveStream", "Opened"]
 
 Encode = Callable[[int, bytes], bytes]
+EARLY_LIVE: Final = 256  # live messages kept while a stream opens (a burst then; the newest ones count)
 
 
 class LiveStream:
@@ -69,6 +73,11 @@ class LiveStream:
         self._opened: Opened | None = None  # the user's last seq etc. when the stream opened
         self._end_reason: EndReason | None = None  # set by ``end`` before the stream is open
         self._early: list[bytes] = []  # control frames pushed before the stream is open (pongs)
+        # Live messages heard between the subscription and the connection's creation, replayed into it (only
+        # their highest seq matters for delivery: it makes the first read's answer be checked for more).
+        # (None until one is heard: an idle connection holds no deque.)
+        self._heard_early: deque[LiveMessage] | None = None
+        self._first_page: tuple[int, list[StoredNotification]] | None = None  # read while opening
 
     @property
     def end_reason(self) -> EndReason | None:
@@ -81,13 +90,21 @@ class LiveStream:
         Returns the user's ``last_seq``, the epoch and whether the cursor was reset (for the ready and reset
         frames, ``core.resume``); a second call returns the same without opening again. ``after`` None means
         "only what comes next"; a cursor ahead of ``last_seq`` starts at ``last_seq``.
+
+        The reads (``last_seq``, the retention floor and, for a cursor behind, the backlog's first page) are
+        one ``Inbox.openings`` request, coalesced with the other streams opening now (``gateway.reads``).
         """
         if self._opened is not None:
             return self._opened
         self._detach = await self._runtime.hub.attach(self.app, self.user, self._on_live)
-        last_seq = await self._runtime.store.inbox.last_seq(self.app, self.user)
-        opened = open_at(after, last_seq, await self._epoch())
         settings = self._runtime.settings
+        opening = await reads.for_inbox(self._runtime.store.inbox, settings.backlog_page).open(
+            self.app, self.user, after
+        )
+        last_seq = opening.last_seq
+        # Only a cursor behind ``last_seq`` can be below the retention floor (the read has it only then).
+        floor = opening.floor if after is not None and after < last_seq else 0
+        opened = open_at(after, last_seq, await self._epoch(), floor=floor, page=settings.backlog_page)
         connection = Connection(
             opened.start,
             self._encoder,
@@ -95,6 +112,8 @@ class LiveStream:
             max_frames=settings.outbox_max_frames,
             max_bytes=settings.outbox_max_bytes,
         )
+        if opening.page is not None and opened.start == after:
+            self._first_page = (opened.start, opening.page)  # the connection's first read, answered already
         if self._end_reason is not None:
             connection.close(self._end_reason)
         for frame in self._early:
@@ -102,6 +121,9 @@ class LiveStream:
         self._early.clear()
         self._connection = connection
         self._opened = opened
+        early, self._heard_early = self._heard_early, None
+        for message in early or ():  # newer than the read (or already in it: dropped as duplicates)
+            self._on_live(message)
         self._wakeup.set()
         return opened
 
@@ -133,11 +155,13 @@ class LiveStream:
         self._connection.send_control(frame)
         self._after_input(self._connection)
 
-    async def batches(self) -> AsyncIterator[list[bytes]]:
+    async def batches(self, lead: list[bytes] | None = None) -> AsyncIterator[list[bytes]]:
         """Frames to write, coalesced per wake-up; ends once the stream ended (slow consumer too).
 
-        The shell writes each batch before asking for the next; only then are its notifications observed
-        as delivered."""
+        ``lead`` (the ready frame) goes out first: in front of the first batch when that one is at hand (the
+        backlog's first page, read while opening), so a resuming client gets both in one write; alone before
+        anything is waited for. The shell writes each batch before asking for the next; only then are its
+        notifications observed as delivered."""
         connection = self._connection
         assert connection is not None, "open() first"
         interval = self._runtime.settings.heartbeat_interval
@@ -145,33 +169,58 @@ class LiveStream:
         while connection.end_reason is None:
             batch = connection.data_to_send()
             if batch is not None:
-                yield batch.frames  # returns once the shell has written them
+                frames = batch.frames
+                if lead:
+                    frames = lead + frames
+                    lead = None
+                yield frames  # returns once the shell has written them
                 observer.written(len(batch.frames), batch.written)
                 continue
             self._handle(connection.notices())
+            if lead and not self._page_at_hand():
+                frames = lead
+                lead = None
+                yield frames
+                continue
             if self._backlog_after is not None:
                 await self._fetch(connection)
                 continue
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=interval)
+                # asyncio.timeout, not wait_for: no Task per wake-up (CPU per batch, ~0.7 KB per idle stream).
+                async with asyncio.timeout(interval):
+                    await self._wakeup.wait()
             except TimeoutError:
                 connection.receive_tick()
                 self._handle(connection.notices())
+        if lead:
+            yield lead  # ended while opening: the ready frame still goes first, then the close says why
+
+    def _page_at_hand(self) -> bool:
+        """Whether the store read the connection asks for was made while opening."""
+        first, after = self._first_page, self._backlog_after
+        return first is not None and after is not None and first[0] == after
 
     async def _fetch(self, connection: Connection) -> None:
         """A page of the inbox, read only with nothing queued: the backlog is pulled at the client's pace."""
         assert self._backlog_after is not None
         after, self._backlog_after = self._backlog_after, None
-        rows = await self._runtime.store.inbox.backlog(
-            self.app, self.user, after, self._runtime.settings.backlog_page
-        )
+        first, self._first_page = self._first_page, None
+        if first is not None and first[0] == after:
+            rows = first[1]  # read while opening, after the subscription: live news since then is heard
+        else:
+            rows = await self._runtime.store.inbox.backlog(
+                self.app, self.user, after, self._runtime.settings.backlog_page
+            )
         connection.receive_backlog([(row.seq, row.payload) for row in rows])
         self._handle(connection.notices())
 
     def _on_live(self, message: LiveMessage) -> None:
         connection = self._connection
         if connection is None:
+            if self._heard_early is None:  # subscribed, still opening: replayed once it is open
+                self._heard_early = deque(maxlen=EARLY_LIVE)
+            self._heard_early.append(message)
             return
         kind = message.kind
         if kind == "notification":
@@ -179,9 +228,12 @@ class LiveStream:
             if seq > last_seq and seq not in self.observer.held:
                 self.observer.heard(message, last_seq)
             connection.receive_live(seq, message.payload)
-        elif kind in ("read", "seen"):
-            # Read-sync: a mark made by one of the user's clients, as the frame the API made (core.frames).
+        elif kind in ("read", "seen", "state"):
+            # Read-sync and state changes made by one of the user's clients, as the frame the API made.
             connection.receive_sync(message.payload)
+        elif kind == "retract":
+            # A retraction's marker row: a seq of the stream like a notification, framed as ``retract``.
+            connection.receive_live(message.seq, message.payload)
         else:
             return
         notices = connection.notices()  # ``_after_input``, inlined: this runs for every live message

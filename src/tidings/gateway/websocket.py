@@ -9,11 +9,10 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tidings.core import frames
 from tidings.core.models import App
-from tidings.errors import FrameError
 from tidings.gateway import admission, serve
 from tidings.gateway.admission import Refused
+from tidings.gateway.inband import InBand
 from tidings.gateway.stream import EndReason, LiveStream
 from tidings.runtime import Runtime
 
@@ -25,16 +24,17 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await _refuse(websocket, admission.DRAINING)
         return
     try:
-        app, user, after = await _authenticate(websocket, runtime)
+        app, user, after, expires_at = await _authenticate(websocket, runtime)
     except Refused as refused:
         await _refuse(websocket, refused)
         return
     except WebSocketDisconnect:
         return
-    await _serve(websocket, runtime, app, user, after)
+    await _serve(websocket, runtime, app, user, after, expires_at)
 
 
-async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[App, str, int | None]:
+async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[App, str, int | None, float]:
+    """The app, the user, the resume point and the token's exp (the connection's lifetime)."""
     try:
         message = await asyncio.wait_for(websocket.receive(), timeout=runtime.settings.auth_timeout)
     except TimeoutError:
@@ -42,14 +42,21 @@ async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[App, st
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     origin = websocket.headers.get("origin")
-    return await admission.admit(runtime, _data(message), origin, websocket.headers.get("host", ""))
+    # ws/wss as uvicorn saw it (its proxy_headers rule may take a trusted proxy's X-Forwarded-Proto)
+    scheme = "https" if websocket.scope.get("scheme") in ("wss", "https") else "http"
+    host = websocket.headers.get("host", "")
+    return await admission.admit(runtime, _data(message), origin, host, scheme=scheme)
 
 
-async def _serve(websocket: WebSocket, runtime: Runtime, app: App, user: str, after: int | None) -> None:
+async def _serve(
+    websocket: WebSocket, runtime: Runtime, app: App, user: str, after: int | None, expires_at: float
+) -> None:
     stream = LiveStream(runtime, app.name, user, transport="ws", record=app)
-    reader = asyncio.create_task(_read(websocket, stream))
+    inband = InBand(runtime, stream, expires_at)
+    reader = asyncio.create_task(_read(websocket, stream, inband))
+    transport = _Transport(websocket, reader)
     try:
-        await serve.serve(runtime, stream, after, serve.websocket_ready, _Transport(websocket, reader))
+        await serve.serve(runtime, stream, after, serve.websocket_ready, transport, inband)
     finally:
         await _stop(reader)
 
@@ -81,23 +88,17 @@ async def _stop(reader: asyncio.Task[None]) -> None:
         await reader
 
 
-async def _read(websocket: WebSocket, stream: LiveStream) -> None:
-    """Client frames after auth: ping (answered with pong) and pong; anything else ends the connection."""
+async def _read(websocket: WebSocket, stream: LiveStream, inband: InBand) -> None:
+    """Client frames after auth, to ``gateway.inband`` (ping, pong, re-auth, the flood budget); a malformed one
+    ends the connection."""
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             stream.end(EndReason.CLIENT_GONE)
             return
-        try:
-            frame = frames.parse_client_frame(_data(message))
-        except FrameError as exc:
-            await _refuse(websocket, admission.invalid_frame(exc))
-            stream.end(EndReason.CLIENT_GONE)
-            return
-        if isinstance(frame, frames.PingFrame):
-            stream.push_control(frames.encode_pong())
-        elif isinstance(frame, frames.AuthFrame):
-            await _refuse(websocket, admission.ALREADY_AUTHENTICATED)
+        refused = inband.receive(_data(message))
+        if refused is not None:
+            await _refuse(websocket, refused)
             stream.end(EndReason.CLIENT_GONE)
             return
 

@@ -19,7 +19,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from tidings.core.clock import Clock, SystemClock
 from tidings.core.models import Event, InboxWrite, TraceCarrier
@@ -35,7 +35,6 @@ UNDELIVERED = {"tidings.delivered": False}  # a delivery span ended without its 
 # its ``gateway.deliver`` span (None when tracing is off or the trace is not sampled), or None for a
 # notification read from the store (a resume or gap-fill: no latency to measure, no span).
 Held = tuple[float, "Span | None"]
-Written = tuple[int, Held | None]
 
 
 class Funnel:
@@ -51,10 +50,13 @@ class Funnel:
 
     def accepted(self, events: Iterable[Event], trace_id: str | None) -> None:
         """Events appended durably (new ones only: an idempotent replay is not accepted twice)."""
+        by_priority: dict[str, int] = {}  # the counters once per priority, not per event
         for event in events:
-            metrics.events_accepted_total.labels(event.priority).inc()
-            metrics.FUNNEL["accepted"].inc()
+            by_priority[event.priority] = by_priority.get(event.priority, 0) + 1
             self.journal.accepted(event, trace_id)
+        for priority, count in by_priority.items():
+            _accepted(priority).inc(count)
+            metrics.FUNNEL["accepted"].inc(count)
 
     def rejected(self, reason: str, count: int = 1) -> None:
         """Events refused (validation_failed, rate_limited, ...): ``reason`` is an error code."""
@@ -101,20 +103,26 @@ class Funnel:
             if item is not None:
                 tracing.end_span(item[1], attributes=UNDELIVERED)
 
-    def delivered(self, app: str, user: str, transport: str, written: Sequence[Written]) -> None:
-        """The frames of ``written`` reached one connection's socket: latency, funnel, journal and spans."""
-        if not written:
+    def delivered(
+        self, app: str, user: str, transport: str, seqs: Sequence[int], live: Sequence[tuple[int, Held]] = ()
+    ) -> None:
+        """One write of the notification frames of ``seqs`` reached one connection's socket; ``live``: those
+        of them heard on the bus, with what was held for them (the others were read from the store).
+
+        Per write, not per frame: one funnel increment and one journal record; per live frame only its
+        latency (a lock-free bucket bump) and, when traced, its span's end."""
+        if not seqs:
             return
         now = self.clock.time()
-        for _seq, held in written:
-            if held is not None:
-                accepted_at, span = held
-                if accepted_at:
-                    metrics.accepted_to_delivered_seconds.observe(max(0.0, now - accepted_at))
-                tracing.end_span(span)
-        metrics.FUNNEL["delivered_live"].inc(len(written))
-        sent = ((seq, held is not None) for seq, held in written)
-        self.journal.delivered(app, user, sent, transport, now)
+        if live:
+            metrics.accepted_to_delivered_seconds.observe_all(
+                [now - accepted_at for _seq, (accepted_at, _span) in live if accepted_at]
+            )
+            for _seq, (_accepted_at, span) in live:
+                if span is not None:
+                    tracing.end_span(span)
+        metrics.FUNNEL["delivered_live"].inc(len(seqs))
+        self.journal.delivered(app, user, transport, now, seqs, [seq for seq, _held in live])
 
     def sent(self, transport: str, frames: int) -> None:
         """Frames of any kind (notifications, heartbeats, control) written to ``transport`` connections."""
@@ -122,7 +130,7 @@ class Funnel:
 
     def connected(self, transport: str, delta: int) -> None:
         """A live connection opened (+1) or closed (-1)."""
-        metrics.connections.labels(transport=transport).inc(delta)
+        _connections(transport).inc(delta)
 
     def overflowed(self, transport: str) -> None:
         """A connection's send queue overflowed: it is closed as a slow consumer and resumes from the store."""
@@ -157,9 +165,21 @@ class Funnel:
 
 
 @functools.cache
+def _accepted(priority: str) -> Counter:
+    # Looked up once per priority (three of them), as ``_sent`` below.
+    return metrics.events_accepted_total.labels(priority)
+
+
+@functools.cache
 def _sent(transport: str) -> Counter:
     # Looked up once per transport: ``labels()`` takes a lock and hashes its values, on every write otherwise.
     return metrics.deliveries_total.labels(transport=transport, result="sent")
+
+
+@functools.cache
+def _connections(transport: str) -> Gauge:
+    # Looked up once per transport: a resume storm opens thousands of connections a second.
+    return metrics.connections.labels(transport=transport)
 
 
 FUNNEL = Funnel()  # one per process, like the metrics registry and the journal

@@ -5,8 +5,14 @@ What the store cannot tell, this process remembers: when an event was accepted h
 it was fanned out here and to how many recipients, and each notification frame written to a connection of
 this process (transport, time, live or resume backlog). Inbox rows and seen/read come from the store.
 
-Bounds: the last ``max_events`` events and the last ``max_deliveries`` delivered (app, user, seq) are kept;
-older ones are forgotten first (FIFO), so memory is bounded whatever the traffic. In a deployment of many
+Deliveries are recorded **per write**, not per frame: one record holds the seqs one write sent to one connection
+of a user (their range, and the seqs themselves only when the range has holes), the time, the transport and
+which of them came live. The gateway writes ~30 frames per write under load, so this costs a tuple per write
+instead of a dict entry per frame (docs/performance.md, issue 12); a lookup scans the user's records.
+
+Bounds: the last ``max_events`` events and the last ``max_deliveries`` deliveries (one per seq and connection
+written to: a second device or a resume counts again) are kept; older ones are forgotten first (FIFO, whole
+records), so memory is bounded whatever the traffic. In a deployment of many
 processes each one knows only what passed through it: an API process knows acceptances, a worker fan-outs,
 a gateway its own connections' deliveries. Nothing here holds a body, a token or a payload.
 """
@@ -14,15 +20,14 @@ a gateway its own connections' deliveries. Nothing here holds a body, a token or
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tidings.core.models import Event
 
 MAX_EVENTS = 50_000  # about 12 MB at the bound (an event id, a few shared strings, two floats)
-MAX_DELIVERIES = 100_000  # about 21 MB at the bound
-MAX_COPIES = 16  # deliveries kept per notification (devices, resumes): a reconnect loop cannot grow one entry
+MAX_DELIVERIES = 100_000  # at most ~15 MB at the bound (one record per delivery), ~0.5 MB at 30 per write
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -45,7 +50,10 @@ class EventRecord:
 
 # One delivery: (transport, time written, live: pushed from the bus rather than read from the store on resume).
 Delivery = tuple[str, float, bool]
-DeliveryKey = tuple[str, str, int]  # (app, user, seq)
+UserKey = tuple[str, str]  # (app, user)
+# One write to one connection: (first seq, last seq, deliveries, the seqs when first..last has holes else
+# None, transport, time, live: True all, False none, else the live seqs).
+_Write = tuple[int, int, int, "tuple[int, ...] | None", str, float, "bool | frozenset[int]"]
 
 
 class _Bounded(Generic[K, V]):
@@ -79,8 +87,10 @@ class _Bounded(Generic[K, V]):
 class Journal:
     def __init__(self, max_events: int = MAX_EVENTS, max_deliveries: int = MAX_DELIVERIES) -> None:
         self._events: _Bounded[str, EventRecord] = _Bounded(max_events)
-        # A single delivery is stored as the tuple itself; a second one (another device) makes a list.
-        self._deliveries: _Bounded[DeliveryKey, Delivery | list[Delivery]] = _Bounded(max_deliveries)
+        self.max_deliveries = max_deliveries
+        self._writes: dict[UserKey, deque[_Write]] = {}  # per user, oldest first
+        self._order: deque[UserKey] = deque()  # whose write came when, oldest first (for forgetting)
+        self._deliveries = 0  # deliveries in the records kept
 
     def accepted(self, event: Event, trace_id: str | None) -> None:
         record = self._events.get(event.id) or EventRecord(event.app)
@@ -101,36 +111,53 @@ class Journal:
         record.fanned_out_to = (record.fanned_out_to or 0) + recipients
 
     def delivered(
-        self, app: str, user: str, seqs: Iterable[tuple[int, bool]], transport: str, at: float
+        self, app: str, user: str, transport: str, at: float, seqs: Sequence[int], live: Sequence[int] = ()
     ) -> None:
-        """Frames of these (seq, live) were written to one connection of ``user`` at ``at``."""
-        for seq, live in seqs:
-            key, delivery = (app, user, seq), (transport, at, live)
-            earlier = self._deliveries.get(key)
-            if earlier is None:
-                self._deliveries.put(key, delivery)
-            elif isinstance(earlier, list):
-                if len(earlier) < MAX_COPIES:
-                    earlier.append(delivery)
-            else:
-                self._deliveries.put(key, [earlier, delivery])
+        """One write of the frames of ``seqs`` (ascending) to one connection of ``user`` at ``at``; ``live``:
+        those of them that came from the bus (the others were read from the store). One record per write."""
+        count = len(seqs)
+        if not count:
+            return
+        first, last = seqs[0], seqs[-1]
+        holes = None if last - first + 1 == count else tuple(seqs)
+        flag: bool | frozenset[int] = True if len(live) == count else (frozenset(live) if live else False)
+        key = (app, user)
+        writes = self._writes.get(key)
+        if writes is None:
+            writes = self._writes[key] = deque()
+        writes.append((first, last, count, holes, transport, at, flag))
+        self._order.append(key)
+        self._deliveries += count
+        while self._deliveries > self.max_deliveries:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        key = self._order.popleft()
+        writes = self._writes[key]
+        self._deliveries -= writes.popleft()[2]
+        if not writes:
+            del self._writes[key]
 
     def event(self, event_id: str) -> EventRecord | None:
         return self._events.get(event_id)
 
     def deliveries(self, app: str, user: str, seq: int) -> list[Delivery]:
-        found = self._deliveries.get((app, user, seq))
-        if found is None:
-            return []
-        return list(found) if isinstance(found, list) else [found]
+        """Every remembered write of ``seq`` to a connection of ``user``, oldest first."""
+        found: list[Delivery] = []
+        for first, last, _count, holes, transport, at, live in self._writes.get((app, user), ()):
+            if first <= seq <= last and (holes is None or seq in holes):
+                found.append((transport, at, live if isinstance(live, bool) else seq in live))
+        return found
 
     def sizes(self) -> tuple[int, int]:
         """(events, deliveries) remembered now."""
-        return len(self._events), len(self._deliveries)
+        return len(self._events), self._deliveries
 
     def clear(self) -> None:
         self._events.clear()
-        self._deliveries.clear()
+        self._writes.clear()
+        self._order.clear()
+        self._deliveries = 0
 
 
 JOURNAL = Journal()  # one per process, like the metrics registry

@@ -27,6 +27,13 @@
  *   error frame `token_expired`, a client whose `token` is a function reconnects with a fresh token instead); 1007 and
  *   1009 (a client bug) stop it too; 1012 (server restarting), 1013 (slow consumer) and everything else
  *   reconnect.
+ * - The life of a notification: `retract` (the producer undid the action: remove those seqs) and `change`
+ *   (archive, unarchive, unread, delete made on any of the user's devices, or by this client) are emitted
+ *   with a fresh `unread` from the counts the frame carries; `archive`, `unarchive`, `markUnread`, `delete`
+ *   make those changes. A retraction seen twice (a resume replays its marker) is harmless to apply again.
+ * - Token lifetime: when the server says the token expired (`token_expired` frame) and `token` is a function,
+ *   the client asks it for a fresh token and re-authenticates on the open WebSocket (nothing is resent, the
+ *   connection stays); over SSE it reconnects with a fresh token, after the last seq.
  * - Web Push (`subscribePush`, `unsubscribePush`, see push.js): the server's subscription id is kept in
  *   `storage` per app and user. A click on a push notification is reported by the service worker (which has
  *   no token) to the open pages; a started client whose stored subscription has that endpoint marks the
@@ -62,6 +69,14 @@ export { PushError, pushUnsupported };
  * client's own marks; `remote` is true for a mark another of the user's clients made (read-sync frames).
  * @typedef {{ seqs?: number[], upTo?: number, updated?: number, at: string, remote?: boolean }} MarkChange
  */
+/**
+ * Notifications that left the user's list (the producer retracted them); `remote` as for marks.
+ * @typedef {{ seqs: number[], remote: boolean }} Retraction
+ */
+/**
+ * A state change of notifications: `archive`, `unarchive`, `unread` (marked unread again) or `delete`.
+ * @typedef {{ action: "archive" | "unarchive" | "unread" | "delete", seqs: number[], remote: boolean }} StateChangeOfNotifications
+ */
 /** @typedef {"idle" | "connecting" | "open" | "waiting" | "stopped"} ConnectionState */
 /** @typedef {"ws" | "sse"} Transport */
 /** @typedef {{ state: ConnectionState, transport: Transport | null, attempt: number, delay?: number }} StateChange */
@@ -81,6 +96,9 @@ export { PushError, pushUnsupported };
  *   state: StateChange,
  *   error: ClientErrorInfo,
  *   reset: { lastSeq: number, epoch?: string },
+ *   retract: Retraction,
+ *   change: StateChangeOfNotifications,
+ *   reauth: { expiresAt: number },
  *   pushclick: PushClick
  * }} EventMap
  */
@@ -370,7 +388,10 @@ export class TidingsClient {
 
   /**
    * A page of the inbox: newest first, or oldest first with `after`; `next` is the cursor of the next page.
-   * @param {{ after?: number, before?: number, limit?: number, unread?: boolean, cursor?: string }} [query]
+   * Filters: `status` ("unread", "unseen", "archived", "all"; the server's default leaves archived ones out),
+   * `category`, `type`; the cursor pages within the same filter.
+   * @param {{ after?: number, before?: number, limit?: number, unread?: boolean, cursor?: string,
+   *   status?: "unread" | "unseen" | "archived" | "all", category?: string, type?: string }} [query]
    * @returns {Promise<NotificationsPage>}
    */
   async notifications(query = {}) {
@@ -380,6 +401,38 @@ export class TidingsClient {
     }
     const suffix = params.toString() ? `?${params}` : "";
     return /** @type {NotificationsPage} */ (await this._api("GET", `/v1/me/notifications${suffix}`));
+  }
+
+  /** Archive notifications: out of the default list and the counts. Emits `change` and a fresh `unread`. @param {number[]} seqs */
+  archive(seqs) {
+    return this._change("archive", seqs);
+  }
+
+  /** Bring archived notifications back. @param {number[]} seqs */
+  unarchive(seqs) {
+    return this._change("unarchive", seqs);
+  }
+
+  /** Mark notifications unread again. @param {number[]} seqs */
+  markUnread(seqs) {
+    return this._change("unread", seqs);
+  }
+
+  /** Delete notifications from this user's inbox (theirs alone). @param {number[]} seqs */
+  delete(seqs) {
+    return this._change("delete", seqs);
+  }
+
+  /**
+   * @param {StateChangeOfNotifications["action"]} action @param {number[]} seqs
+   * @returns {Promise<any>} the server's answer
+   */
+  async _change(action, seqs) {
+    if (!Array.isArray(seqs) || seqs.length === 0) throw new TypeError("seqs must be a non-empty array of seqs");
+    const answer = await this._api("POST", `/v1/me/notifications/${action}`, { seqs });
+    this._emit("change", { action, seqs: [...seqs], remote: false });
+    await this.unreadCount();
+    return answer;
   }
 
   // --- Web Push ----------------------------------------------------------------------------------------------
@@ -517,6 +570,9 @@ export class TidingsClient {
       } else if (frame.type === "notification") this._deliver(frame.notification);
       else if (frame.type === "reset") this._onReset(frame);
       else if (frame.type === "read") this._applyMark(frame);
+      else if (frame.type === "retract" || frame.type === "state") this._applyChange(frame, frame.seq);
+      else if (frame.type === "token_expired") void this._reauthenticate(socket, generation);
+      else if (frame.type === "reauthed") this._emit("reauth", { expiresAt: Number(frame.expires_at) });
       else if (frame.type === "ping") socket.send('{"type":"pong"}');
       else if (frame.type === "error") errorCode = String(frame.code ?? "error");
     };
@@ -585,6 +641,18 @@ export class TidingsClient {
     });
     source.addEventListener("read", (ev) => {
       if (live()) this._applyMark(parseJson(ev.data));
+    });
+    for (const type of ["retract", "state"]) {
+      source.addEventListener(type, (ev) => {
+        if (live()) this._applyChange(parseJson(ev.data), Number(ev.lastEventId));
+      });
+    }
+    // SSE cannot re-authenticate in-band: with a token function, reconnect now with a fresh token (after
+    // the last seq) rather than wait for the server to end the stream.
+    source.addEventListener("token_expired", () => {
+      if (!live() || typeof this._tokenSource !== "function") return;
+      source.close();
+      this._failed(generation, ready);
     });
     // Both the server's `event: error` (slow consumer) and a dropped connection. The browser would
     // reconnect by itself with the used ticket (refused), so the client closes it and reconnects itself.
@@ -681,6 +749,43 @@ export class TidingsClient {
     const unread = Number(frame.unread);
     const unseen = Number(frame.unseen);
     if (Number.isInteger(unread) && Number.isInteger(unseen)) this._emit("unread", { unread, unseen });
+  }
+
+  /**
+   * A `retract` (`{"type":"retract","seqs","unread","unseen"}`) or `state` frame (`{"type":"state","action",
+   * "seqs","unread","unseen"}`): emitted as `retract` / `change`, with the counts it carries as `unread`. A
+   * retraction's marker row has a seq of the stream (SSE: its event id): the resume point moves past it.
+   * @param {any} frame @param {number} [seq]
+   */
+  _applyChange(frame, seq) {
+    if (!frame || !Array.isArray(frame.seqs)) return;
+    const seqs = frame.seqs.filter(isSeq);
+    if (frame.type === "retract") {
+      if (isSeq(seq) && (this._lastSeq === null || /** @type {number} */ (seq) > this._lastSeq)) this._remember(/** @type {number} */ (seq));
+      this._emit("retract", { seqs, remote: true });
+    } else if (["archive", "unarchive", "unread", "delete"].includes(frame.action)) {
+      this._emit("change", { action: frame.action, seqs, remote: true });
+    } else return;
+    const unread = Number(frame.unread);
+    const unseen = Number(frame.unseen);
+    if (Number.isInteger(unread) && Number.isInteger(unseen)) this._emit("unread", { unread, unseen });
+  }
+
+  /**
+   * The server said the token expired: with a token function, send a fresh one on the open socket; with a
+   * fixed token there is nothing to send (the server closes with 1008 `token_expired` after its grace).
+   * @param {SocketLike} socket @param {number} generation
+   */
+  async _reauthenticate(socket, generation) {
+    if (typeof this._tokenSource !== "function") return;
+    let token;
+    try {
+      token = await this._token();
+    } catch (error) {
+      this._report("auth", "token_failed", `could not get a fresh token: ${describe(error)}`, false);
+      return;
+    }
+    if (generation === this._generation) socket.send(JSON.stringify({ type: "auth", token }));
   }
 
   /** @param {number} seq */

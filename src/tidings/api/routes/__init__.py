@@ -8,12 +8,14 @@ from tidings.api.routes import (
     admin,
     decisions,
     events,
+    lifecycle,
     me,
     ops,
     preferences,
     push,
     topics,
     unsubscribe,
+    users,
     webhooks,
 )
 
@@ -25,7 +27,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     preferences.router,
     push.router,
     webhooks.router,
+    lifecycle.router,
     unsubscribe.router,
     admin.router,
     ops.router,
+    users.router,
 )

@@ -14,15 +14,23 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response
-from pydantic import ValidationError
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from tidings import auth
 from tidings.api import errors
-from tidings.api.deps import Producer, State
-from tidings.api.routing import json_router
+from tidings.api.deps import ApiState, Producer, State
+from tidings.api.routing import direct_route, json_router
 from tidings.api.schemas import Accepted, BatchEventIn, BatchIn, BatchOut, EventIn, ItemError
 from tidings.core.ids import new_id
 from tidings.core.models import App, Event
-from tidings.errors import IdempotencyMismatchError, LimitExceededError, TidingsError, UnavailableError
+from tidings.errors import (
+    AuthError,
+    IdempotencyMismatchError,
+    LimitExceededError,
+    TidingsError,
+    UnavailableError,
+)
 from tidings.observability import tracing
 from tidings.ports import Append, Appended
 
@@ -47,11 +55,13 @@ class LagGate:
         self._read_at: float | None = None
 
     async def shed(self, state: State) -> frozenset[str]:
-        """The priorities refused right now."""
+        """The priorities refused right now. One count at a time: requests arriving while it runs go by the
+        previous one (at most ``LAG_TTL`` plus one count old) instead of each starting its own count."""
         runtime = state.runtime
         now = runtime.clock.monotonic()
         if self._read_at is None or now - self._read_at >= LAG_TTL:
-            self._lag, self._read_at = await runtime.log.lag(), now
+            self._read_at = now
+            self._lag = await runtime.log.lag()
         settings = runtime.settings
         if self._lag > settings.shed_normal_lag:
             return frozenset({"low", "normal"})
@@ -82,7 +92,7 @@ KeyHeader = Annotated[
 
 async def rate_limited_producer(state: State, app: Producer) -> App:
     """The producer, charged one event. Dependencies run before body validation: bad bodies cost too."""
-    state.limiter.check(app.api_key_hash, 1)
+    await state.limiter.charge(app.api_key_hash, 1)
     return app
 
 
@@ -133,12 +143,79 @@ def _event(
     return dataclasses.replace(accepted, trace=carrier) if carrier is not None else accepted
 
 
-@router.post(
-    "/v1/events",
-    status_code=202,
-    responses=errors.responses(400, 401, 409, 413, 415, 422, 429, 503),
-    summary="Send one event",
-)
+# What FastAPI's dependency solver did per request, by hand (``DirectRoute``): the same checks in the same
+# order, the same errors. The endpoints below keep their FastAPI signatures for the OpenAPI document.
+_KEY_HEADER = TypeAdapter(Annotated[str | None, Field(min_length=1, max_length=255)])
+_EVENT = TypeAdapter(EventIn)
+_BATCH = TypeAdapter(BatchIn)
+
+
+def _validated(adapter: TypeAdapter[Any], value: Any, loc: tuple[str, ...], found: list[Any]) -> Any:
+    """``value`` validated, or None with its errors (located as FastAPI locates them) added to ``found``."""
+    try:
+        return adapter.validate_python(value, from_attributes=True)
+    except ValidationError as exc:
+        found.extend({**err, "loc": (*loc, *err["loc"])} for err in exc.errors(include_url=False))
+        return None
+
+
+async def _direct_producer(request: Request) -> tuple[ApiState, App]:
+    state: ApiState = request.app.state.api
+    return state, await auth.authenticate_producer(state.runtime, _api_key(request), state.apps)
+
+
+def _api_key(request: Request) -> str:
+    """The credential as the ``ApiKey`` scheme (``HTTPBearer``, ``auto_error=False``) and ``deps.producer``
+    read it, without the credentials model: 401 without a non-empty ``Bearer`` one."""
+    authorization = request.headers.get("authorization")
+    scheme, _, credential = (authorization or "").partition(" ")
+    credential = credential.strip()
+    if not (authorization and scheme and credential) or scheme.lower() != "bearer":
+        raise AuthError("missing Authorization: Bearer header")
+    return credential
+
+
+class _SubResponse(Response):
+    """What the endpoint may set headers on (as FastAPI's own): headers only, none of its own, so none is
+    doubled when they are copied into the answer (a second ``content-length: 0`` would cut the body off)."""
+
+    def __init__(self) -> None:
+        self.raw_headers = []
+
+
+def _answer_json(model: BaseModel, status: int, response: Response) -> Response:
+    answer = Response(model.__pydantic_serializer__.to_json(model), status, media_type="application/json")
+    answer.raw_headers.extend(
+        response.raw_headers
+    )  # what the endpoint set (Idempotent-Replayed, Retry-After)
+    return answer
+
+
+async def _post_event_direct(request: Request, body: Any) -> Response:
+    state, app = await _direct_producer(request)
+    app = await rate_limited_producer(state, app)
+    found: list[Any] = []
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        key = _validated(_KEY_HEADER, key, ("header", "Idempotency-Key"), found)
+    event = _validated(_EVENT, body, ("body",), found)
+    if found:
+        raise RequestValidationError(found, body=body)
+    response = _SubResponse()
+    accepted = await post_event(event, state, request, response, app, key)
+    return _answer_json(accepted, 202, response)
+
+
+async def _post_batch_direct(request: Request, body: Any) -> Response:
+    state, app = await _direct_producer(request)
+    found: list[Any] = []
+    batch = _validated(_BATCH, body, ("body",), found)
+    if found:
+        raise RequestValidationError(found, body=body)
+    response = _SubResponse()
+    return _answer_json(await post_batch(batch, state, request, response, app), 200, response)
+
+
 async def post_event(
     event: EventIn,
     state: State,
@@ -214,18 +291,13 @@ def _answer(result: Appended | Exception) -> Accepted | ItemError:
     raise result
 
 
-@router.post(
-    "/v1/events/batch",
-    responses=errors.responses(400, 401, 413, 415, 422, 429, 503),
-    summary="Send many events; one result per event, in order",
-)
 async def post_batch(
     batch: BatchIn, state: State, request: Request, response: Response, app: Producer
 ) -> BatchOut:
     settings = state.runtime.settings
     if len(batch.events) > settings.max_batch_events:
         raise LimitExceededError(f"events: at most {settings.max_batch_events} per batch")
-    state.limiter.check(app.api_key_hash, len(batch.events))
+    await state.limiter.charge(app.api_key_hash, len(batch.events))
     items = [_validate_item(raw, settings.max_recipients) for raw in batch.events]
     _resolve_keys(items, state, app)
     _shed(items, await shed_priorities(request, state), response)
@@ -258,3 +330,22 @@ def _final(results: list[Accepted | ItemError | None], index: int, item: _Item) 
     result = results[item.same_as if item.same_as is not None else index]
     assert result is not None, "every item is refused, appended, or a repeat of an appended item"
     return result
+
+
+router.add_api_route(
+    "/v1/events",
+    post_event,
+    methods=["POST"],
+    status_code=202,
+    responses=errors.responses(400, 401, 409, 413, 415, 422, 429, 503),
+    summary="Send one event",
+    route_class_override=direct_route(_post_event_direct),
+)
+router.add_api_route(
+    "/v1/events/batch",
+    post_batch,
+    methods=["POST"],
+    responses=errors.responses(400, 401, 413, 415, 422, 429, 503),
+    summary="Send many events; one result per event, in order",
+    route_class_override=direct_route(_post_batch_direct),
+)

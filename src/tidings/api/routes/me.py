@@ -24,6 +24,7 @@ from tidings.api.schemas import MAX_SEQ, Marked, MarkIn, NotificationsPage, Stre
 from tidings.auth import hash_key
 from tidings.core import frames
 from tidings.core.models import App, LiveMessage
+from tidings.core.rules import AppRules
 from tidings.errors import InvalidInputError, TidingsError
 
 router = json_router(tags=["me"])
@@ -47,6 +48,12 @@ async def notifications(
     cursor: Annotated[
         str | None, Query(description="`next` of the previous page (replaces after/before)")
     ] = None,
+    status: Annotated[
+        Literal["unread", "unseen", "archived", "all"] | None,
+        Query(description="default: the notifications not archived"),
+    ] = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    event_type: Annotated[str | None, Query(alias="type", min_length=1, max_length=100)] = None,
 ) -> Response:
     app, user = caller
     if cursor is not None:
@@ -56,8 +63,21 @@ async def notifications(
         after, before = cursors.seq_field(position, "after"), cursors.seq_field(position, "before")
         if after is None and before is None:
             raise InvalidInputError("invalid cursor")
-    items = await state.runtime.store.inbox.page(
-        app.name, user, after=after, before=before, limit=limit + 1, unread_only=unread
+    types = await _types(state, app.name, category, event_type)
+    which = status or ("unread" if unread else "inbox")
+    items = (
+        await state.runtime.store.inbox.page(
+            app.name,
+            user,
+            after=after,
+            before=before,
+            limit=limit + 1,
+            unread_only=False,
+            status=which,
+            types=types,
+        )
+        if types != []
+        else []
     )
     page, more = items[:limit], len(items) > limit
     following = None
@@ -67,8 +87,22 @@ async def notifications(
         following = cursors.encode(
             {"after": last, "before": before} if after is not None else {"before": last}
         )
-    body = {"items": [item.to_json() for item in page], "next": following}
+    unread_n, unseen_n, archived_n = await state.runtime.store.inbox.tallies(app.name, user)
+    counts = {"unread": unread_n, "unseen": unseen_n, "archived": archived_n}
+    body = {"items": [item.to_json() for item in page], "next": following, "counts": counts}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def _types(state: State, app: str, category: str | None, type_: str | None) -> list[str] | None:
+    """The types a ``category`` / ``type`` filter keeps (None: any; [] none): a category is what the app's
+    rules say of each type, and a type the rules do not name is its own category."""
+    if category is None:
+        return None if type_ is None else [type_]
+    rules = await state.runtime.store.preferences.rules(app) or AppRules()
+    named = [t for t in rules.types if rules.category_of(t) == category]
+    if category not in rules.types:
+        named.append(category)  # a type the rules do not name is its own category
+    return [t for t in named if type_ is None or t == type_]
 
 
 @router.get("/v1/me/unread-count", responses=errors.responses(401, 503), summary="How many unread / unseen")

@@ -35,12 +35,17 @@ class Pull:
 
 @dataclass(eq=False)
 class Lane:
-    """One priority lane: its stream, what was delivered to this process and not handed out yet (ordered by
-    stream sequence, since pulls have separate subscriptions), and its waiting pull, if armed."""
+    """One partition of a priority lane: its stream, subject and consumer, what was delivered to this process
+    and not handed out yet (ordered by stream sequence, since pulls have separate subscriptions), and its
+    waiting pull, if armed."""
 
     name: Priority
     stream: str
     subject: str
+    partition: int = (
+        0  # of ``settings.log_partitions``: its events go to ``subject``, its consumer reads them
+    )
+    consumer: str = "fanout-0"
     ready: list[tuple[int, int, Msg]] = field(default_factory=list)  # heap of (stream seq, arrival, msg)
     waiting: Pull | None = None
     rearm_at: float = 0.0

@@ -1,11 +1,15 @@
 """The NATS event log on JetStream (``NatsEventLog``).
 
-Layout. One stream per priority lane, ``{ns}_events_{lane}`` on subject ``{ns}.events.{lane}``: file
-storage, work-queue retention (an acked event leaves the stream, so storage is bounded by the lag), and a
-``DUPLICATE_WINDOW`` in which a re-append with the same ``Nats-Msg-Id`` (= the event id) is dropped by the server.
-Each stream has one durable pull consumer, ``fanout``, shared by every worker process: competing consumers,
-each event handed to one of them at a time. The consumer's AckWait is ``settings.ack_wait``; the last process to
-open the log sets it.
+Layout. One stream per priority lane, ``{ns}_events_{lane}``: file storage, work-queue retention (an acked
+event leaves the stream, so storage is bounded by the lag), and a ``DUPLICATE_WINDOW`` in which a re-append with
+the same ``Nats-Msg-Id`` (= the event id) is dropped by the server. The lane is split into
+``settings.log_partitions`` partitions (``core.ordering.event_partition``): subject ``{ns}.events.{lane}.{n}``
+(partition 0: ``{ns}.events.{lane}``, the subject of earlier versions), each with a durable pull consumer
+``fanout-{n}`` filtered on it. A partition is read by one worker at a time, the holder of its lease (a key-value
+entry, ``leases.py``; shares and rebalancing: ``backends/partitions.py``). A new holder deletes and re-creates
+the partition's consumer: on a work-queue stream that starts it at the oldest event not acked, so what a dead
+holder had in hand comes first, in order, and not ``ack_wait`` later (docs/decisions/0006). AckWait is
+``settings.ack_wait``.
 
 Durability. ``append`` returns once JetStream answered a PubAck for every item: the server wrote the event to
 its file store. That survives the server process being killed; surviving a power cut needs the stream on a
@@ -18,13 +22,12 @@ sleeps until one delivers; what a pull delivers after its read returned is kept 
 has a subscription of its own, so its end (a 404/408 status, or its batch filled) is known exactly, and a
 subscription is dropped only once its pull ended: no delivery is thrown away on the client.
 
-Redelivery. Unacked events come again after ``ack_wait`` seconds when this process dies. While it lives, it
-keeps what it holds (delivered, not yet acked) in progress with ``+WPI`` every ``ack_wait / 4`` seconds, for up
-to ``HOLD_LIMIT`` x ``ack_wait`` per event: a long batch is not handed to a second worker while the first still
-works on it, and a worker stuck past that limit loses its events to the others. ``close`` NAKs what it held, so
-a graceful restart hands them out again at once. When ``ack`` returns the server has applied the acks (the last
-of each lane is an AckSync request, and a consumer applies acks in arrival order), so ``lag`` sees them.
-Redelivered events come before newer ones: append order within a lane holds except for redeliveries.
+Redelivery. While this process lives it keeps what it holds in progress with ``+WPI`` every ``ack_wait / 4``
+seconds, for up to ``HOLD_LIMIT`` x ``ack_wait`` per event, so a long batch is not redelivered meanwhile. When it
+dies, its partitions go to another worker once their leases ran out, unacked events first. ``close`` NAKs what it
+held and releases its leases. When ``ack`` returns the server has applied the acks (the last of each consumer is
+an AckSync request, and a consumer applies acks in arrival order); a delivery of a partition lost meanwhile is
+not acked (its consumer was reset; the new holder hands it out again). ``lag`` = the streams' messages.
 
 Failure. Every call raises ``UnavailableError`` within ``OP_TIMEOUT`` seconds (at once when the connection is
 known to be down); the connection reconnects by itself, forever, and the same objects work again (``link.py``).
@@ -50,21 +53,21 @@ from functools import partial
 import orjson
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, ServerError
+from nats.js.errors import NotFoundError
 
 from tidings.backends.idempotent import IdempotentLog
 from tidings.backends.nats.lanes import Lane, Pull, ack_fields, appended, status_of
+from tidings.backends.nats.leases import NatsLeases
 from tidings.backends.nats.link import LIBRARY_ERRORS, OP_TIMEOUT, Link, log, parse_url
-from tidings.core.models import PRIORITIES, event_from_bytes, event_to_bytes
+from tidings.backends.nats.streams import ensure_stream, reset_consumer
+from tidings.backends.partitions import Partitions, member_id
+from tidings.core.models import PRIORITIES, Priority, event_from_bytes, event_to_bytes
+from tidings.core.ordering import event_partition
 from tidings.errors import InvalidInputError, UnavailableError
 from tidings.ports import Append, Appended, Delivery, EventLog, Store
 from tidings.settings import Settings
 
-CONSUMER = "fanout"
-CREATE_ATTEMPTS = 3  # creating a stream: a transient server error is tried again this many times in all
-DUPLICATE_WINDOW = 120.0  # seconds in which JetStream drops a re-append of the same event id
-MAX_ACK_PENDING = 20_000  # events delivered and unacked, over all workers, per lane
+LEGACY_CONSUMER = "fanout"  # the one consumer of each lane before partitions: deleted (it would overlap them)
 NO_WAIT_TIMEOUT = 0.25  # seconds: a no-wait pull normally ends in one round trip; past this it was held back
 WAIT_SLICE = 1.0  # seconds a waiting pull lives at most: a longer read re-arms; close waits this long at most
 REARM_BACKOFF = 0.1  # seconds before re-arming a waiting pull that ended early with nothing
@@ -80,9 +83,19 @@ class NatsEventLog:
         self._ns = settings.namespace
         self._ack_wait = settings.ack_wait
         self._replicas = replicas
-        self._lanes = [Lane(p, f"{self._ns}_events_{p}", f"{self._ns}.events.{p}") for p in PRIORITIES]
-        self._by_name = {lane.name: lane for lane in self._lanes}
+        self._partition_count = max(1, settings.log_partitions)
+        self._lease = settings.log_lease
+        # Priority-major: a read takes every held partition of high before normal before low.
+        self._lanes = [
+            Lane(p, f"{self._ns}_events_{p}", _subject(self._ns, p, n), n, f"fanout-{n}")
+            for p in PRIORITIES
+            for n in range(self._partition_count)
+        ]
+        self._by_key = {(lane.name, lane.partition): lane for lane in self._lanes}
         self._streams = {lane.stream for lane in self._lanes}
+        self._out: dict[str, int] = {}  # ack subject -> partition: handed out, not acked
+        self._partitions: Partitions | None = None  # taken on the first read: an API process takes none
+        self._hold_lock = asyncio.Lock()
         self._held: dict[str, float] = {}  # ack subject -> when it arrived: delivered to us, not acked
         self._puback_inbox = ""
         self._pubacks: dict[str, asyncio.Future[Msg]] = {}  # token -> its PubAck, while an append waits
@@ -108,41 +121,16 @@ class NatsEventLog:
         return IdempotentLog(log_, store.idempotency)
 
     async def ensure(self) -> None:
-        """Creates each lane's stream and consumer, or takes them as they are (idempotent)."""
-        for lane in self._lanes:
-            await self._ensure_stream(lane)
-            config = ConsumerConfig(
-                durable_name=CONSUMER,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self._ack_wait,
-                max_ack_pending=MAX_ACK_PENDING,
-            )
-            # An existing consumer takes the new ack_wait: the last process to open the log sets it.
-            await self._link.call(self._js.add_consumer(lane.stream, config))
+        """Creates each lane's stream, or takes it as it is (idempotent); partition consumers come with leases.
 
-    async def _ensure_stream(self, lane: Lane) -> None:
-        config = StreamConfig(
-            name=lane.stream,
-            subjects=[lane.subject],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.WORK_QUEUE,
-            duplicate_window=DUPLICATE_WINDOW,
-            num_replicas=self._replicas,
-        )
-        for attempt in range(1, CREATE_ATTEMPTS + 1):  # bounded
-            try:
-                await self._link.call(self._js.add_stream(config))
-                return
-            except UnavailableError as exc:
-                if isinstance(exc.__cause__, BadRequestError):
-                    # It exists with another configuration (an operator changed it): use it as it is.
-                    log.warning("nats_stream_config_differs", stream=lane.stream)
-                    return
-                # nats-server 2.9 fails a create that races the deletion of the account's last stream (it
-                # removes the streams directory): a transient 500 worth another try.
-                if not isinstance(exc.__cause__, ServerError) or attempt == CREATE_ATTEMPTS:
-                    raise
-            await asyncio.sleep(0.05 * attempt)
+        The lane's consumer of earlier versions (``fanout``, unfiltered) is deleted: a work-queue stream allows
+        no overlapping consumers. What it held unacked is read again by partition 0 (the lane's old subject).
+        """
+        for lane in self._lanes:
+            if lane.partition == 0:
+                await ensure_stream(self._link, self._js, lane, self._replicas)
+                with contextlib.suppress(UnavailableError):
+                    await self._link.call(self._js.delete_consumer(lane.stream, LEGACY_CONSUMER))
 
     async def start(self) -> None:
         """Listens for PubAcks and starts the in-progress keeper."""
@@ -165,7 +153,7 @@ class NatsEventLog:
         try:
             for index, item in enumerate(items):
                 event = item.event
-                lane = self._by_name.get(event.priority)
+                lane = self._by_key.get((event.priority, event_partition(event, self._partition_count)))
                 if lane is None:
                     results[index] = InvalidInputError(f"unknown priority {event.priority!r}")
                 elif event.id in tokens:
@@ -205,6 +193,10 @@ class NatsEventLog:
 
     async def read(self, max_items: int, timeout: float) -> list[Delivery]:
         self._check_open()
+        if self._partitions is None:
+            async with self._hold_lock:  # concurrent first reads take the partitions once
+                if self._partitions is None:
+                    self._partitions = await self._hold_partitions()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         while not self._closed:  # bounded by the deadline: every round waits for a signal or the deadline
@@ -228,7 +220,8 @@ class NatsEventLog:
         """
         async with self._pull_lock:
             counts: list[int] = []
-            for lane in self._lanes:
+            lanes = self._reading()
+            for lane in lanes:
                 want = max_items - sum(counts)
                 if want <= 0:
                     break
@@ -236,7 +229,7 @@ class NatsEventLog:
                     await self._pull_now(lane, want - len(lane.ready))
                 counts.append(min(want, len(lane.ready)))
             deliveries: list[Delivery] = []
-            for lane, n in zip(self._lanes, counts, strict=False):
+            for lane, n in zip(lanes, counts, strict=False):
                 deliveries += await self._hand_out(lane, n)
             return deliveries
 
@@ -261,7 +254,7 @@ class NatsEventLog:
         """Makes sure each lane has a waiting pull that wakes ``read`` when an event arrives there."""
         async with self._pull_lock:
             now = time.monotonic()
-            for lane in self._lanes:
+            for lane in self._reading():
                 if lane.armed(now):
                     continue
                 if lane.waiting is not None:
@@ -282,7 +275,7 @@ class NatsEventLog:
         pull = Pull(lane, batch, time.monotonic() + (NO_WAIT_TIMEOUT if wait is None else wait), ended)
         inbox = self._link.nc.new_inbox()
         pull.sub = await self._link.call(self._link.nc.subscribe(inbox, cb=partial(self._on_pull_msg, pull)))
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{lane.stream}.{CONSUMER}"
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{lane.stream}.{lane.consumer}"
         await self._link.call(self._link.nc.publish(subject, orjson.dumps(request), reply=inbox))
         return pull
 
@@ -333,6 +326,7 @@ class NatsEventLog:
                 self._held.pop(msg.reply, None)
                 await self._send(msg.reply, b"+TERM")
                 continue
+            self._out[msg.reply] = lane.partition
             deliveries.append(Delivery(event, token=msg.reply, lane=lane.name))
         return deliveries
 
@@ -341,19 +335,27 @@ class NatsEventLog:
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Returns once the server applied every ack (a lost ack only means one more delivery)."""
         subjects = [self._ack_subject(d) for d in deliveries]
+        held = set(self._partitions.readable()) if self._partitions is not None else set()
+        # A delivery of a partition this log no longer holds is not acked: its consumer was reset by the new
+        # holder, who hands it out again (the inbox write is idempotent), and an ack would find no one.
+        sending = []
+        for subject in subjects:
+            self._held.pop(subject, None)  # acked or not, a retry comes as a new delivery
+            partition = self._out.pop(subject, None)
+            if partition is None or partition in held:
+                sending.append(subject)
+        subjects = sending
         if not subjects:
             return
         self._check_open()
-        for subject in subjects:
-            self._held.pop(subject, None)  # acked or not, a retry comes as a new delivery
         await self._link.call(self._settle(subjects, b"+ACK"))
 
     async def _settle(self, subjects: list[str], body: bytes) -> None:
         """Sends ``body`` (+ACK, -NAK) for each delivery and returns once the server applied them all: the last
         of each lane goes as a request (AckSync), and a consumer applies acks in the order they arrive."""
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, list[str]] = {}  # by consumer, in fact: each applies its own acks in order
         for subject in subjects:
-            by_stream.setdefault(ack_fields(subject)[0], []).append(subject)
+            by_stream.setdefault(subject.rsplit(".", 5)[0], []).append(subject)
         nc = self._link.nc
         for group in by_stream.values():
             for subject in group[:-1]:
@@ -373,13 +375,65 @@ class NatsEventLog:
         return subject
 
     async def lag(self) -> int:
-        """Events not yet acked, from the consumers' own counters: not yet delivered + delivered unacked."""
+        """Events not yet acked, from the partition consumers' own counters (not yet delivered + delivered
+        unacked); a partition no worker took yet counts the messages on its subject. Not the stream's message
+        count: after a server killed with -9, acked events it had not deleted on disk yet may sit in the stream
+        behind every consumer's position, never to be handed out again."""
         self._check_open()
-        total = 0
-        for lane in self._lanes:
-            info = await self._link.call(self._js.consumer_info(lane.stream, CONSUMER, timeout=OP_TIMEOUT))
-            total += (info.num_pending or 0) + (info.num_ack_pending or 0)
-        return total
+        counts = await asyncio.gather(*(self._lane_lag(lane) for lane in self._lanes))
+        return sum(counts)
+
+    async def _lane_lag(self, lane: Lane) -> int:
+        try:
+            info = await self._js.consumer_info(lane.stream, lane.consumer, timeout=OP_TIMEOUT)
+        except NotFoundError:
+            stream = await self._link.call(self._js.stream_info(lane.stream, subjects_filter=lane.subject))
+            return int((stream.state.subjects or {}).get(lane.subject, 0))
+        except LIBRARY_ERRORS as exc:
+            raise UnavailableError(f"NATS event log: {type(exc).__name__}") from exc
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+    # --- partitions -----------------------------------------------------------------------------------------
+
+    async def _hold_partitions(self) -> Partitions:
+        member = member_id()
+        leases = await NatsLeases.open(self._js, self._ns, self._lease, self._replicas, member)
+        partitions = Partitions(
+            leases,
+            self._partition_count,
+            self._lease,
+            member=member,
+            busy=lambda n: n in self._out.values(),
+            gained=self._gained,
+            lost=self._lost,
+            changed=self._signal,
+        )
+        await partitions.start()
+        return partitions
+
+    def _reading(self) -> list[Lane]:
+        """The lanes of the partitions held now, priority-major."""
+        held = set(self._partitions.readable()) if self._partitions is not None else set()
+        return [lane for lane in self._lanes if lane.partition in held]
+
+    async def _gained(self, partition: int) -> None:
+        """Resets the partition's three consumers, at once: a new holder's set-up is what makes a lease round
+        long (``backends/partitions.py``)."""
+        lanes = [self._by_key[(priority, partition)] for priority in PRIORITIES]
+        await asyncio.gather(*(reset_consumer(self._link, self._js, lane, self._ack_wait) for lane in lanes))
+
+    async def _lost(self, partition: int) -> None:
+        """Drops what this process pulled of the partition and did not hand out: the next holder resets the
+        consumer and gets it again, in order."""
+        async with self._pull_lock:
+            for priority in PRIORITIES:
+                lane = self._by_key[(priority, partition)]
+                if lane.waiting is not None:
+                    await self._end_pull(lane.waiting)
+                    lane.waiting = None
+                for _, _, msg in lane.ready:
+                    self._held.pop(msg.reply, None)
+                lane.ready.clear()
 
     # --- in progress, signals, close ------------------------------------------------------------------------
 
@@ -432,6 +486,8 @@ class NatsEventLog:
         if held and self._link.nc.is_connected:
             with contextlib.suppress(UnavailableError):
                 await self._link.call(self._settle(held, b"-NAK"))
+        if self._partitions is not None:
+            await self._partitions.close()  # the next holder resets each consumer: nothing is lost
         await self._link.close()
 
     async def _let_waiting_pulls_end(self) -> None:
@@ -453,3 +509,9 @@ class NatsEventLog:
             if lane.waiting is not None:
                 await self._end_pull(lane.waiting)
                 lane.waiting = None
+
+
+def _subject(namespace: str, priority: Priority, partition: int) -> str:
+    """Partition 0 keeps the lane's subject of earlier versions, so events appended before an upgrade are read."""
+    base = f"{namespace}.events.{priority}"
+    return base if partition == 0 else f"{base}.{partition}"

@@ -1,5 +1,11 @@
 """``ports.EventLog`` on RabbitMQ quorum queues (``RabbitEventLog``), with aio-pika.
 
+Partitions. Each lane is ``settings.log_partitions`` queues, chosen by ``core.ordering.event_partition``
+(``{ns}.events.{lane}.{n}``; partition 0 is ``{ns}.events.{lane}``, the queue of earlier versions). A worker reads
+only the queues of the partitions it holds a lease on (an exclusive consumer, ``leases.py``; shares and
+rebalancing: ``backends/partitions.py``). When a holder dies, RabbitMQ puts what it held unacked back at the
+head of each queue and drops its leases, so the next holder reads those first, in order.
+
 Append. Each event is published, persistent, to its lane's queue through the default exchange on a channel
 with publisher confirms, ``mandatory`` set and ``message_id`` = the event id; ``append`` returns once the
 broker confirmed every message (a quorum queue confirms once a majority of its replicas has the message on
@@ -14,8 +20,8 @@ messages into a local buffer on its own schedule: right after an append returned
 part of the batch delivered, so a read could hand out ``low`` before a ``high`` still in flight, or fewer
 than were ready, and prefetched messages sit in one worker while another idles. ``basic.get`` takes exactly
 what the broker holds at the moment of the read, ``high`` first, at most ``max_items``; one worker process
-runs one read at a time anyway, and more throughput comes from more worker processes (competing readers of
-the same queues). Before taking, a read asks each lane's ready count with a passive ``queue.declare`` (a
+runs one read at a time anyway, and more throughput comes from more worker processes (each reading the
+partitions it holds). Before taking, a read asks each held queue's ready count with a passive ``queue.declare`` (a
 query, not a Raft command: ~6,800/s) and gets only from lanes that have messages; an idle read repeats that
 query with a growing pause (``POLL_MIN``..``POLL_MAX``), so a new event is seen within ``POLL_MAX``.
 
@@ -52,6 +58,7 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from tidings.backends.idempotent import IdempotentLog
+from tidings.backends.partitions import Partitions, member_id
 from tidings.backends.rabbitmq.connection import (
     BROKER_ERRORS,
     OP_TIMEOUT,
@@ -60,8 +67,10 @@ from tidings.backends.rabbitmq.connection import (
     connect,
     lane_queue,
 )
+from tidings.backends.rabbitmq.leases import RabbitLeases
 from tidings.core.clock import Clock, SystemClock
 from tidings.core.models import PRIORITIES, Priority, event_from_bytes, event_to_bytes
+from tidings.core.ordering import event_partition
 from tidings.errors import InvalidInputError, UnavailableError
 from tidings.ports import Append, Appended, Delivery, EventLog, Store
 from tidings.settings import Settings
@@ -75,6 +84,9 @@ RECENT_IDS = 10_000  # acked event ids remembered to skip re-appended copies
 QUORUM = {"x-queue-type": "quorum"}
 PERSISTENT = 2  # AMQP delivery mode: written to disk
 DECODE_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
+
+
+Stream = tuple[Priority, int]  # (lane, partition): one queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +108,7 @@ class _Leases:
         self.channel: object = None
         self._ack_wait = ack_wait
         self._remember = remember
-        self._held: dict[int, tuple[str, Priority, float]] = {}  # tag -> (event id, lane, handed out at)
+        self._held: dict[int, tuple[str, Stream, float]] = {}  # tag -> (event id, queue, handed out at)
         self._held_ids: dict[str, int] = {}
         self._acked: OrderedDict[str, None] = OrderedDict()
 
@@ -113,8 +125,8 @@ class _Leases:
     def is_copy(self, event_id: str) -> bool:
         return event_id in self._held_ids or event_id in self._acked
 
-    def hand_out(self, tag: int, event_id: str, lane: Priority, now: float) -> None:
-        self._held[tag] = (event_id, lane, now)
+    def hand_out(self, tag: int, event_id: str, stream: Stream, now: float) -> None:
+        self._held[tag] = (event_id, stream, now)
         self._held_ids[event_id] = tag
 
     def settle(self, token: _Token) -> bool:
@@ -131,15 +143,19 @@ class _Leases:
             self._acked.popitem(last=False)
         return True
 
-    def expired(self, now: float) -> list[tuple[int, Priority]]:
-        """(tag, lane) of deliveries held ``ack_wait`` seconds or longer; they are forgotten (the caller
+    def holds(self, partition: int) -> bool:
+        """Deliveries of ``partition`` are handed out and not acked yet."""
+        return any(stream[1] == partition for _, stream, _ in self._held.values())
+
+    def expired(self, now: float) -> list[tuple[int, Stream]]:
+        """(tag, queue) of deliveries held ``ack_wait`` seconds or longer; they are forgotten (the caller
         requeues them)."""
         tags = [tag for tag, (_, _, since) in self._held.items() if now - since >= self._ack_wait]
-        expired: list[tuple[int, Priority]] = []
+        expired: list[tuple[int, Stream]] = []
         for tag in tags:
-            event_id, lane, _ = self._held.pop(tag)
+            event_id, stream, _ = self._held.pop(tag)
             self._held_ids.pop(event_id, None)
-            expired.append((tag, lane))
+            expired.append((tag, stream))
         return expired
 
 
@@ -157,7 +173,11 @@ class RabbitEventLog:
         # Three channels, so that no failure on one disturbs another: a passive declare of a missing queue
         # closes its channel, and closing the reader channel would requeue every delivery in hand.
         self._publisher, self._reader, self._control = channels
-        self._queues = {lane: lane_queue(settings.namespace, lane) for lane in PRIORITIES}
+        self._ns = settings.namespace
+        self._lease = settings.log_lease
+        self._partition_count = max(1, settings.log_partitions)
+        self._queues = partition_queues(settings)
+        self._partitions: Partitions | None = None  # taken on the first read: an API process takes none
         self._clock = clock
         self._leases = _Leases(settings.ack_wait)
         self._read_lock = asyncio.Lock()
@@ -177,10 +197,10 @@ class RabbitEventLog:
                 publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 reader = await connection.channel(publisher_confirms=False)
                 control = await connection.channel(publisher_confirms=False)
-                for lane in PRIORITIES:  # declared on a robust channel: declared again after a reconnect
-                    await control.declare_queue(
-                        lane_queue(settings.namespace, lane), durable=True, arguments=QUORUM
-                    )
+                for queue in partition_queues(
+                    settings
+                ).values():  # robust channel: declared again on reconnect
+                    await control.declare_queue(queue, durable=True, arguments=QUORUM)
         except BaseException:
             await connection.close()
             raise
@@ -219,7 +239,7 @@ class RabbitEventLog:
                 # goes out at once; what is awaited is the broker's confirm.
                 await channel.basic_publish(
                     event_to_bytes(event),
-                    routing_key=self._queues[event.priority],
+                    routing_key=self._queues[(event.priority, event_partition(event, self._partition_count))],
                     properties=properties,
                     mandatory=True,
                     wait=False,
@@ -249,44 +269,48 @@ class RabbitEventLog:
     async def _read_once(self, max_items: int) -> list[Delivery]:
         self._check()
         async with self._read_lock:
+            if self._partitions is None:
+                self._partitions = await self._hold_partitions()
             channel = await self._ready_channel(self._reader, "read")
             self._leases.switch(channel)
             requeued = await self._requeue_expired(channel)
-            ready = await self._ready_counts()
+            held = self._partitions.readable()
+            ready = await self._ready_counts([(lane, n) for lane in PRIORITIES for n in held])
             deliveries: list[Delivery] = []
             try:
-                for lane in PRIORITIES:
+                for stream, count in ready.items():
                     # The count is asked on another channel and may not show the requeued ones yet; a get on
                     # this channel does: the queue sees this channel's nacks before its gets.
-                    wanted = min(max(ready[lane], requeued[lane]), max_items - len(deliveries))
+                    wanted = min(max(count, requeued.get(stream, 0)), max_items - len(deliveries))
                     if wanted > 0:
-                        await self._take(channel, lane, wanted, deliveries)
+                        await self._take(channel, stream, wanted, deliveries)
             except UnavailableError:
                 if not deliveries:
                     raise
             return deliveries
 
     async def _take(
-        self, channel: aiormq.Channel, lane: Priority, attempts: int, into: list[Delivery]
+        self, channel: aiormq.Channel, stream: Stream, attempts: int, into: list[Delivery]
     ) -> None:
-        """Up to ``attempts`` gets from one lane (fewer if it runs dry), appended to ``into`` in queue order."""
+        """Up to ``attempts`` gets from one queue (fewer if it runs dry), appended to ``into`` in queue order."""
         for _ in range(attempts):
             try:
                 async with broker("read"):
-                    got = await channel.basic_get(self._queues[lane], no_ack=False, timeout=OP_TIMEOUT)
+                    got = await channel.basic_get(self._queues[stream], no_ack=False, timeout=OP_TIMEOUT)
             except UnavailableError as exc:
                 if isinstance(exc.__cause__, TimeoutError):
                     await self._reset_reader()
                 raise
             if not isinstance(got.delivery, aiormq.spec.Basic.GetOk):
                 return
-            delivery = await self._delivery(channel, lane, got)
+            delivery = await self._delivery(channel, stream, got)
             if delivery is not None:
                 into.append(delivery)
 
     async def _delivery(
-        self, channel: aiormq.Channel, lane: Priority, got: aiormq.abc.DeliveredMessage
+        self, channel: aiormq.Channel, stream: Stream, got: aiormq.abc.DeliveredMessage
     ) -> Delivery | None:
+        lane = stream[0]
         tag = got.delivery_tag
         assert tag is not None  # a GetOk always carries one
         try:
@@ -299,26 +323,40 @@ class RabbitEventLog:
         if self._leases.is_copy(event.id):
             await _drop(channel, tag)  # a re-appended copy of an event in hand or done
             return None
-        self._leases.hand_out(tag, event.id, lane, self._clock.monotonic())
+        self._leases.hand_out(tag, event.id, stream, self._clock.monotonic())
         return Delivery(event, token=_Token(channel, tag), lane=lane)
 
-    async def _requeue_expired(self, channel: aiormq.Channel) -> dict[Priority, int]:
-        """Nacks (requeue) what outlived its lease; returns how many went back to each lane."""
-        requeued = dict.fromkeys(PRIORITIES, 0)
-        for tag, lane in self._leases.expired(self._clock.monotonic()):
+    async def _requeue_expired(self, channel: aiormq.Channel) -> dict[Stream, int]:
+        """Nacks (requeue) what outlived its lease; returns how many went back to each queue."""
+        requeued: dict[Stream, int] = {}
+        for tag, stream in self._leases.expired(self._clock.monotonic()):
             async with broker("requeue"):
                 await channel.basic_nack(tag, requeue=True)
-            requeued[lane] += 1
+            requeued[stream] = requeued.get(stream, 0) + 1
         return requeued
 
-    async def _ready_counts(self) -> dict[Priority, int]:
+    async def _ready_counts(self, streams: Sequence[Stream]) -> dict[Stream, int]:
+        """Ready messages of ``streams``, in the order given (high before normal before low)."""
         control = await self._ready_channel(self._control, "count")
-        counts: dict[Priority, int] = {}
-        for lane, queue in self._queues.items():
+        counts: dict[Stream, int] = {}
+        for stream in streams:
             async with broker("count"):
-                declared = await control.queue_declare(queue, passive=True, timeout=OP_TIMEOUT)
-            counts[lane] = declared.message_count or 0
+                declared = await control.queue_declare(self._queues[stream], passive=True, timeout=OP_TIMEOUT)
+            counts[stream] = declared.message_count or 0
         return counts
+
+    async def _hold_partitions(self) -> Partitions:
+        partitions = Partitions(
+            RabbitLeases(self._connection, self._ns),
+            self._partition_count,
+            self._lease,
+            member=member_id(),
+            busy=self._leases.holds,
+            gained=_nothing,  # the broker put what the last holder left unacked back at the queue's head
+            lost=_nothing,  # nothing is read ahead (basic.get)
+        )
+        await partitions.start()
+        return partitions
 
     async def _reset_reader(self) -> None:
         """A get that timed out may still be answered later, leaving a delivery nobody tracks: close the
@@ -346,12 +384,15 @@ class RabbitEventLog:
         """Ready messages in the lanes plus the deliveries this log holds unacked (see the module doc)."""
         self._check()
         self._leases.switch(await self._ready_channel(self._reader, "count"))  # a new channel holds nothing
-        counts = await self._ready_counts()
+        counts = await self._ready_counts(list(self._queues))
         return sum(counts.values()) + len(self._leases)
 
     async def close(self) -> None:
         """Closes the connection: every delivery not acked goes back to its queue. Idempotent."""
         self._closing.set()
+        if self._partitions is not None:
+            async with self._read_lock:  # a read in progress finishes first
+                await self._partitions.close()
         await self._connection.close()
 
     def _check(self) -> None:
@@ -361,6 +402,19 @@ class RabbitEventLog:
         async with broker(what):
             await channel.ready()  # after a reconnect: until the channel is reopened and restored
             return cast(aiormq.Channel, await channel.get_underlay_channel())
+
+
+async def _nothing(partition: int) -> None:
+    pass
+
+
+def partition_queues(settings: Settings) -> dict[Stream, str]:
+    """The queue of each (lane, partition); partition 0 keeps the lane's queue of earlier versions."""
+    return {
+        (lane, n): lane_queue(settings.namespace, lane) + (f".{n}" if n else "")
+        for lane in PRIORITIES
+        for n in range(max(1, settings.log_partitions))
+    }
 
 
 async def _drop(channel: aiormq.Channel, tag: int) -> None:

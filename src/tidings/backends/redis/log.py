@@ -1,9 +1,11 @@
 """The Redis event log on Redis Streams (``RedisEventLog``).
 
-Keys. ``{namespace}:events:{lane}`` is one stream per priority lane (high, normal, low), so a flood of likes in
-``low`` never sits in front of a mention in ``high``. Each stream has one consumer group, ``fanout``; every open
-``RedisEventLog`` (one per worker process) is a consumer of it under a name of its own. An entry holds the event
-id (field ``id``) and ``event_to_bytes(event)`` (field ``event``).
+Keys. Each priority lane (high, normal, low, so a flood of likes never sits in front of a mention) is split into
+``settings.log_partitions`` streams by ``core.ordering.event_partition``: ``{namespace}:events:{lane}:{n}``
+(partition 0: ``{namespace}:events:{lane}``, the key of earlier versions). Each stream has one consumer group,
+``fanout``, and one consumer, ``holder``: whichever worker holds the partition's lease reads under that name
+(``leases.py``; shares and rebalancing: ``backends/partitions.py``). An entry holds the event id (field ``id``)
+and ``event_to_bytes(event)`` (field ``event``).
 
 Append: concurrent calls are gathered into one Lua script (group commit: one round trip, no other client's
 command in between, for up to FLUSH_MAX_ITEMS events). A call returns once Redis answered for its items; a
@@ -24,42 +26,31 @@ Durability. What Redis' answer is worth is the server's configuration, not this 
 - Replication is asynchronous: a failover may lose what the old primary answered but had not passed on yet.
   This backend does not issue ``WAIT``; ``min-replicas-to-write`` on the server narrows the window.
 
-Delivery. ``read`` takes, lane by lane (high, normal, low), first the entries idle for longer than
-``settings.ack_wait`` (XAUTOCLAIM: a dead worker's deliveries are taken over; looked for at most every
-ack_wait/4), then entries never delivered (XREADGROUP ``>``); with nothing at all it blocks on the three streams
-at once (XREADGROUP BLOCK, in slices shorter than the socket timeout). A blocked read that wakes with more than
-``max_items`` (several lanes filled at once) hands the surplus back at once (below).
-
-Leases. A delivery stays with the worker that read it while that worker lives: every ack_wait/3 a task renews
-the deliveries handed out and not acked yet (XCLAIM to itself with JUSTID: resets the idle time, not the
-delivery count), so a long batch is not handed to another worker while it is processed. A worker that dies
-stops renewing and, ack_wait later, its deliveries go to the next reader. ``close`` hands back every entry
-pending on its consumer at once (XCLAIM ... IDLE a year: any reader's next XAUTOCLAIM takes them). Rare
-double hand-outs remain possible (a renewal late by ack_wait, a read whose reply was lost): the inbox write is
-idempotent on the event id, so they cost work, not duplicates.
+Delivery. ``read`` takes, lane by lane (high, normal, low), from the partitions this worker holds: first the
+entries pending in the group (a former holder's, unacked: ``XREADGROUP … 0``, in order), then entries never
+delivered (``>``), one XREADGROUP per lane over its held streams; with nothing at all it blocks on every held
+stream at once (slices shorter than the socket timeout and than a lease round). What a read got beyond
+``max_items`` stays buffered for the next read (it is pending on ``holder``: a next holder reads it again, in
+order). A worker that dies holds its partitions until their leases run out; ``close`` releases them at once. On
+taking a partition, entries pending on consumers of earlier versions (one per process) are moved to ``holder``.
 
 Ack = XACK + XDEL in one MULTI, rather than MAXLEN/MINID trimming: trimming cuts only a prefix, so one entry
 slow to be acked (or unreadable) would keep every acked entry after it in memory; XDEL frees exactly what was
 acked, in any order, and leaves in the stream exactly the events not acked yet (so ``XLEN`` is the backlog, and
 a group recreated at id 0 after a loss hands out exactly those). The price: the streams belong to the
-``fanout`` group alone; another group reading them would miss what ``fanout`` acked.
+``fanout`` group alone; another group reading them would miss what ``fanout`` acked. A delivery of a partition
+lost meanwhile is acked all the same (it was fanned out; the new holder skips an entry deleted while pending).
 
-Lag = XINFO GROUPS ``lag`` (never delivered) + ``pending`` (delivered, not acked), per lane. When a deletion sits
-right at the group's position Redis cannot tell ``lag``; XLEN, equal by the XDEL rule above, stands in.
+Lag = the streams' lengths (XLEN, by the XDEL rule above).
 
 Unreachable Redis: every call fails within about 4 s with ``UnavailableError`` (``client.py``); a group lost
-with a Redis that keeps nothing is recreated (``NOGROUP``). Consumers of earlier processes that hold nothing are
-removed when a log opens.
+with a Redis that keeps nothing is recreated (``NOGROUP``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
-import secrets
-import socket
 from collections import deque
 from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
@@ -67,12 +58,15 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, KeyT, StreamIdT
 
 from tidings.backends.idempotent import IdempotentLog
+from tidings.backends.partitions import Partitions, member_id
 from tidings.backends.redis.client import connect, translated
-from tidings.core.models import PRIORITIES, Priority, event_from_bytes, event_to_bytes
+from tidings.backends.redis.leases import RedisLeases
+from tidings.core.models import PRIORITIES, Event, Priority, event_from_bytes, event_to_bytes
+from tidings.core.ordering import event_partition
 from tidings.errors import InvalidInputError, UnavailableError
 from tidings.ports import Append, Appended, Delivery, EventLog, Store
 from tidings.settings import Settings
@@ -80,13 +74,11 @@ from tidings.settings import Settings
 log = structlog.get_logger("tidings.redis")
 
 GROUP = "fanout"
+HOLDER = "holder"  # the one consumer name of every partition stream: whoever holds the partition's lease
 FLUSH_MAX_ITEMS = 1000  # events per append script (group commit of concurrent appends)
 DEDUPE_WINDOW_MS = 120_000
 BLOCK_SLICE = 1.0
-# "Idle for a year": past any ack_wait, yet below the server's clamp (an idle time past now counts as 0).
-RELEASED_IDLE_MS = 365 * 86_400_000
-PENDING_PAGE = 1000
-PENDING_MAX_PAGES = 100  # close hands back at most this many pages per lane; the rest wait out ack_wait
+CLAIM_PAGE = 1000
 
 # Per item: XADD, unless the item is keyed (ARGV flag 1) and its dedupe key exists. Returns 1/0 per item.
 APPEND = """
@@ -101,23 +93,6 @@ for i = 1, #KEYS / 2 do
   end
 end
 return out
-"""
-
-# Removes the group's consumers that hold nothing and were idle for ARGV[2] ms, atomically per consumer
-# (deleting one that holds entries would lose them for the group). Bounded by the number of consumers.
-REAP_CONSUMERS = """
-local removed = 0
-for _, key in ipairs(KEYS) do
-  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, ARGV[1])) do
-    local info = {}
-    for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-    if info['pending'] == 0 and info['idle'] >= tonumber(ARGV[2]) then
-      redis.call('XGROUP', 'DELCONSUMER', key, ARGV[1], info['name'])
-      removed = removed + 1
-    end
-  end
-end
-return removed
 """
 
 
@@ -138,34 +113,43 @@ class _Request:
     done: asyncio.Future[list[Appended | Exception]]
 
 
-def _consumer_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+Stream = tuple[Priority, int]  # (lane, partition)
 
 
 class RedisEventLog:
-    """``ports.EventLog`` on Redis Streams; ``open`` wraps it in ``IdempotentLog`` (keys live in the store).
+    """``ports.EventLog`` on Redis Streams; ``open`` wraps it in ``IdempotentLog`` (keys live in the store)."""
 
-    ``consumer`` is this instance's name in the ``fanout`` group: unique per instance unless given.
-    """
-
-    def __init__(self, client: Redis, settings: Settings, consumer: str | None = None) -> None:
+    def __init__(self, client: Redis, settings: Settings) -> None:
         self._client = client
-        self.consumer = consumer or _consumer_name()
-        self.streams: dict[Priority, str] = {
-            lane: f"{settings.namespace}:events:{lane}" for lane in PRIORITIES
+        self._ns = settings.namespace
+        self._lease = settings.log_lease
+        self._partition_count = max(1, settings.log_partitions)
+        # Partition 0 keeps the lane's key of earlier versions, so events appended before an upgrade are read.
+        self.streams: dict[Stream, str] = {
+            (lane, n): f"{settings.namespace}:events:{lane}" + (f":{n}" if n else "")
+            for lane in PRIORITIES
+            for n in range(self._partition_count)
         }
-        self._lane_of = {stream.encode(): lane for lane, stream in self.streams.items()}
+        self._stream_of = {key.encode(): stream for stream, key in self.streams.items()}
         self._appended_prefix = f"{settings.namespace}:appended:"
         self._append_script = client.register_script(APPEND)
-        self._ack_wait_ms = max(1, round(settings.ack_wait * 1000))
-        self._reclaim_every = settings.ack_wait / 4
-        self._reclaimed_at = -math.inf
-        self._reclaim_from: dict[Priority, str] = dict.fromkeys(PRIORITIES, "0-0")
-        self._held: dict[Priority, set[str]] = {lane: set() for lane in PRIORITIES}  # handed out, not acked
-        self._renewer: asyncio.Task[None] | None = None
+        self._buffered: dict[Stream, deque[Delivery]] = {stream: deque() for stream in self.streams}
+        self._pending_from: dict[Stream, str] = {}  # streams whose pending entries are read first, from here
+        # Partition -> how many times it was gained or lost: a reply to a read sent before that changed is
+        # dropped (the lease round runs while a read waits for Redis; what it read is read again, in order).
+        self._turns: dict[int, int] = {}
+        self._out: dict[str, int] = {}  # token of a delivery handed out, not acked -> its partition
+        self._partitions: Partitions | None = None  # taken on the first read: an API process takes none
+        self._hold_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        self._woken = asyncio.Event()
         self._appending: deque[_Request] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+
+    def stream_of(self, event: Event) -> str:
+        """The key of the stream ``event`` goes to (tests look at it)."""
+        return self.streams[(event.priority, event_partition(event, self._partition_count))]
 
     @classmethod
     async def open(cls, url: str, settings: Settings, store: Store) -> EventLog:
@@ -178,12 +162,9 @@ class RedisEventLog:
         return IdempotentLog(log_, store.idempotency)
 
     async def prepare(self) -> None:
-        """Creates the streams and the group when missing; removes consumers of earlier processes that hold
-        nothing and were idle for ack_wait (each process is a new consumer: they would pile up)."""
+        """Creates the streams and the group when missing."""
         with translated("open"):
             await self._create_groups()
-            reap = self._client.register_script(REAP_CONSUMERS)
-            await reap(keys=list(self.streams.values()), args=[GROUP, self._ack_wait_ms])
 
     async def _create_groups(self) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -237,15 +218,13 @@ class RedisEventLog:
             start = end
 
     async def _append_now(self, items: Sequence[Append]) -> list[Appended | Exception]:
-        refused = {
-            i: _refusal(item) for i, item in enumerate(items) if item.event.priority not in self.streams
-        }
+        refused = {i: _refusal(item) for i, item in enumerate(items) if item.event.priority not in PRIORITIES}
         keys: list[KeyT] = []
         args: list[EncodableT] = [DEDUPE_WINDOW_MS]
         for i, item in enumerate(items):
             if i not in refused:
                 event = item.event
-                keys += [self.streams[event.priority], self._appended_prefix + event.id]
+                keys += [self.stream_of(event), self._appended_prefix + event.id]
                 args += [int(event.idempotency_key is not None), event.id, event_to_bytes(event)]
         added: Iterator[int] = iter(())
         if keys:
@@ -262,19 +241,26 @@ class RedisEventLog:
         self._check_open()
         if max_items <= 0:
             return []
+        if self._partitions is None:
+            async with self._hold_lock:  # concurrent first reads take the partitions once
+                if self._partitions is None:
+                    self._partitions = await self._hold_partitions()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         got: list[Delivery] = []
         with translated("read"):
             while not got and not self._closed:  # bounded by the deadline
-                got = await self._recovering(self._read_available(max_items))
-                remaining = deadline - loop.time()
-                if got or remaining <= 0:
-                    break
-                # Short enough slices that entries of a dead worker are looked for while waiting, too.
-                wait = min(remaining, BLOCK_SLICE, self._reclaim_every)
-                got = await self._recovering(self._wait_for_new(max_items, wait))
-        self._hold(got)
+                async with (
+                    self._read_lock
+                ):  # one XREADGROUP at a time: the holder's position is this process's
+                    got = await self._recovering(self._read_available(max_items))
+                    remaining = deadline - loop.time()
+                    if got or remaining <= 0:
+                        break
+                    wait = min(remaining, BLOCK_SLICE, self._lease / 3)  # a gained partition is read soon
+                    got = await self._recovering(self._wait_for_new(max_items, wait))
+        for delivery in got:
+            self._out[str(delivery.token)] = _partition_of_token(delivery.token)
         return got
 
     async def _recovering(self, reading: Awaitable[list[Delivery]]) -> list[Delivery]:
@@ -288,170 +274,187 @@ class RedisEventLog:
             return []
         return result
 
-    async def _read_available(self, max_items: int) -> list[Delivery]:
-        """Lane by lane: entries idle past ack_wait (when due), then new ones; never blocks."""
-        loop = asyncio.get_running_loop()
-        reclaim = loop.time() - self._reclaimed_at >= self._reclaim_every
-        if reclaim:
-            self._reclaimed_at = loop.time()
-        got: list[Delivery] = []
-        for lane in PRIORITIES:
-            if reclaim and len(got) < max_items:
-                got += await self._reclaim(lane, max_items - len(got))
-            if len(got) < max_items:
-                reply = await self._client.xreadgroup(
-                    GROUP, self.consumer, {self.streams[lane]: ">"}, count=max_items - len(got)
-                )
-                got += self._deliveries(reply)
-        return got
+    def _held(self) -> list[Stream]:
+        held = self._partitions.readable() if self._partitions is not None else []
+        return [(lane, n) for lane in PRIORITIES for n in held]
 
-    async def _reclaim(self, lane: Priority, count: int) -> list[Delivery]:
-        # The scan resumes where the last one stopped (XAUTOCLAIM looks at count*10 entries per call), so
-        # entries of a dead worker are found even behind many that live workers hold.
-        reply = await self._client.xautoclaim(
-            self.streams[lane], GROUP, self.consumer, self._ack_wait_ms, self._reclaim_from[lane], count=count
+    async def _read_available(self, max_items: int) -> list[Delivery]:
+        """Lane by lane, partition by partition: what is buffered, the entries a former holder left pending
+        (in order, before anything newer), then new entries (one XREADGROUP per lane); never blocks."""
+        for lane in PRIORITIES:
+            streams = [s for s in self._held() if s[0] == lane]
+            for stream in streams:
+                if stream in self._pending_from and len(self._buffered[stream]) < max_items:
+                    await self._read_pending(stream, max_items)
+            fresh = [s for s in streams if s not in self._pending_from and not self._buffered[s]]
+            if fresh and self._buffered_in(lane) < max_items:
+                ids: dict[KeyT, StreamIdT] = {self.streams[s]: ">" for s in fresh}
+                turns = self._turns_of(fresh)
+                self._buffer(await self._client.xreadgroup(GROUP, HOLDER, ids, count=max_items), turns)
+        return self._take(max_items)
+
+    async def _read_pending(self, stream: Stream, count: int) -> None:
+        key = self.streams[stream]
+        turns = self._turns_of([stream])
+        reply: Any = await self._client.xreadgroup(
+            GROUP, HOLDER, {key: self._pending_from[stream]}, count=count
         )
-        self._reclaim_from[lane] = _text(reply[0])
-        return self._entries(lane, reply[1])
+        if turns != self._turns_of([stream]):
+            return  # lost (and maybe gained again) meanwhile: the reply is stale
+        entries: list[Any] = reply[0][1] if reply else []
+        if not entries:
+            del self._pending_from[stream]  # every pending entry handed out: on to new ones
+            return
+        self._pending_from[stream] = _text(entries[-1][0])
+        self._buffer([[key.encode(), entries]], turns)
 
     async def _wait_for_new(self, max_items: int, seconds: float) -> list[Delivery]:
-        """Blocks on all lanes for new entries; a surplus past ``max_items`` is handed back at once."""
-        streams: dict[KeyT, StreamIdT] = dict.fromkeys(self.streams.values(), ">")
+        """Blocks on the held partitions of all lanes for new entries; a surplus stays buffered for the next
+        read (it is pending on this holder: a next holder reads it again, in order)."""
+        streams = [s for s in self._held() if s not in self._pending_from and not self._buffered[s]]
+        if not streams:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):  # no partition to wait on: until one is gained
+                    await self._woken.wait()
+            self._woken.clear()
+            return []
+        ids: dict[KeyT, StreamIdT] = {self.streams[s]: ">" for s in streams}
         block_ms = max(1, int(seconds * 1000))
-        reply = await self._client.xreadgroup(GROUP, self.consumer, streams, count=max_items, block=block_ms)
-        got = sorted(self._deliveries(reply), key=lambda d: PRIORITIES.index(d.lane))  # stable: keeps order
-        if len(got) > max_items:
-            await self._release(_ids_by_lane(got[max_items:]))
-            got = got[:max_items]
-        return got
+        turns = self._turns_of(streams)
+        self._buffer(
+            await self._client.xreadgroup(GROUP, HOLDER, ids, count=max_items, block=block_ms), turns
+        )
+        return self._take(max_items)
 
-    def _deliveries(self, reply: Any) -> list[Delivery]:
-        """XREADGROUP's reply: ``[[stream, [(id, fields), ...]], ...]`` (RESP2), or None."""
-        got: list[Delivery] = []
-        for stream, entries in reply or ():
-            got += self._entries(self._lane_of[stream], entries)
-        return got
+    def _turns_of(self, streams: Sequence[Stream]) -> dict[Stream, int]:
+        return {stream: self._turns.get(stream[1], 0) for stream in streams}
 
-    def _entries(self, lane: Priority, entries: Sequence[Any]) -> list[Delivery]:
-        got: list[Delivery] = []
-        for entry_id, fields in entries:
-            if not fields:
-                continue  # deleted while pending: nothing to hand out
-            try:
-                event = event_from_bytes(fields[b"event"])
-            except (KeyError, TypeError, ValueError):
-                # Not ours (someone else wrote to the stream): left pending for an operator, logged each time
-                # it comes round again.
-                log.error("log_entry_unreadable", stream=self.streams[lane], entry=_text(entry_id))
+    def _buffer(self, reply: Any, turns: dict[Stream, int]) -> None:
+        """XREADGROUP's reply: ``[[stream, [(id, fields), ...]], ...]`` (RESP2), or None. A stream whose
+        partition was gained or lost since the read was sent (``turns``) is skipped: a stale reply."""
+        for key, entries in reply or ():
+            stream = self._stream_of[key]
+            if turns.get(stream) != self._turns.get(stream[1], 0):
                 continue
-            got.append(Delivery(event, token=_text(entry_id), lane=lane))
-        return got
-
-    # --- leases -----------------------------------------------------------------------------------------
-
-    def _hold(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            self._held[delivery.lane].add(str(delivery.token))
-        if deliveries and self._renewer is None:
-            self._renewer = asyncio.create_task(self._renew_leases(), name="tidings-redis-leases")
-
-    async def _renew_leases(self) -> None:
-        """Runs until ``close``: every ack_wait/3, resets the idle time of what this process holds."""
-        while not self._closed:
-            await asyncio.sleep(self._ack_wait_ms / 3000)
-            held = {lane: list(ids) for lane, ids in self._held.items() if ids}
-            if not held:
-                continue
-            try:
-                await self._claim(held, idle_ms=None)
-            except (RedisError, OSError) as exc:
-                log.warning("redis_lease_renewal_failed", error=type(exc).__name__)
-
-    async def _claim(self, ids: dict[Priority, list[str]], idle_ms: int | None) -> None:
-        """XCLAIM to this consumer, JUSTID: idle time reset to ``idle_ms`` (None: 0), delivery count kept."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for lane, entry_ids in ids.items():
-                claimed: list[StreamIdT] = [*entry_ids]
-                pipe.xclaim(self.streams[lane], GROUP, self.consumer, 0, claimed, idle=idle_ms, justid=True)
-            await pipe.execute()
-
-    async def _release(self, ids: dict[Priority, list[str]]) -> None:
-        """Makes entries claimable by any reader's next XAUTOCLAIM, ours included (which scans from 0 again)."""
-        await self._claim(ids, idle_ms=RELEASED_IDLE_MS)
-        for lane in ids:
-            self._reclaim_from[lane] = "0-0"
-        self._reclaimed_at = -math.inf
-
-    async def _release_pending(self) -> None:
-        """Hands back everything pending on this consumer, read by the caller or not (a lost reply)."""
-        for lane, stream in self.streams.items():
-            start = "-"
-            for _ in range(PENDING_MAX_PAGES):
+            for entry_id, fields in entries:
+                if not fields:
+                    continue  # deleted while pending (acked by a former holder): nothing to hand out
                 try:
-                    page = await self._client.xpending_range(
-                        stream, GROUP, min=start, max="+", count=PENDING_PAGE, consumername=self.consumer
-                    )
-                except ResponseError as exc:
-                    if not _is_missing(exc):
-                        raise
-                    break  # the stream is gone, and what was pending on it with it
-                if page:
-                    await self._release({lane: [_text(p["message_id"]) for p in page]})
-                if len(page) < PENDING_PAGE:
-                    break
-                start = "(" + _text(page[-1]["message_id"])
+                    event = event_from_bytes(fields[b"event"])
+                except (KeyError, TypeError, ValueError):
+                    # Not ours (someone else wrote to the stream): left pending for an operator.
+                    log.error("log_entry_unreadable", stream=self.streams[stream], entry=_text(entry_id))
+                    continue
+                token = f"{stream[1]}/{_text(entry_id)}"
+                self._buffered[stream].append(Delivery(event, token=token, lane=stream[0]))
+
+    def _buffered_in(self, lane: Priority) -> int:
+        return sum(len(self._buffered[(lane, n)]) for n in range(self._partition_count))
+
+    def _take(self, max_items: int) -> list[Delivery]:
+        got: list[Delivery] = []
+        for stream in self._held():
+            buffered = self._buffered[stream]
+            while buffered and len(got) < max_items:
+                got.append(buffered.popleft())
+        return got
+
+    # --- partitions -------------------------------------------------------------------------------------
+
+    async def _hold_partitions(self) -> Partitions:
+        member = member_id()
+        partitions = Partitions(
+            RedisLeases(self._client, self._ns, self._lease, member),
+            self._partition_count,
+            self._lease,
+            member=member,
+            busy=lambda n: n in self._out.values(),
+            gained=self._gained,
+            lost=self._lost,
+            changed=self._woken.set,
+        )
+        await partitions.start()
+        return partitions
+
+    async def _gained(self, partition: int) -> None:
+        """Reading starts with the entries pending in the group (a former holder's, unacked), in order. Entries
+        pending on consumers of earlier versions (one per process) are moved to the holder first."""
+        self._turns[partition] = self._turns.get(partition, 0) + 1  # a read still out from before is stale
+        for lane in PRIORITIES:
+            stream = (lane, partition)
+            key = self.streams[stream]
+            start = "0-0"
+            with translated("take partition"):
+                for _ in range(10_000):  # bounded; ends when the scan wraps
+                    try:
+                        reply = await self._client.xautoclaim(key, GROUP, HOLDER, 0, start, CLAIM_PAGE)
+                    except ResponseError as exc:
+                        if not _is_missing(exc):
+                            raise
+                        await self._create_groups()
+                        break
+                    start = _text(reply[0])
+                    if start == "0-0":
+                        break
+            self._buffered[stream].clear()
+            self._pending_from[stream] = "0-0"
+
+    async def _lost(self, partition: int) -> None:
+        self._turns[partition] = self._turns.get(partition, 0) + 1
+        for lane in PRIORITIES:
+            self._buffered[(lane, partition)].clear()
+            self._pending_from.pop((lane, partition), None)
 
     # --- ack, lag, close --------------------------------------------------------------------------------
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """XACK + XDEL. A delivery of a partition lost meanwhile is acked all the same: it was fanned out, and
+        the new holder skips an entry deleted while pending."""
         self._check_open()
-        ids = _ids_by_lane(deliveries)
+        ids = self._ids_by_stream(deliveries)
         if not ids:
             return
         async with self._client.pipeline(transaction=True) as pipe:
-            for lane, entry_ids in ids.items():
+            for stream, entry_ids in ids.items():
                 # Both or neither: an entry deleted while still pending would be skipped, not redelivered.
-                pipe.xack(self.streams[lane], GROUP, *entry_ids)
-                pipe.xdel(self.streams[lane], *entry_ids)
+                pipe.xack(self.streams[stream], GROUP, *entry_ids)
+                pipe.xdel(self.streams[stream], *entry_ids)
             with translated("ack"):
                 await pipe.execute()
-        for lane, entry_ids in ids.items():
-            self._held[lane].difference_update(entry_ids)
+        for delivery in deliveries:
+            self._out.pop(str(delivery.token), None)
+
+    def _ids_by_stream(self, deliveries: Sequence[Delivery]) -> dict[Stream, list[str]]:
+        ids: dict[Stream, list[str]] = {}
+        for delivery in deliveries:
+            partition = _partition_of_token(delivery.token)
+            stream = (delivery.lane, partition)
+            if partition < 0 or stream not in self.streams:
+                raise InvalidInputError("not a delivery of the redis event log")
+            ids.setdefault(stream, []).append(str(delivery.token).partition("/")[2])
+        return ids
 
     async def lag(self) -> int:
+        """Events not acked: the streams' lengths (an acked entry is deleted, see the module docstring)."""
         self._check_open()
-        with translated("lag"):
-            return sum([await self._lane_lag(stream) for stream in self.streams.values()])
-
-    async def _lane_lag(self, stream: str) -> int:
-        try:
-            groups = await self._client.xinfo_groups(stream)
-        except ResponseError as exc:
-            if not _is_missing(exc):
-                raise
-            await self._create_groups()
-            return 0
-        for group in groups:
-            if _text(group["name"]) == GROUP and group["lag"] is not None:
-                return int(group["lag"]) + int(group["pending"])
-        return int(await self._client.xlen(stream))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in self.streams.values():
+                pipe.xlen(key)
+            with translated("lag"):
+                lengths = await pipe.execute()
+        return sum(int(n) for n in lengths)
 
     async def close(self) -> None:
-        """Hands back what this consumer holds unacked (best effort: else it comes back after ack_wait), then
-        closes the connections. Idempotent."""
+        """Releases the partitions (their next holders read what this one left unacked, at once), then closes
+        the connections. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._woken.set()
         if self._flusher is not None:
             await self._flusher  # appends already accepted as calls are carried out
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-        try:
-            await self._release_pending()
-        except (RedisError, OSError) as exc:
-            log.warning("redis_release_failed", error=type(exc).__name__)
+        if self._partitions is not None:
+            await self._partitions.close()
         await self._client.aclose()
 
     def _check_open(self) -> None:
@@ -459,14 +462,13 @@ class RedisEventLog:
             raise UnavailableError("the event log is closed")
 
 
+def _partition_of_token(token: object) -> int:
+    """A delivery's token is ``<partition>/<entry id>``; -1 when it is not one of ours."""
+    if not isinstance(token, str):
+        return -1
+    head, sep, _ = token.partition("/")
+    return int(head) if sep and head.isdigit() else -1
+
+
 def _refusal(item: Append) -> Exception:
     return InvalidInputError(f"unknown priority {item.event.priority!r}")
-
-
-def _ids_by_lane(deliveries: Sequence[Delivery]) -> dict[Priority, list[str]]:
-    ids: dict[Priority, list[str]] = {}
-    for delivery in deliveries:
-        if not isinstance(delivery.token, str) or delivery.lane not in PRIORITIES:
-            raise InvalidInputError("not a delivery of the redis event log")
-        ids.setdefault(delivery.lane, []).append(delivery.token)
-    return ids

@@ -180,7 +180,15 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
     i = inbox.c
     joined = deliveries.outerjoin(inbox, and_(i.app == d.app, i.user_id == d.user_id, i.seq == d.seq))
     query = (
-        select(deliveries, i.payload, i.read_at, i.seen_at, i.replaced_by, i.created_at.label("made_at"))
+        select(
+            deliveries,
+            i.payload,
+            i.read_at,
+            i.seen_at,
+            i.replaced_by,
+            i.removed_at,
+            i.created_at.label("made_at"),
+        )
         .select_from(joined)
         .where(d.id.in_(ids))
         .order_by(d.id)
@@ -222,6 +230,8 @@ def claim(conn: Connection, owner: str, now: float, lease: float, limit: int) ->
 def _cancel_reason(r: Any) -> str | None:
     if r.payload is None:
         return "the notification is gone"
+    if r.removed_at is not None:
+        return "retracted or deleted before the send"
     if r.read_at is not None:
         return "read before the send"
     if r.seen_at is not None:

@@ -8,7 +8,7 @@ lets PostgreSQL prune it to one hash partition).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -47,27 +47,64 @@ def of_user(app: str, user: str) -> ColumnElement[bool]:
     return and_(inbox.c.app == app, inbox.c.user_id == user)
 
 
+def streamed(app: str, user: str) -> ColumnElement[bool]:
+    """The user's rows that nothing replaced or removed: what backlogs see (retraction markers included)."""
+    return and_(of_user(app, user), inbox.c.replaced_by.is_(None), inbox.c.removed_at.is_(None))
+
+
 def shown(app: str, user: str) -> ColumnElement[bool]:
-    """The user's rows that nothing replaced: what backlogs, lists and counts see."""
-    return and_(of_user(app, user), inbox.c.replaced_by.is_(None))
+    """The user's notifications that nothing replaced or removed: what lists and counts see."""
+    return and_(streamed(app, user), inbox.c.kind == "notification")
+
+
+Status = Literal["inbox", "unread", "unseen", "archived", "all"]
+
+
+def with_status(status: Status) -> ColumnElement[bool] | None:
+    """The filter of a ``GET /v1/me/notifications?status=``: 'inbox' (the default) is what is not archived;
+    'unread'/'unseen' among those; 'archived'; 'all'."""
+    c = inbox.c
+    if status == "all":
+        return None
+    if status == "archived":
+        return c.archived_at.is_not(None)
+    if status == "unread":
+        return and_(c.archived_at.is_(None), c.read_at.is_(None))
+    if status == "unseen":
+        return and_(c.archived_at.is_(None), c.seen_at.is_(None))
+    return c.archived_at.is_(None)
 
 
 def backlog_query(app: str, user: str, after: int, limit: int) -> Select[Any]:
     c = inbox.c
     return (
         select(c.seq, c.event_id, c.payload)
-        .where(shown(app, user), c.seq > after)
+        .where(streamed(app, user), c.seq > after)
         .order_by(c.seq)
         .limit(limit)
     )
 
 
 def page_query(
-    app: str, user: str, *, after: int | None, before: int | None, limit: int, unread_only: bool
+    app: str,
+    user: str,
+    *,
+    after: int | None,
+    before: int | None,
+    limit: int,
+    unread_only: bool,
+    status: Status = "all",
+    types: Sequence[str] | None = None,
 ) -> Select[Any]:
-    """Oldest first from ``after`` when it is given, else newest first (below ``before`` when given)."""
+    """Oldest first from ``after`` when it is given, else newest first (below ``before`` when given);
+    ``status`` and ``types`` (None: any) filter."""
     c = inbox.c
-    query = select(c.seq, c.payload, c.read_at, c.seen_at).where(shown(app, user)).limit(limit)
+    query = select(c.seq, c.payload, c.read_at, c.seen_at, c.archived_at).where(shown(app, user)).limit(limit)
+    which = with_status(status)
+    if which is not None:
+        query = query.where(which)
+    if types is not None:
+        query = query.where(c.type.in_(list(types)))
     if after is not None:
         query = query.where(c.seq > after)
     if before is not None:
@@ -75,14 +112,6 @@ def page_query(
     if unread_only:
         query = query.where(c.read_at.is_(None))
     return query.order_by(c.seq if after is not None else c.seq.desc())
-
-
-def counts_query(app: str, user: str) -> Select[int, int]:
-    """One row: (unread, unseen) among the shown rows."""
-    c = inbox.c
-    unread = func.count().filter(c.read_at.is_(None))
-    unseen = func.count().filter(c.seen_at.is_(None))
-    return select(unread, unseen).where(shown(app, user))
 
 
 def last_seq_query(app: str, user: str) -> Select[Any]:

@@ -30,14 +30,48 @@ InboxKey = tuple[str, str, str]  # (app, user, event id)
 UserKey = tuple[str, str]  # (app, user)
 
 
+# The column orders of the rows the write path inserts in bulk, the same on both engines (SQLite's
+# ``batches.insert_many``, PostgreSQL's ``arrays.copy_records``): a row tuple's fields in this order.
+INBOX_COLUMNS = (
+    "app",
+    "user_id",
+    "seq",
+    "id",
+    "event_id",
+    "payload",
+    "group_key",
+    "created_at",
+    "replaces",
+    "replaced_by",
+    "group_started_at",
+    "type",
+    "chain",
+    "contrib",
+)
+DEFERRED_COLUMNS = (
+    "app",
+    "user_id",
+    "seq",
+    "channel",
+    "event_id",
+    "due_at",
+    "reason",
+    "digest",
+    "created_at",
+    "traceparent",
+    "tracestate",
+)
+DECISION_COLUMNS = ("app", "event_id", "user_id", "kind", "channel", "reason", "seq", "detail", "at")
+
+
 def notifications_of(app: str, user: str, rows: Iterable[Any]) -> list[StoredNotification]:
     """Rows of (seq, event_id, payload) of one user's inbox (``queries.backlog_query``)."""
     return [StoredNotification(app, user, r.seq, r.event_id, r.payload) for r in rows]
 
 
 def items_of(rows: Iterable[Any]) -> list[InboxItem]:
-    """Rows of (seq, payload, read_at, seen_at) (``queries.page_query``)."""
-    return [InboxItem(r.seq, r.payload, r.read_at, r.seen_at) for r in rows]
+    """Rows of (seq, payload, read_at, seen_at, archived_at) (``queries.page_query``)."""
+    return [InboxItem(r.seq, r.payload, r.read_at, r.seen_at, r.archived_at) for r in rows]
 
 
 def app_row(app: App) -> dict[str, object]:

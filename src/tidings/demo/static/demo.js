@@ -4,6 +4,9 @@
 // The list shows history from the REST API up to a boundary seq, and everything after it from the live
 // stream (which resumes from that same seq), so no notification is missed or shown twice. The boundary is
 // the seq the SDK stored on the last visit, or on a first visit the newest seq of the history page.
+//
+// What leaves the list live: a retracted notification (an unlike: `retract`), one archived or deleted on any
+// device (`change`); a `reset` (the server's data is not what the stored seq belongs to) reloads the list.
 import { TidingsClient, storageKey } from "../../sdk/tidings.js";
 
 /** @typedef {import("../../sdk/tidings.js").Notification} Notification */
@@ -22,7 +25,8 @@ const params = new URLSearchParams(location.search);
 const people = new Map();
 /** @type {Map<number, HTMLLIElement>} */
 const rows = new Map();
-/** Seqs replaced by an aggregate: never shown, even when a history page still lists them. */
+/** Seqs replaced by an aggregate, retracted, archived or deleted: never shown, even when a history page
+ * still lists them (until a reset reloads the list). */
 const replaced = new Set();
 
 /** @template {HTMLElement} T @param {string} id @returns {T} */
@@ -118,6 +122,34 @@ function show(n, live) {
   const after = [...list.children].find((child) => Number(/** @type {HTMLElement} */ (child).dataset.seq) < n.seq);
   list.insertBefore(li, after ?? null);
   rows.set(n.seq, li);
+  $("empty").hidden = rows.size > 0;
+}
+
+/** Take notifications off the list (retracted, archived, deleted). @param {number[]} seqs */
+function removeRows(seqs) {
+  for (const seq of seqs) {
+    replaced.add(seq);
+    rows.get(seq)?.remove();
+    rows.delete(seq);
+  }
+  $("empty").hidden = rows.size > 0;
+}
+
+/** A state change from any device: archive and delete take rows off, unread marks them unread again.
+ * @param {import("../../sdk/tidings.js").StateChangeOfNotifications} change */
+function showChange(change) {
+  if (change.action === "archive" || change.action === "delete") removeRows(change.seqs);
+  else if (change.action === "unread") for (const seq of change.seqs) rows.get(seq)?.classList.add("unread");
+}
+
+/** The stored seq was not the server's (reset): start the list over from the latest page.
+ * @param {TidingsClient} client */
+async function reload(client) {
+  for (const li of rows.values()) li.remove();
+  rows.clear();
+  replaced.clear();
+  const page = await client.notifications({ limit: HISTORY });
+  for (const n of [...page.items].reverse()) show(n, false);
   $("empty").hidden = rows.size > 0;
 }
 
@@ -290,6 +322,16 @@ async function main() {
     showState(client, { state: client.state, transport: client.transport, attempt: 0 });
   });
   client.on("read", showRead);
+  /** @type {number[][]} the seqs of each retraction the page applied (the browser tests read it) */
+  const retracted = [];
+  client.on("retract", ({ seqs }) => {
+    retracted.push(seqs);
+    removeRows(seqs);
+  });
+  client.on("change", showChange);
+  client.on("reset", () => {
+    reload(client).catch((error) => ($("status").textContent = `could not reload: ${error instanceof Error ? error.message : String(error)}`));
+  });
   client.on("unread", ({ unread }) => showBadge(unread));
   client.on("state", (change) => showState(client, change));
   client.on("ready", () => showState(client, { state: "open", transport: client.transport, attempt: 0 }));
@@ -299,7 +341,7 @@ async function main() {
   wireInbox(client);
   wirePush(client);
   $("empty").hidden = rows.size > 0;
-  /** @type {any} */ (window).tidingsDemo = { client, me, received };
+  /** @type {any} */ (window).tidingsDemo = { client, me, received, retracted };
   client.start();
 }
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.backends.sql.erasure import SqlUserData
 from tidings.backends.sql.outbound import SqlOutbound
 from tidings.backends.sql.postgres.database import (
     PARTITIONS_ENV,
@@ -33,6 +34,7 @@ from tidings.backends.sql.postgres.tables import (
     PostgresPreferences,
     PostgresTopics,
 )
+from tidings.backends.sql.retention import SqlRetention
 from tidings.core.clock import Clock, SystemClock
 from tidings.settings import Settings
 
@@ -66,6 +68,8 @@ class PostgresStore:
         self.preferences = PostgresPreferences(db, clock)
         self.decisions = PostgresDecisions(db)
         self.outbound = SqlOutbound(run_sync(db.write), run_sync(db.read), clock)
+        self.retention = SqlRetention(run_sync(db.write), run_sync(db.read), clock)
+        self.user_data = SqlUserData(run_sync(db.write), run_sync(db.read), clock)
 
     @classmethod
     async def open(

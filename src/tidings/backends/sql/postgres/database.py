@@ -58,6 +58,11 @@ Work = Callable[[AsyncConnection], Awaitable[T]]
 
 CONNECT_TIMEOUT = 3.0  # seconds to open a connection: a down database fails fast
 COMMAND_TIMEOUT = 10.0  # seconds per statement (lock waits included): a frozen server cannot hang a call
+# A transaction left open by a client that vanished (a partition ate its FIN, a proxy in between kept its side of
+# the connection) would hold its row locks until TCP noticed, hours later, and every later writer of those rows
+# would time out behind it (tests/chaos: a worker cut from PostgreSQL never caught up). PostgreSQL rolls such a
+# transaction back after this long; ours never wait between statements for anything near it.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
 POOL_SIZE = 5
 MAX_OVERFLOW = 5
 POOL_TIMEOUT = 10.0  # seconds to wait for a pooled connection when all are busy
@@ -105,7 +110,11 @@ def partitions_from_env() -> int:
 
 
 def _engine(url: URL, schema: str) -> AsyncEngine:
-    server_settings = {"search_path": quoted(schema), "application_name": "tidings"}
+    server_settings = {
+        "search_path": quoted(schema),
+        "application_name": "tidings",
+        "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+    }
     return create_async_engine(
         url,
         pool_size=POOL_SIZE,

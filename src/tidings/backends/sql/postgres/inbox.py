@@ -6,27 +6,29 @@ transaction first locks the counter rows of its users (``user_seqs``), in one fi
 only then reads anything of theirs; so concurrent writers take turns per user and never deadlock with each
 other, and a redelivery racing the first delivery finds its row. Marking rows read or seen takes the same
 lock, so it never interleaves with a write that moves the pending deliveries of an aggregate. Batches travel
-as arrays (``arrays.py``); the statements shared with SQLite come from ``sql.queries``.
+as arrays (``arrays.py``), the new rows, their pending deliveries and their decisions as binary ``COPY``
+(``arrays.copy_records``); the statements shared with SQLite come from ``sql.queries``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import BigInteger, and_, any_, func, literal, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.backends.sql import queries
-from tidings.backends.sql.postgres.arrays import Columns, bigint_array, insert_unnest, rows_of
+from tidings.backends.sql import backlog, lifecycle, queries
+from tidings.backends.sql.inbox_ops import InboxLifecycle, on_async
+from tidings.backends.sql.postgres.arrays import Columns, copy_records, insert_arrays, rows_of, unnest_sql
 from tidings.backends.sql.postgres.database import PostgresDatabase, fetch_all
 from tidings.backends.sql.postgres.decisions import record_decisions
 from tidings.backends.sql.rows import (
+    DEFERRED_COLUMNS,
+    INBOX_COLUMNS,
     InboxKey,
     UserKey,
-    cancel_decision,
     deferred_of,
     items_of,
     notifications_of,
@@ -35,15 +37,17 @@ from tidings.core import aggregation
 from tidings.core.clock import Clock
 from tidings.core.models import InboxItem, InboxWrite, StoredNotification
 from tidings.core.rules import Deferred
-from tidings.db.schema import channel_usage, deferred, inbox, user_seqs
+from tidings.db.schema import deferred, inbox
+from tidings.ports import Opening, OpenRequest
 
 
-class PostgresInbox:
+class PostgresInbox(InboxLifecycle):
     """``ports.Inbox``. A write transaction locks the counter rows of its users (``user_seqs``) before it
     reads them, in one fixed order (app, user_id), so concurrent writers on any number of processes take
     turns per user, never deadlock with each other, and every user's seqs stay 1, 2, 3, ... without gaps."""
 
     def __init__(self, db: PostgresDatabase, clock: Clock) -> None:
+        super().__init__(on_async(db.write), on_async(db.read), clock)
         self._db = db
         self._clock = clock
 
@@ -57,35 +61,36 @@ class PostgresInbox:
         return notifications_of(app, user, await self._db.read(partial(fetch_all, query=query)))
 
     async def page(
-        self, app: str, user: str, *, after: int | None, before: int | None, limit: int, unread_only: bool
-    ) -> list[InboxItem]:
-        query = queries.page_query(
-            app, user, after=after, before=before, limit=limit, unread_only=unread_only
-        )
-        return items_of(await self._db.read(partial(fetch_all, query=query)))
-
-    async def counts(self, app: str, user: str) -> tuple[int, int]:
-        [row] = await self._db.read(partial(fetch_all, query=queries.counts_query(app, user)))
-        return int(row[0]), int(row[1])
-
-    async def mark(
         self,
         app: str,
         user: str,
-        field: Literal["read", "seen"],
         *,
-        seqs: Sequence[int] | None,
-        up_to: int | None,
-        at: float,
-    ) -> int:
-        if not seqs and up_to is None:
-            return 0
-        work = partial(_mark, app=app, user=user, field=field, seqs=seqs, up_to=up_to, at=at)
-        return await self._db.write(work)
+        after: int | None,
+        before: int | None,
+        limit: int,
+        unread_only: bool,
+        status: queries.Status = "all",
+        types: Sequence[str] | None = None,
+    ) -> list[InboxItem]:
+        query = queries.page_query(
+            app,
+            user,
+            after=after,
+            before=before,
+            limit=limit,
+            unread_only=unread_only,
+            status=status,
+            types=types,
+        )
+        return items_of(await self._db.read(partial(fetch_all, query=query)))
 
     async def last_seq(self, app: str, user: str) -> int:
         rows = await self._db.read(partial(fetch_all, query=queries.last_seq_query(app, user)))
         return int(rows[0].last_seq) if rows else 0
+
+    async def openings(self, requests: Sequence[OpenRequest], limit: int) -> list[Opening]:
+        """Many streams' opening reads in one statement (``backends.sql.backlog``)."""
+        return await self._db.read(partial(backlog.postgres_openings, requests=requests, limit=limit))
 
 
 # --- the write path -----------------------------------------------------------------------------------------
@@ -104,8 +109,13 @@ async def _write_batch(
     """
     keys = [(w.app, w.user, w.event.id) for w in writes]
     users = sorted({key[:2] for key in keys})
+    # Retracted events write nothing; their shared locks come before the counter locks (as a retraction's).
+    gone = await conn.run_sync(partial(lifecycle.admit, writes=writes, now=clock.time()))
     last = await _lock_counters(conn, users)
     stored = await _existing_rows(conn, list(dict.fromkeys(keys)))
+    stored.update(
+        {key: StoredNotification(*key[:2], 0, key[2], b"", "gone") for key in keys if key[2] in gone}
+    )
     fresh = {key: w for key, w in zip(keys, writes, strict=True) if key not in stored}
     if fresh:
         now = clock.time()  # read after the locks, so created_at follows seq order per user
@@ -120,7 +130,7 @@ async def _write_batch(
             new_id=aggregation.id_source(now),
         )
         await _apply_plan(conn, plan, now)
-        await _save_counters(conn, {user: last[user] for user in {key[:2] for key in fresh}})
+        await _save_counters(conn, {user: last[user] for user in {key[:2] for key in fresh}}, plan.counters)
         stored.update(plan.stored)
     return [stored[key] for key in keys]
 
@@ -151,12 +161,22 @@ async def _current_aggregates(
     c = inbox.c
     # max(seq) of a group is one probe of ux_inbox_group (app, user_id, group_key, seq).
     joined = wanted.join(inbox, and_(c.app == wanted.c.app, c.user_id == wanted.c.user_id, c.seq == newest))
-    query = select(wanted.c.group_key, c.app, c.user_id, c.seq, c.payload, c.group_started_at).select_from(
-        joined
-    )
+    query = select(
+        wanted.c.group_key,
+        c.app,
+        c.user_id,
+        c.seq,
+        c.payload,
+        c.group_started_at,
+        c.chain,
+        c.read_at,
+        c.seen_at,
+        c.archived_at,
+    ).select_from(joined)
     found: dict[aggregation.GroupKey, aggregation.Current] = {}
     for row in await conn.execute(query):
-        current = aggregation.current_from_row(row.seq, row.payload, row.group_started_at)
+        state = aggregation.row_state(row.read_at, row.seen_at, row.archived_at)
+        current = aggregation.current_from_row(row.seq, row.payload, row.group_started_at, row.chain, state)
         if current is not None:
             found[(row.app, row.user_id, row.group_key)] = current
     return found
@@ -189,18 +209,10 @@ async def _usage_of(
     keys = sorted({(w.app, w.user, p.channel) for w in writes for p in w.channels if p.cap > 0})
     if not keys:
         return {}
-    wanted = rows_of(
-        "c",
-        app=("text", [k[0] for k in keys]),
-        user_id=("text", [k[1] for k in keys]),
-        channel=("text", [k[2] for k in keys]),
+    rows: Any = await conn.exec_driver_sql(
+        USAGE_SQL, tuple(list(column) for column in zip(*keys, strict=True))
     )
-    u = channel_usage.c
-    query = select(u.app, u.user_id, u.channel, u.window_start, u.count).join(
-        wanted, and_(u.app == wanted.c.app, u.user_id == wanted.c.user_id, u.channel == wanted.c.channel)
-    )
-    rows = await conn.execute(query)
-    return {(a, user, ch): aggregation.Usage(start, count) for a, user, ch, start, count in rows}
+    return {(r[0], r[1], r[2]): aggregation.Usage(r[3], r[4]) for r in rows}  # (``r.count`` is Row.count)
 
 
 async def _apply_plan(conn: AsyncConnection, plan: aggregation.CommitPlan, now: float) -> None:
@@ -210,7 +222,7 @@ async def _apply_plan(conn: AsyncConnection, plan: aggregation.CommitPlan, now: 
     if plan.moved:
         await _set_by_row(conn, deferred, "seq", plan.moved)
     if plan.deferred:
-        await conn.execute(insert_unnest(deferred, "d", deferred_columns(plan.deferred, now)))
+        await copy_records(conn, "deferred", DEFERRED_COLUMNS, deferred_records(plan.deferred, now))
     if plan.usage:
         await _save_usage(conn, plan.usage)
     await record_decisions(conn, plan.decisions)
@@ -244,29 +256,31 @@ async def _save_usage(conn: AsyncConnection, usage: dict[aggregation.UsageKey, a
         "window_start": ("float", [used.window_start for _, used in items]),
         "count": ("bigint", [used.count for _, used in items]),
     }
-    upsert = insert_unnest(channel_usage, "u", columns)
-    await conn.execute(
-        upsert.on_conflict_do_update(
-            index_elements=["app", "user_id", "channel"],
-            set_={"window_start": upsert.excluded.window_start, "count": upsert.excluded.count},
-        )
+    upsert = (
+        " ON CONFLICT (app, user_id, channel)"
+        " DO UPDATE SET window_start = excluded.window_start, count = excluded.count"
     )
+    await insert_arrays(conn, "channel_usage", columns, upsert)
 
 
-def deferred_columns(items: Sequence[Deferred], now: float) -> Columns:
-    return {
-        "app": ("text", [d.app for d in items]),
-        "user_id": ("text", [d.user for d in items]),
-        "seq": ("bigint", [d.seq for d in items]),
-        "channel": ("text", [d.channel for d in items]),
-        "event_id": ("text", [d.event_id for d in items]),
-        "due_at": ("float", [d.due_at for d in items]),
-        "reason": ("text", [d.reason for d in items]),
-        "digest": ("bool", [d.digest for d in items]),
-        "created_at": ("float", [now] * len(items)),
-        "traceparent": ("text", [d.traceparent for d in items]),
-        "tracestate": ("text", [d.tracestate for d in items]),
-    }
+def deferred_records(items: Sequence[Deferred], now: float) -> list[tuple[Any, ...]]:
+    """New pending deliveries as rows of ``DEFERRED_COLUMNS`` (a fresh row's deliveries cannot exist yet)."""
+    return [
+        (
+            d.app,
+            d.user,
+            d.seq,
+            d.channel,
+            d.event_id,
+            d.due_at,
+            d.reason,
+            d.digest,
+            now,
+            d.traceparent,
+            d.tracestate,
+        )
+        for d in items
+    ]
 
 
 async def _lock_counters(conn: AsyncConnection, users: Sequence[UserKey]) -> dict[UserKey, int]:
@@ -275,126 +289,102 @@ async def _lock_counters(conn: AsyncConnection, users: Sequence[UserKey]) -> dic
     The fixed order is what keeps two batches sharing users from deadlocking: each waits for the other at
     the first user they share, never while holding a user the other waits for.
     """
-    app_ids = ("text", [app for app, _ in users])
-    user_ids = ("text", [user for _, user in users])
-    wanted = rows_of("u", app=app_ids, user_id=user_ids)
-    ensure = (
-        pg_insert(user_seqs)
-        .from_select(
-            ["app", "user_id", "last_seq"],
-            select(wanted.c.app, wanted.c.user_id, literal(0, BigInteger)).order_by(
-                wanted.c.app, wanted.c.user_id
-            ),
-        )
-        .on_conflict_do_nothing()
-    )
-    await conn.execute(ensure)
-    c = user_seqs.c
-    lock = (
-        select(c.app, c.user_id, c.last_seq)
-        .join(wanted, and_(c.app == wanted.c.app, c.user_id == wanted.c.user_id))
-        .order_by(c.app, c.user_id)
-        .with_for_update(of=user_seqs)
-    )
-    return {(r.app, r.user_id): int(r.last_seq) for r in await conn.execute(lock)}
+    arrays = ([app for app, _ in users], [user for _, user in users])
+    await conn.exec_driver_sql(ENSURE_COUNTERS_SQL, arrays)
+    return {
+        (r.app, r.user_id): int(r.last_seq) for r in await conn.exec_driver_sql(LOCK_COUNTERS_SQL, arrays)
+    }
 
 
 async def _existing_rows(
     conn: AsyncConnection, keys: Sequence[InboxKey]
 ) -> dict[InboxKey, StoredNotification]:
-    wanted = rows_of(
-        "k",
-        app=("text", [k[0] for k in keys]),
-        user_id=("text", [k[1] for k in keys]),
-        event_id=("text", [k[2] for k in keys]),
-    )
-    c = inbox.c
-    query = select(c.app, c.user_id, c.seq, c.event_id, c.payload).join(
-        wanted, and_(c.app == wanted.c.app, c.user_id == wanted.c.user_id, c.event_id == wanted.c.event_id)
-    )
-    return {
-        (r.app, r.user_id, r.event_id): StoredNotification(r.app, r.user_id, r.seq, r.event_id, r.payload)
-        for r in await conn.execute(query)
+    arrays = tuple(list(column) for column in zip(*keys, strict=True))
+    return {  # a removed row comes back as 'gone': nothing to publish again
+        (r.app, r.user_id, r.event_id): StoredNotification(
+            r.app, r.user_id, r.seq, r.event_id, r.payload, "notification" if r.removed_at is None else "gone"
+        )
+        for r in await conn.exec_driver_sql(EXISTING_SQL, arrays)
     }
 
 
 async def _insert_rows(conn: AsyncConnection, rows: Sequence[aggregation.NewRow], now: float) -> None:
-    """One INSERT ... SELECT FROM unnest(...) for the whole batch."""
-    columns: Columns = {
-        "app": ("text", [r.write.app for r in rows]),
-        "user_id": ("text", [r.write.user for r in rows]),
-        "seq": ("bigint", [r.seq for r in rows]),
-        "id": ("text", [r.id for r in rows]),
-        "event_id": ("text", [r.write.event.id for r in rows]),
-        "payload": ("bytes", [r.payload for r in rows]),
-        "group_key": ("text", [r.write.event.group_key for r in rows]),
-        "created_at": ("float", [now] * len(rows)),
-        "replaces": ("bigint", [r.replaces for r in rows]),
-        "replaced_by": ("bigint", [r.replaced_by for r in rows]),
-        "group_started_at": ("float", [r.group_started_at for r in rows]),
-    }
-    await conn.execute(insert_unnest(inbox, "n", columns))
+    """One binary COPY for the whole batch (no ON CONFLICT needed: under the counter locks, the rows that
+    exist were found first, and a fresh row's (app, user, seq) is the next of its user)."""
+    records = [
+        (
+            r.write.app,
+            r.write.user,
+            r.seq,
+            r.id,
+            r.write.event.id,
+            r.payload,
+            r.write.event.group_key,
+            now,
+            r.replaces,
+            r.replaced_by,
+            r.group_started_at,
+            r.write.event.type,
+            r.chain,
+            r.contrib,
+        )
+        for r in rows
+    ]
+    await copy_records(conn, "inbox", INBOX_COLUMNS, records)
 
 
-async def _save_counters(conn: AsyncConnection, last: dict[UserKey, int]) -> None:
-    items = sorted(last.items())
-    new = rows_of(
-        "v",
-        app=("text", [app for (app, _), _ in items]),
-        user_id=("text", [user for (_, user), _ in items]),
-        last_seq=("bigint", [seq for _, seq in items]),
-    )
-    c = user_seqs.c
-    await conn.execute(
-        update(user_seqs)
-        .where(c.app == new.c.app, c.user_id == new.c.user_id)
-        .values(last_seq=new.c.last_seq)
-    )
-
-
-# --- marks ---------------------------------------------------------------------------------------------------
-
-
-async def _mark(
-    conn: AsyncConnection,
-    *,
-    app: str,
-    user: str,
-    field: Literal["read", "seen"],
-    seqs: Sequence[int] | None,
-    up_to: int | None,
-    at: float,
-) -> int:
-    """Sets the field only where it is unset (the first read time stays); ``seqs`` and ``up_to`` add up.
-    Cancels the pending offline deliveries of those seqs, holding the user's counter lock so that a write
-    moving them to an aggregate's new seq (under the same lock) goes entirely before or after."""
-    await conn.execute(queries.last_seq_query(app, user).with_for_update())
-    unset = queries.unset_statement(app, user, field, at)
-    changed = 0
-    if up_to is not None:
-        changed += (await conn.execute(unset.where(inbox.c.seq <= up_to))).rowcount
-    if seqs:
-        wanted = bigint_array("seqs", sorted(set(seqs)))  # one array: any length
-        changed += (await conn.execute(unset.where(inbox.c.seq == any_(wanted)))).rowcount
-    await _cancel_pending(conn, app, user, field, seqs, up_to, at)
-    return changed
-
-
-async def _cancel_pending(
-    conn: AsyncConnection,
-    app: str,
-    user: str,
-    field: str,
-    seqs: Sequence[int] | None,
-    up_to: int | None,
-    at: float,
+async def _save_counters(
+    conn: AsyncConnection, last: dict[UserKey, int], counters: dict[UserKey, list[int]]
 ) -> None:
-    """Deletes the pending deliveries of the marked seqs (one statement) and records each cancellation."""
-    d = deferred.c
-    which = []
-    if up_to is not None:
-        which.append(d.seq <= up_to)
-    if seqs:
-        which.append(d.seq == any_(bigint_array("cancel_seqs", sorted(set(seqs)))))
-    gone = await conn.execute(queries.take_pending(app, user, or_(*which)))
-    await record_decisions(conn, [cancel_decision(app, user, field, row, at) for row in gone])
+    """The users' last seqs, and their counts changed by the commit's deltas (under the same locks)."""
+    items = sorted(last.items())
+    zero = [0, 0, 0]
+    deltas = [counters.get(user, zero) for user, _ in items]
+    arrays = (
+        [app for (app, _), _ in items],
+        [user for (_, user), _ in items],
+        [seq for _, seq in items],
+        [d[0] for d in deltas],
+        [d[1] for d in deltas],
+        [d[2] for d in deltas],
+    )
+    await conn.exec_driver_sql(SAVE_COUNTERS_SQL, arrays)
+
+
+# The write path's statements as driver SQL (``arrays.insert_arrays`` says why): each array is one parameter.
+ENSURE_COUNTERS_SQL = (
+    "INSERT INTO user_seqs (app, user_id, last_seq) SELECT u.app, u.user_id, 0 FROM "
+    + unnest_sql("u", [("app", "text"), ("user_id", "text")])
+    + " ORDER BY u.app, u.user_id ON CONFLICT DO NOTHING"
+)
+LOCK_COUNTERS_SQL = (
+    "SELECT c.app, c.user_id, c.last_seq FROM user_seqs AS c JOIN "
+    + unnest_sql("u", [("app", "text"), ("user_id", "text")])
+    + " ON c.app = u.app AND c.user_id = u.user_id ORDER BY c.app, c.user_id FOR UPDATE OF c"
+)
+EXISTING_SQL = (
+    "SELECT c.app, c.user_id, c.seq, c.event_id, c.payload, c.removed_at FROM "
+    + unnest_sql("k", [("app", "text"), ("user_id", "text"), ("event_id", "text")])
+    + " JOIN inbox AS c ON c.app = k.app AND c.user_id = k.user_id AND c.event_id = k.event_id"
+)
+USAGE_SQL = (
+    "SELECT c.app, c.user_id, c.channel, c.window_start, c.count FROM "
+    + unnest_sql("k", [("app", "text"), ("user_id", "text"), ("channel", "text")])
+    + " JOIN channel_usage AS c ON c.app = k.app AND c.user_id = k.user_id AND c.channel = k.channel"
+)
+SAVE_COUNTERS_SQL = (
+    "UPDATE user_seqs AS c SET last_seq = v.last_seq, unread = c.unread + v.unread,"
+    " unseen = c.unseen + v.unseen, archived = c.archived + v.archived FROM "
+    + unnest_sql(
+        "v",
+        [
+            ("app", "text"),
+            ("user_id", "text"),
+            ("last_seq", "bigint"),
+            ("unread", "bigint"),
+            ("unseen", "bigint"),
+            ("archived", "bigint"),
+        ],
+    )
+    + " WHERE c.app = v.app AND c.user_id = v.user_id"
+)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import MetaData, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.schema import CreateTable, DropTable
+from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
 from tidings.db.schema import inbox, user_seqs
 
@@ -45,7 +45,10 @@ async def partition_per_user_tables(conn: AsyncConnection, partitions: int) -> N
             log.warning("pg_partitions_skipped", table=table.name, reason="the table has rows already")
             continue
         await conn.execute(DropTable(table))
-        await conn.execute(CreateTable(partitioned(table)))
+        copy = partitioned(table)
+        await conn.execute(CreateTable(copy))
+        for index in copy.indexes:  # created on the parent, PostgreSQL makes one per partition
+            await conn.execute(CreateIndex(index))
         for remainder in range(partitions):
             await conn.execute(text(partition_ddl(table.name, partitions, remainder)))
 

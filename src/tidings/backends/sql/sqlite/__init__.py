@@ -10,7 +10,9 @@ that one writer thread, so SQLite's single-writer lock is never contended within
 
 from __future__ import annotations
 
+from tidings.backends.sql.erasure import SqlUserData
 from tidings.backends.sql.outbound import SqlOutbound
+from tidings.backends.sql.retention import SqlRetention
 from tidings.backends.sql.sqlite.database import SqliteDatabase, select_one
 from tidings.backends.sql.sqlite.decisions import SqliteDecisions
 from tidings.backends.sql.sqlite.inbox import SqliteInbox
@@ -35,6 +37,8 @@ class SqliteStore:
         self.preferences = SqlitePreferences(db, clock)
         self.decisions = SqliteDecisions(db)
         self.outbound = SqlOutbound(db.write, db.read, clock)
+        self.retention = SqlRetention(db.write, db.read, clock)
+        self.user_data = SqlUserData(db.write, db.read, clock)
 
     @classmethod
     async def open(cls, url: str, settings: Settings, clock: Clock | None = None) -> SqliteStore:

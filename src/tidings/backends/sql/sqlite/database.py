@@ -17,6 +17,9 @@ Errors of SQLite come out as ``tidings.errors``: ``ConflictError`` for a violate
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +33,7 @@ from tidings.db import migrate
 from tidings.errors import ConfigError, ConflictError, TidingsError, UnavailableError
 from tidings.settings import Settings
 
-__all__ = ["SqliteDatabase", "select_one", "sqlite_path"]
+__all__ = ["SqliteDatabase", "check_directory", "select_one", "sqlite_path"]
 
 T = TypeVar("T")
 
@@ -114,12 +117,24 @@ class SqliteDatabase:
 
     @classmethod
     async def open(cls, url: str, settings: Settings) -> SqliteDatabase:
-        """Opens (creating if needed) the file at ``url`` and migrates it to the newest schema."""
+        """Opens (creating if needed) the file at ``url`` and migrates it to the newest schema.
+
+        A directory that cannot hold the file ends start-up with a ``ConfigError`` that names the path, what is
+        wrong and what to do (``check_directory``), not with SQLite's "unable to open database file"."""
         path = sqlite_path(url)
+        elsewhere = "--data another directory" if not settings.store else "--store another sqlite:///path"
+        hint = f"pass {elsewhere} this process can write"
+        await asyncio.to_thread(check_directory, path.parent, hint)
         db = cls(path, synchronous=_synchronous(settings))
         try:
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             await db.write(migrate.upgrade_connection)
+        except UnavailableError as error:
+            await db.close()
+            cause = error.__cause__
+            detail = str(getattr(cause, "orig", None) or cause or error.message)
+            raise UnavailableError(
+                f"cannot open the sqlite database {path}: {detail}: move it aside or pass {elsewhere}"
+            ) from cause
         except BaseException:
             await db.close()
             raise
@@ -163,6 +178,54 @@ class SqliteDatabase:
     def _in_read(self, work: Callable[[Connection], T]) -> T:
         with self._readers.connect() as connection:
             return work(connection)  # leaving the block rolls the read transaction back
+
+
+# What the data directory's failure to take a write means, and what to do about it (before the hint).
+_DIRECTORY_ERRORS = {
+    errno.EROFS: ("is on a read-only filesystem", "remount it read-write or"),
+    errno.EACCES: ("is not writable by this user", "fix its permissions or"),
+    errno.EPERM: ("cannot be written (permissions or an immutable attribute)", "fix its attributes or"),
+    errno.ENOSPC: ("is on a full disk", "free some space there or"),
+    errno.EDQUOT: ("is over its disk quota", "free some space there or"),
+}
+PROBE_BYTES = 64 * 1024  # about what creating the database and its WAL writes first
+
+
+def check_directory(
+    directory: Path, hint: str = "pass --data another directory this process can write"
+) -> None:
+    """Creates ``directory`` if needed and proves it takes a write: a probe file of ``PROBE_BYTES``, then
+    removed. Raises ``ConfigError`` with one line (the path, what is wrong, what to do) when it is a file,
+    under a file, read-only, not writable, or on a full disk. Checked at start-up, so a server never reports
+    ready on a store that cannot commit; a disk that fills later gives 503s until space is freed."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"the data directory {directory} is a file, not a directory: {hint}") from None
+    except NotADirectoryError:
+        blocker = next((p for p in directory.parents if p.exists() and not p.is_dir()), directory)
+        raise ConfigError(f"the data directory {directory} is under a file ({blocker}): {hint}") from None
+    except OSError as error:
+        raise _unusable(directory, error, hint) from None
+    probe = directory / f".tidings-write-check-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(
+                fd, bytes(PROBE_BYTES)
+            )  # a full disk refuses the blocks here (no fsync: start-up stays fast)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise _unusable(directory, error, hint) from None
+    finally:
+        with contextlib.suppress(OSError):  # a read-only filesystem cannot have created it either
+            probe.unlink(missing_ok=True)
+
+
+def _unusable(directory: Path, error: OSError, hint: str) -> ConfigError:
+    what, fix = _DIRECTORY_ERRORS.get(error.errno or 0, (f"cannot be written ({error.strerror})", ""))
+    return ConfigError(f"the data directory {directory} {what}: {fix + ' ' if fix else ''}{hint}")
 
 
 def select_one(connection: Connection) -> None:

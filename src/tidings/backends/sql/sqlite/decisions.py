@@ -13,12 +13,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from tidings.backends.sql import queries
-from tidings.backends.sql.rows import decision_of, deferred_of, detail_json
+from tidings.backends.sql.rows import DECISION_COLUMNS, decision_of, deferred_of, detail_json
 from tidings.backends.sql.sqlite.batches import insert_many
 from tidings.backends.sql.sqlite.database import SqliteDatabase
 from tidings.core.rules import Decision, Deferred
-
-DECISION_COLUMNS = ("app", "event_id", "user_id", "kind", "channel", "reason", "seq", "detail", "at")
 
 
 class SqliteDecisions:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection
 
-from tidings.backends.sql import queries
+from tidings.backends.sql import backlog, lifecycle, queries
+from tidings.backends.sql.inbox_ops import InboxLifecycle
 from tidings.backends.sql.rows import (
+    DEFERRED_COLUMNS,
+    INBOX_COLUMNS,
     InboxKey,
     UserKey,
-    cancel_decision,
     items_of,
     notifications_of,
 )
@@ -33,34 +35,9 @@ from tidings.core.clock import Clock
 from tidings.core.models import InboxItem, InboxWrite, StoredNotification
 from tidings.core.rules import Deferred
 from tidings.db.schema import channel_usage, deferred, inbox, user_seqs
+from tidings.ports import Opening, OpenRequest
 
 # Big batches are inserted as plain tuples in these column orders (see ``batches.insert_many``).
-INBOX_COLUMNS = (
-    "app",
-    "user_id",
-    "seq",
-    "id",
-    "event_id",
-    "payload",
-    "group_key",
-    "created_at",
-    "replaces",
-    "replaced_by",
-    "group_started_at",
-)
-DEFERRED_COLUMNS = (
-    "app",
-    "user_id",
-    "seq",
-    "channel",
-    "event_id",
-    "due_at",
-    "reason",
-    "digest",
-    "created_at",
-    "traceparent",
-    "tracestate",
-)
 USAGE_COLUMNS = ("app", "user_id", "channel", "window_start", "count")
 USAGE_UPSERT = (
     " ON CONFLICT (app, user_id, channel)"
@@ -68,11 +45,12 @@ USAGE_UPSERT = (
 )
 
 
-class SqliteInbox:
+class SqliteInbox(InboxLifecycle):
     """``ports.Inbox``: per-user gap-free seqs allocated inside the write transaction (the single writer
     thread makes read-counter-then-insert race-free; ``BEGIN IMMEDIATE`` does so across processes)."""
 
     def __init__(self, db: SqliteDatabase, clock: Clock) -> None:
+        super().__init__(db.write, db.read, clock)
         self._db = db
         self._clock = clock
 
@@ -86,34 +64,36 @@ class SqliteInbox:
         return await self._db.read(lambda conn: notifications_of(app, user, conn.execute(query)))
 
     async def page(
-        self, app: str, user: str, *, after: int | None, before: int | None, limit: int, unread_only: bool
-    ) -> list[InboxItem]:
-        query = queries.page_query(
-            app, user, after=after, before=before, limit=limit, unread_only=unread_only
-        )
-        return await self._db.read(lambda conn: items_of(conn.execute(query)))
-
-    async def counts(self, app: str, user: str) -> tuple[int, int]:
-        return await self._db.read(partial(_counts, app=app, user=user))
-
-    async def mark(
         self,
         app: str,
         user: str,
-        field: Literal["read", "seen"],
         *,
-        seqs: Sequence[int] | None,
-        up_to: int | None,
-        at: float,
-    ) -> int:
-        if not seqs and up_to is None:
-            return 0
-        work = partial(_mark, app=app, user=user, field=field, seqs=seqs, up_to=up_to, at=at)
-        return await self._db.write(work)
+        after: int | None,
+        before: int | None,
+        limit: int,
+        unread_only: bool,
+        status: queries.Status = "all",
+        types: Sequence[str] | None = None,
+    ) -> list[InboxItem]:
+        query = queries.page_query(
+            app,
+            user,
+            after=after,
+            before=before,
+            limit=limit,
+            unread_only=unread_only,
+            status=status,
+            types=types,
+        )
+        return await self._db.read(lambda conn: items_of(conn.execute(query)))
 
     async def last_seq(self, app: str, user: str) -> int:
         query = queries.last_seq_query(app, user)
         return await self._db.read(lambda conn: int(conn.execute(query).scalar() or 0))
+
+    async def openings(self, requests: Sequence[OpenRequest], limit: int) -> list[Opening]:
+        """Many streams' opening reads in one reader-thread hop (``backends.sql.backlog``)."""
+        return await self._db.read(partial(backlog.sqlite_openings, requests=requests, limit=limit))
 
 
 # --- the write path -----------------------------------------------------------------------------------------
@@ -123,7 +103,11 @@ def _write_batch(conn: Connection, *, writes: Sequence[InboxWrite], clock: Clock
     """Existing rows come back unchanged; new ones get the next seqs in batch order, aggregated, deferred and
     recorded as ``core.aggregation.plan_commit`` plans (see ``ports.Inbox``)."""
     keys = [(w.app, w.user, w.event.id) for w in writes]
+    gone = lifecycle.admit(conn, writes, clock.time())  # retracted events: no row, whatever the order
     stored = _existing_rows(conn, list(dict.fromkeys(keys)))
+    stored.update(
+        {key: StoredNotification(*key[:2], 0, key[2], b"", "gone") for key in keys if key[2] in gone}
+    )
     fresh = {key: w for key, w in zip(keys, writes, strict=True) if key not in stored}
     if fresh:
         now = clock.time()  # read inside the transaction, so created_at follows commit order
@@ -140,17 +124,20 @@ def _write_batch(conn: Connection, *, writes: Sequence[InboxWrite], clock: Clock
             new_id=aggregation.id_source(now),
         )
         _apply_plan(conn, plan, now)
-        _save_last_seqs(conn, {user_key: last[user_key] for user_key in users})
+        _save_last_seqs(conn, {user_key: last[user_key] for user_key in users}, plan.counters)
         stored.update(plan.stored)
     return [stored[key] for key in keys]
 
 
 def _existing_rows(conn: Connection, keys: Sequence[InboxKey]) -> dict[InboxKey, StoredNotification]:
-    columns = ("app", "user_id", "seq", "event_id", "payload")
+    """Rows written already; a removed one comes back as 'gone' (nothing to publish again)."""
+    columns = ("app", "user_id", "seq", "event_id", "payload", "removed_at")
     rows = rows_matching(conn, inbox, ("app", "user_id", "event_id"), columns, keys)
     return {
-        (app, user, event): StoredNotification(app, user, seq, event, payload)
-        for app, user, seq, event, payload in rows
+        (app, user, event): StoredNotification(
+            app, user, seq, event, payload, "notification" if removed is None else "gone"
+        )
+        for app, user, seq, event, payload, removed in rows
     }
 
 
@@ -159,10 +146,17 @@ def _last_seqs(conn: Connection, users: Sequence[UserKey]) -> dict[UserKey, int]
     return {(app, user): int(last) for app, user, last in rows}
 
 
-def _save_last_seqs(conn: Connection, last: dict[UserKey, int]) -> None:
-    rows = [(a, u, seq) for (a, u), seq in last.items()]
-    upsert = " ON CONFLICT (app, user_id) DO UPDATE SET last_seq = excluded.last_seq"
-    insert_many(conn, "user_seqs", ("app", "user_id", "last_seq"), rows, upsert)
+def _save_last_seqs(conn: Connection, last: dict[UserKey, int], counters: dict[UserKey, list[int]]) -> None:
+    """The users' last seqs and their counters changed by the commit's deltas (same transaction)."""
+    zero = [0, 0, 0]
+    rows = [(a, u, seq, *counters.get((a, u), zero)) for (a, u), seq in last.items()]
+    upsert = (
+        " ON CONFLICT (app, user_id) DO UPDATE SET last_seq = excluded.last_seq,"
+        " unread = user_seqs.unread + excluded.unread, unseen = user_seqs.unseen + excluded.unseen,"
+        " archived = user_seqs.archived + excluded.archived"
+    )
+    columns = ("app", "user_id", "last_seq", "unread", "unseen", "archived")
+    insert_many(conn, "user_seqs", columns, rows, upsert)
 
 
 def _current_aggregates(
@@ -180,8 +174,10 @@ def _current_aggregates(
     for start in range(0, len(groups), LOOKUP_CHUNK):
         chunk = padded(groups[start : start + LOOKUP_CHUNK])
         params = tuple(v for key in chunk for v in key)
-        for app, user, group, seq, payload, started in conn.exec_driver_sql(_current_sql(len(chunk)), params):
-            current = aggregation.current_from_row(seq, payload, started)
+        for row in conn.exec_driver_sql(_current_sql(len(chunk)), params):
+            app, user, group, seq, payload, started, chain, read_at, seen_at, archived_at = row
+            state = aggregation.row_state(read_at, seen_at, archived_at)
+            current = aggregation.current_from_row(seq, payload, started, chain, state)
             if current is not None:
                 found[(app, user, group)] = current
     return found
@@ -192,7 +188,8 @@ def _current_sql(rows: int) -> str:
     # max(seq) of a group is one probe of ux_inbox_group (app, user_id, group_key, seq).
     values = ", ".join(["(?, ?, ?)"] * rows)
     return (
-        "SELECT t.app, t.user_id, t.group_key, t.seq, t.payload, t.group_started_at "
+        "SELECT t.app, t.user_id, t.group_key, t.seq, t.payload, t.group_started_at, "
+        "t.chain, t.read_at, t.seen_at, t.archived_at "
         f"FROM (VALUES {values}) AS k CROSS JOIN inbox AS t "
         "ON t.app = k.column1 AND t.user_id = k.column2 AND t.seq = ("
         "SELECT max(g.seq) FROM inbox AS g "
@@ -266,6 +263,9 @@ def _inbox_row(row: aggregation.NewRow, now: float) -> tuple[Any, ...]:
         row.replaces,
         row.replaced_by,
         row.group_started_at,
+        event.type,
+        row.chain,
+        row.contrib,
     )
 
 
@@ -283,46 +283,3 @@ def deferred_row(item: Deferred, now: float) -> tuple[Any, ...]:
         item.traceparent,
         item.tracestate,
     )
-
-
-# --- reads and marks ----------------------------------------------------------------------------------------
-
-
-def _counts(conn: Connection, *, app: str, user: str) -> tuple[int, int]:
-    row = conn.execute(queries.counts_query(app, user)).one()
-    return int(row[0]), int(row[1])
-
-
-def _mark(
-    conn: Connection,
-    *,
-    app: str,
-    user: str,
-    field: Literal["read", "seen"],
-    seqs: Sequence[int] | None,
-    up_to: int | None,
-    at: float,
-) -> int:
-    """Sets the field only where it is unset (the first read time stays); ``seqs`` and ``up_to`` add up.
-    Cancels the pending offline deliveries of those seqs (see ``ports.Inbox``)."""
-    unset = queries.unset_statement(app, user, field, at)
-    changed = 0
-    if up_to is not None:
-        changed += conn.execute(unset.where(inbox.c.seq <= up_to)).rowcount
-    wanted = sorted(set(seqs or ()))
-    for start in range(0, len(wanted), LOOKUP_CHUNK):  # bounded statement size for any list length
-        changed += conn.execute(unset.where(inbox.c.seq.in_(wanted[start : start + LOOKUP_CHUNK]))).rowcount
-    _cancel_pending(conn, app, user, field, wanted, up_to, at)
-    return changed
-
-
-def _cancel_pending(
-    conn: Connection, app: str, user: str, field: str, seqs: Sequence[int], up_to: int | None, at: float
-) -> None:
-    """Deletes the pending deliveries of the marked seqs and records each cancellation."""
-    d = deferred.c
-    selections = [d.seq <= up_to] if up_to is not None else []
-    selections += [d.seq.in_(seqs[i : i + LOOKUP_CHUNK]) for i in range(0, len(seqs), LOOKUP_CHUNK)]
-    for which in selections:
-        gone = conn.execute(queries.take_pending(app, user, which)).all()
-        record_decisions(conn, [cancel_decision(app, user, field, row, at) for row in gone])

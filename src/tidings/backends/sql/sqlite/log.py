@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, func, insert, or_, select
+from sqlalchemy import Connection, delete, func, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from tidings.backends.sql.sqlite.batches import rows_matching
+from tidings.backends.sql.sqlite.batches import insert_many, rows_matching
 from tidings.backends.sql.sqlite.database import SqliteDatabase
 from tidings.core.clock import Clock
 from tidings.core.models import PRIORITIES, Priority, event_from_bytes, event_to_bytes
@@ -260,7 +260,7 @@ def _append_batch(conn: Connection, *, items: list[Append]) -> list[Result]:
     """Appends in item order; each idempotency key and event id is looked up in the log and in the batch."""
     keys = _stored_keys(conn, list(dict.fromkeys(_key(i) for i in items if i.event.idempotency_key)))
     seen_ids = _stored_ids(conn, list(dict.fromkeys(i.event.id for i in items)))
-    rows: list[dict[str, object]] = []
+    rows: list[tuple[object, ...]] = []
     results: list[Result] = []
     for item in items:
         event = item.event
@@ -279,8 +279,7 @@ def _append_batch(conn: Connection, *, items: list[Append]) -> list[Result]:
         seen_ids.add(event.id)
         rows.append(_log_row(item))
         results.append(Appended(event.id))
-    if rows:
-        conn.execute(insert(event_log), rows)
+    insert_many(conn, event_log.name, _LOG_COLUMNS, rows)  # plain tuples: no per-row SQLAlchemy processing
     return results
 
 
@@ -297,17 +296,21 @@ def _replay(first: tuple[str, str | None], item: Append) -> Result:
     )
 
 
-def _log_row(item: Append) -> dict[str, object]:
+_LOG_COLUMNS = ("id", "app", "lane", "idempotency_key", "body_hash", "payload", "accepted_at")
+
+
+def _log_row(item: Append) -> tuple[object, ...]:
     event = item.event
-    return {
-        "id": event.id,
-        "app": event.app,
-        "lane": event.priority,
-        "idempotency_key": event.idempotency_key,
-        "body_hash": item.body_hash,
-        "payload": event_to_bytes(event),
-        "accepted_at": event.accepted_at,
-    }
+    payload = event_to_bytes(event)
+    return (
+        event.id,
+        event.app,
+        event.priority,
+        event.idempotency_key,
+        item.body_hash,
+        payload,
+        event.accepted_at,
+    )
 
 
 def _stored_keys(
