@@ -118,7 +118,7 @@ def jobs(names: list[str], size: str, kinds: list[str], postgres: str) -> list[J
         if postgres_reachable(postgres):
             out.append(("worker postgresql", partial(run_worker, postgres, events, recipients, rounds)))
     if "growth" in names:
-        out.extend(growth_jobs(tiny))
+        out.extend(growth_jobs(tiny, postgres if postgres_reachable(postgres) else None))
     if "senders" in names:
         from tidings.bench.senders import CHANNELS, run_senders
 
@@ -158,8 +158,9 @@ def jobs(names: list[str], size: str, kinds: list[str], postgres: str) -> list[J
     return out
 
 
-def growth_jobs(tiny: bool) -> list[Job]:
-    """How the gateway's cost grows with connections and payload size, and fan-out's with recipients."""
+def growth_jobs(tiny: bool, postgres: str | None = None) -> list[Job]:
+    """How the gateway's cost grows with connections and payload size, fan-out's with recipients, and (with
+    PostgreSQL) the inbox write's and read's with the rows already in the inbox (``bench.inbox_growth``)."""
 
     async def fanout(axis: str, connections: int, payload: int) -> dict[str, Any]:
         per = 10 if tiny else min(600, 300_000 // connections)
@@ -183,6 +184,20 @@ def growth_jobs(tiny: bool) -> list[Job]:
             "rate": result["rows_per_second"],
         }
 
+    async def inbox(url: str, rows: int, users: int) -> dict[str, Any]:
+        from tidings.bench import inbox_growth
+        from tidings.settings import Settings
+
+        sized = {"block": 2_000, "reads": 100} if tiny else {}
+        result = await inbox_growth.run_size(url=url, rows=rows, users=users, settings=Settings(), **sized)
+        return {
+            **result,
+            "scenario": "growth",
+            "axis": "inbox",
+            "kind": f"postgresql inbox={rows}",
+            "rate": result["fanout_rows_per_second"],
+        }
+
     out: list[Job] = []
     for n in (10, 20) if tiny else (100, 1000, 5000):
         out.append((f"growth connections={n}", partial(fanout, "connections", n, 200)))
@@ -190,6 +205,9 @@ def growth_jobs(tiny: bool) -> list[Job]:
         out.append((f"growth payload={size}", partial(fanout, "payload", 20 if tiny else 1000, size)))
     for n in (100, 1000) if tiny else (10_000, 100_000):
         out.append((f"growth recipients={n}", partial(recipients, n)))
+    if postgres is not None:
+        for rows in (2_000, 20_000) if tiny else (10_000, 100_000, 1_000_000, 10_000_000):
+            out.append((f"growth inbox={rows}", partial(inbox, postgres, rows, 200 if tiny else 10_000)))
     return out
 
 
