@@ -19,7 +19,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from tidings.auth import authenticate_user_until
+from tidings.auth import AppCache, authenticate_user_until
 from tidings.core import frames
 from tidings.core.backoff import jittered
 from tidings.core.models import App
@@ -65,8 +65,16 @@ async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str, Ap
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("missing bearer token or stream ticket")
-    app, user, expires_at = await authenticate_user_until(runtime, token.strip())
+    app, user, expires_at = await authenticate_user_until(runtime, token.strip(), _app_cache(request))
     return app.name, user, app, expires_at
+
+
+def _app_cache(request: Request) -> AppCache | None:
+    """The app records of the process's HTTP app (``api.deps.ApiState``), shared with the API's user routes: a
+    storm of SSE clients of one app looks its record up once, not once per client."""
+    api = getattr(request.app.state, "api", None)
+    cache = getattr(api, "apps", None)
+    return cache if isinstance(cache, AppCache) else None
 
 
 def _after(request: Request) -> int | None:
