@@ -1,4 +1,4 @@
-"""A reconnect storm on a gateway whose PostgreSQL pool is far too small for it (2 connections, 0.5 s to get
+"""A reconnect storm on a gateway whose PostgreSQL pool is far too small for it (2 connections, 0.1 s to get
 one), the case of ``tests/chaos/test_storm.py``'s 600-client run in miniature: every client resumes exactly,
 and nobody sees an internal error.
 
@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tidings.api import errors as api_errors
 from tidings.core.models import App
+from tidings.errors import ConfigError
 from tidings.gateway.listener import FastGateway
 from tidings.runtime import Runtime
 from tidings.settings import Settings
@@ -168,18 +169,21 @@ class WsClient(Resuming):
                 self.tally.problems.append(f"{self.user}: WS closed {code} after {error}")
 
 
-async def storm(namespace: str, sse_clients: int, ws_clients: int, unhandled: Unhandled) -> dict[str, Any]:
-    """Every client connects at once from seq 0; returns the figures (and the problems) once all are done."""
+DRY_POOL = {"pg_pool_size": 2, "pg_pool_overflow": 0, "pg_pool_timeout": 0.1}
+
+
+async def storm(
+    namespace: str,
+    sse_clients: int,
+    ws_clients: int,
+    unhandled: Unhandled,
+    pool: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every client connects at once from seq 0; returns the figures (and the problems) once all are done.
+    ``pool``: the ``pg_pool_*`` settings (``DRY_POOL`` by default)."""
     from tidings.backends.sql.postgres import PostgresStore
 
-    settings = Settings(
-        store=URL,
-        namespace=namespace,
-        backlog_page=2,
-        pg_pool_size=2,
-        pg_pool_overflow=0,
-        pg_pool_timeout=0.1,
-    )
+    settings = Settings(store=URL, namespace=namespace, backlog_page=2, **(pool or DRY_POOL))
     store = await PostgresStore.open(URL, settings)
     runtime: Runtime = runtime_over(store, settings)
     users = [f"u{i:04d}" for i in range(sse_clients + ws_clients)]
@@ -230,3 +234,14 @@ async def test_a_storm_on_a_dry_postgresql_pool_resumes_every_client_without_an_
     assert unhandled.errors == [], unhandled.errors[:3]
     # One lookup at a time per cache (SSE's and the listener's), not one per waiting client.
     assert figures["app_lookups_at_once"] <= 2, figures
+
+
+@pytest.mark.parametrize(
+    "pool", [{"pg_pool_size": 0}, {"pg_pool_overflow": -1}, {"pg_pool_timeout": 0.0}], ids=str
+)
+async def test_a_pool_setting_out_of_range_is_refused_at_start_up(pool: dict[str, Any]) -> None:
+    """SQLAlchemy reads 0 connections or -1 overflow as "no limit": a typo must not lift the cap."""
+    from tidings.backends.sql.postgres import PostgresStore
+
+    with pytest.raises(ConfigError, match="pg_pool"):
+        await PostgresStore.open(URL, Settings(store=URL, **pool))
