@@ -15,6 +15,7 @@ whose ``reason`` names the failed check (``tidings.errors.AUTH_REASONS``): ``tok
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -24,6 +25,7 @@ import math
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import jwt
@@ -70,18 +72,27 @@ def bearer(authorization: str | None) -> str:
 # grace was 0 or was cut short by a new rotation, keep working here at most this long (README, contract.md).
 APP_CACHE_TTL = 5.0
 
+Read = Callable[[], Coroutine[Any, Any, App | None]]  # one store read of an app record
+
 
 class AppCache:
     """App records looked up recently, kept ``ttl`` seconds so a busy producer does not hit the store per
     request. A deleted app's key keeps working at most ``ttl`` seconds (a grace period's end is checked on
     every request, cached or not). Misses are not cached (a flood of wrong keys must not evict good ones); the
-    size is bounded."""
+    size is bounded.
+
+    Single flight: the callers that miss the same key while its read is under way wait for that read rather
+    than each making one, so a reconnect storm of a cold app's clients takes one pooled connection for its
+    row, not one per client (docs/reliability.md). The read runs on its own: a caller that gives up (a client
+    gone) does not cancel it for the others; its failure is every waiting caller's, and nothing is cached."""
 
     def __init__(self, clock: Clock, ttl: float = APP_CACHE_TTL, max_entries: int = 4096) -> None:
         self._clock = clock
         self._ttl = ttl
         self._max = max_entries
         self._entries: OrderedDict[str, tuple[float, App]] = OrderedDict()
+        self._reading: dict[str, tuple[int, asyncio.Task[App | None]]] = {}  # key -> (read number, read)
+        self._reads = 0  # reads started so far; the next one is numbered ``_reads + 1``
 
     def get(self, key: str) -> App | None:
         entry = self._entries.get(key)
@@ -96,6 +107,36 @@ class AppCache:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
+    def mark(self) -> int:
+        """The reads started so far: pass it as ``lookup``'s ``since`` to ask for a read started after now."""
+        return self._reads
+
+    async def lookup(self, key: str, read: Read, *, since: int | None = None) -> App | None:
+        """The record under ``key``: cached, else from the read of it under way, else from a new ``read()``
+        (cached when found). With ``since`` (a ``mark()``), only from a read started after that mark: a record
+        at least as new as the caller's request (one signed with a secret rotated since the cached record)."""
+        if since is None:
+            app = self.get(key)
+            if app is not None:
+                return app
+        loop = asyncio.get_running_loop()
+        reading = self._reading.get(key)
+        if reading is None or reading[0] <= (since or 0) or reading[1].get_loop() is not loop:
+            self._reads += 1
+            task = loop.create_task(read())
+            reading = self._reading[key] = (self._reads, task)
+            task.add_done_callback(functools.partial(self._read_done, key))
+        return await asyncio.shield(reading[1])
+
+    def _read_done(self, key: str, task: asyncio.Task[App | None]) -> None:
+        app = None if task.cancelled() or task.exception() is not None else task.result()
+        reading = self._reading.get(key)
+        if reading is None or reading[1] is not task:
+            return  # a newer read of the key replaced this one: its answer is the one to keep
+        del self._reading[key]
+        if app is not None:
+            self.put(key, app)
+
 
 def _looks_like_jwt(credential: str) -> bool:
     return credential.startswith("eyJ") and credential.count(".") == 2
@@ -103,18 +144,15 @@ def _looks_like_jwt(credential: str) -> bool:
 
 async def authenticate_producer(runtime: Runtime, api_key: str, cache: AppCache | None = None) -> App:
     key_hash = hash_key(api_key)
-    app = cache.get("key:" + key_hash) if cache is not None else None
+    read = functools.partial(runtime.store.apps.by_key_hash, key_hash)
+    app = await (read() if cache is None else cache.lookup("key:" + key_hash, read))
     if app is None:
-        app = await runtime.store.apps.by_key_hash(key_hash)
-        if app is None:
-            if _looks_like_jwt(api_key):
-                raise AuthError(
-                    "this route takes an API key (Bearer tdk_…), not a user token",
-                    reason=errors.WRONG_CREDENTIAL_KIND,
-                )
-            raise AuthError("invalid API key")
-        if cache is not None:
-            cache.put("key:" + key_hash, app)
+        if _looks_like_jwt(api_key):
+            raise AuthError(
+                "this route takes an API key (Bearer tdk_…), not a user token",
+                reason=errors.WRONG_CREDENTIAL_KIND,
+            )
+        raise AuthError("invalid API key")
     if not key_accepted(app, key_hash, runtime.clock.time()):
         raise AuthError("invalid API key (it was rotated and its grace period is over)")
     return app
@@ -139,13 +177,9 @@ def previous_secret(app: App, now: float) -> str | None:
     return app.previous_jwt_secret
 
 
-async def _app_named(apps: Apps, name: str, cache: AppCache | None, fresh: bool = False) -> App | None:
-    app = cache.get("name:" + name) if cache is not None and not fresh else None
-    if app is None:
-        app = await apps.get(name)
-        if app is not None and cache is not None:
-            cache.put("name:" + name, app)
-    return app
+async def _app_named(apps: Apps, name: str, cache: AppCache | None, since: int | None = None) -> App | None:
+    read = functools.partial(apps.get, name)
+    return await (read() if cache is None else cache.lookup("name:" + name, read, since=since))
 
 
 def _unverified_issuer(token: str) -> str:
@@ -316,19 +350,18 @@ async def authenticate_user_until(
     """The app, the user id and the ``exp`` of a valid user JWT, or ``AuthError``: one verification gives the
     gateway (WS and SSE) both who connects and until when (the connection's lifetime)."""
     issuer, now = _unverified_issuer(token), runtime.clock.time()
-    app = cache.get("name:" + issuer) if cache is not None else None
-    was_cached = app is not None
-    if app is None:
-        app = await _app_named(runtime.store.apps, issuer, cache, fresh=True)
+    since = cache.mark() if cache is not None else None
+    app = await _app_named(runtime.store.apps, issuer, cache)
     if app is None:  # the same answer as a bad signature: app names are not probed
         raise AuthError("the signature does not verify", reason=errors.BAD_SIGNATURE)
     try:
         claims = _verified_claims(token, app, now)
     except AuthError as exc:
-        if not was_cached or exc.reason != errors.BAD_SIGNATURE:
+        if since is None or exc.reason != errors.BAD_SIGNATURE:
             raise
-        # The secret may have been rotated since the record was cached: read it again, once.
-        app = await _app_named(runtime.store.apps, issuer, cache, fresh=True)
+        # The secret may have been rotated since the record was read (cached, or a read shared with callers that
+        # came earlier): read it again, once, with a read started after this request arrived.
+        app = await _app_named(runtime.store.apps, issuer, cache, since)
         if app is None:
             raise
         claims = _verified_claims(token, app, now)

@@ -72,6 +72,13 @@ class Settings:
     log_partitions: int = 16
     log_lease: float = 10.0  # seconds a dead worker's partitions wait before another worker takes them
     sqlite_synchronous: str = "FULL"  # FULL: a 202 survives power loss, not just a process crash
+    # A PostgreSQL store's connection pool per process: pg_pool_size kept open, up to pg_pool_overflow more under
+    # load, and a store call that finds them all busy for pg_pool_timeout seconds fails as unavailable (HTTP 503
+    # + Retry-After; a live stream ends with ``unavailable`` and the client resumes). A gateway taking a reconnect
+    # storm reads each resuming client's backlog on its own connection: docs/reliability.md.
+    pg_pool_size: int = 5
+    pg_pool_overflow: int = 5
+    pg_pool_timeout: float = 10.0
     demo: bool = False
     # Social rules (fan-out at scale, overload shedding, the decision log):
     fanout_chunk: int = 1000  # recipients per inbox transaction, and subscribers per topic chunk job

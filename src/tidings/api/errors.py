@@ -19,8 +19,9 @@ Every error answer has the body ``{"error": {"code": "...", "message": "..."}}``
     anything else              500  ``internal_error``, no detail; the exception is logged
 
 WebSocket close codes follow RFC 6455: 1008 policy (auth failed or timed out, origin not allowed), 1009 a
-frame too big, 1007 an invalid frame, 1011 internal error, 1012 restarting (drain), 1013 try again later
-(slow consumer, rate limited).
+frame too big, 1007 an invalid frame, 1011 internal error, 1012 restarting (drain) or unavailable (a backend
+failed or is overloaded: resume later), 1013 try again later (slow consumer, rate limited). An SSE stream that
+fails once its 200 is sent ends with ``event: error`` and the error's code (``gateway/sse.py``).
 """
 
 from __future__ import annotations

@@ -60,7 +60,9 @@ async def admit(
     *,
     scheme: str = "http",
 ) -> Admitted:
-    """Check the first client frame (an auth frame) and the browser's origin; ``Refused`` when not admitted."""
+    """Check the first client frame (an auth frame) and the browser's origin; ``Refused`` when not admitted,
+    also when the store fails looking the app up (``unavailable``, close 1012: the client resumes later), so no
+    shell meets a backend's error here."""
     try:
         frame = frames.parse_client_frame(data)
     except FrameError as exc:
@@ -77,6 +79,8 @@ async def admit(
                 "token_expired", "the token has expired: get a fresh one", errors.WS_POLICY
             ) from None
         raise Refused(exc.code, "invalid credentials", errors.WS_POLICY) from None
+    except TidingsError as exc:  # the app's lookup failed (a dry pool in a storm): back off and resume
+        raise failed(exc) from None
     if not origin_allowed(origin, host, app, scheme):
         raise Refused("origin_not_allowed", "this origin may not connect", errors.WS_POLICY)
     return Admitted(app, user, frame.after, expires_at)

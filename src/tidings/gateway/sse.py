@@ -1,5 +1,8 @@
-"""The Server-Sent Events shell: ``GET /v1/stream``. Credentials are checked before the stream starts, so a
-bad token is a 401 JSON answer, never a stream that ends at once.
+"""The Server-Sent Events shell: ``GET /v1/stream``. Credentials are checked and the stream opened before the
+response starts, so a bad token is a 401 JSON answer and a failing or overloaded store a 503 with Retry-After,
+never a stream that ends at once. A backend failing later (a backlog page read when every pooled connection is
+busy) ends the stream with a retry hint and ``event: error`` ``{"code": "unavailable"}``: the client resumes
+with ``Last-Event-ID``, as after a drain; nothing reaches the client as an internal error or a cut body.
 
 The response body is the loop of ``gateway.serve`` (``deliver``), pulled by the HTTP server; this module only
 maps credentials and the resume point in, and the ready and end-of-stream events out."""
@@ -12,18 +15,21 @@ import random
 from collections.abc import AsyncIterator
 
 import orjson
+import structlog
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from tidings.auth import authenticate_user_until
+from tidings.auth import AppCache, authenticate_user_until
 from tidings.core import frames
 from tidings.core.backoff import jittered
 from tidings.core.models import App
-from tidings.errors import AuthError, FrameError, InvalidInputError, UnavailableError
+from tidings.errors import AuthError, FrameError, InvalidInputError, TidingsError, UnavailableError
 from tidings.gateway import serve
 from tidings.gateway.inband import Watch, sse_warning
 from tidings.gateway.stream import EndReason, LiveStream, Opened
 from tidings.runtime import Runtime
+
+log = structlog.get_logger("tidings.gateway.sse")
 
 RETRY_MS = 2000  # the reconnect delay browsers use after a dropped stream
 DRAIN_RETRY_MS = 3000  # spread over a jittered window on drain, so clients do not all come back at once
@@ -59,8 +65,16 @@ async def _credentials(request: Request, runtime: Runtime) -> tuple[str, str, Ap
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("missing bearer token or stream ticket")
-    app, user, expires_at = await authenticate_user_until(runtime, token.strip())
+    app, user, expires_at = await authenticate_user_until(runtime, token.strip(), _app_cache(request))
     return app.name, user, app, expires_at
+
+
+def _app_cache(request: Request) -> AppCache | None:
+    """The app records of the process's HTTP app (``api.deps.ApiState``), shared with the API's user routes: a
+    storm of SSE clients of one app looks its record up once, not once per client."""
+    api = getattr(request.app.state, "api", None)
+    cache = getattr(api, "apps", None)
+    return cache if isinstance(cache, AppCache) else None
 
 
 def _after(request: Request) -> int | None:
@@ -90,16 +104,32 @@ async def _body(
 ) -> AsyncIterator[bytes]:
     if watch is not None:
         watch.start()
+    failed: TidingsError | None = None
     try:
         async with contextlib.aclosing(serve.deliver(runtime, stream, after, _ready)) as batches:
             async for batch in batches:
                 yield b"".join(batch)
+    except TidingsError as exc:
+        # A store read under a started stream failed (a backlog page while every pooled connection is busy):
+        # the 200 is sent, so no status can say it; the stream ends saying it, and the client resumes.
+        log.warning("stream_failed", error=exc.code)
+        failed = exc
     finally:
         if watch is not None:
             await watch.stop()
-    if stream.end_reason is EndReason.DRAINING:
+    if failed is not None:
+        yield _failure(failed)
+    elif stream.end_reason is EndReason.DRAINING:
         yield frames.sse_retry(int(jittered(DRAIN_RETRY_MS, random.random())))
     elif stream.end_reason is EndReason.SLOW_CONSUMER:
         yield frames.sse_event("error", orjson.dumps({"code": "slow_consumer"}))
     elif stream.end_reason is EndReason.TOKEN_EXPIRED:
         yield frames.sse_event("error", orjson.dumps({"code": "token_expired"}))
+
+
+def _failure(exc: TidingsError) -> bytes:
+    """The end of a stream whose backend failed: a retry hint of at least ``RETRY_MS`` (or the error's own
+    ``retry_after``), jittered so a storm's clients do not all come back at once, and ``error`` with its code."""
+    wait_ms = max(RETRY_MS, 1000 * getattr(exc, "retry_after", 0.0))
+    retry = frames.sse_retry(int(jittered(wait_ms, random.random())))
+    return retry + frames.sse_event("error", orjson.dumps({"code": exc.code}))

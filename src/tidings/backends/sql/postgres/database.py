@@ -13,8 +13,11 @@ leaves nothing behind). With ``TIDINGS_PG_PARTITIONS=N`` the same transaction ha
 tables of a fresh namespace (``partitions.py``).
 
 Concurrency. Every write is one transaction on a pooled connection (READ COMMITTED); every read is one
-statement in autocommit mode. Inbox writes from any number of processes keep each user's seq gap-free because
-each transaction locks the user's counter row (``user_seqs``) before reading it; see ``inbox.py``.
+statement in autocommit mode. A process keeps ``Settings.pg_pool_size`` connections and opens up to
+``pg_pool_overflow`` more under load; a call that finds them all busy for ``pg_pool_timeout`` seconds fails with
+``UnavailableError`` (a 503 with Retry-After, or a stream's ``unavailable`` end), never with a driver's error.
+Inbox writes from any number of processes keep each user's seq gap-free because each transaction locks the
+user's counter row (``user_seqs``) before reading it; see ``inbox.py``.
 
 Errors. Serialization failures and deadlocks are retried a bounded number of times. Other errors of asyncpg
 and SQLAlchemy come out as ``UnavailableError``; or ``ConflictError`` for a violated constraint; or
@@ -63,9 +66,6 @@ COMMAND_TIMEOUT = 10.0  # seconds per statement (lock waits included): a frozen 
 # would time out behind it (tests/chaos: a worker cut from PostgreSQL never caught up). PostgreSQL rolls such a
 # transaction back after this long; ours never wait between statements for anything near it.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
-POOL_SIZE = 5
-MAX_OVERFLOW = 5
-POOL_TIMEOUT = 10.0  # seconds to wait for a pooled connection when all are busy
 ATTEMPTS = 5  # tries of a transaction that failed on a serialization failure or a deadlock
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 PARTITIONS_ENV = "TIDINGS_PG_PARTITIONS"
@@ -109,7 +109,11 @@ def partitions_from_env() -> int:
     return count
 
 
-def _engine(url: URL, schema: str) -> AsyncEngine:
+def _engine(url: URL, schema: str, settings: Settings) -> AsyncEngine:
+    if settings.pg_pool_size < 1 or settings.pg_pool_overflow < 0 or not settings.pg_pool_timeout > 0:
+        raise ConfigError(
+            "the PostgreSQL pool needs pg_pool_size >= 1, pg_pool_overflow >= 0 and pg_pool_timeout > 0"
+        )
     server_settings = {
         "search_path": quoted(schema),
         "application_name": "tidings",
@@ -117,9 +121,9 @@ def _engine(url: URL, schema: str) -> AsyncEngine:
     }
     return create_async_engine(
         url,
-        pool_size=POOL_SIZE,
-        max_overflow=MAX_OVERFLOW,
-        pool_timeout=POOL_TIMEOUT,
+        pool_size=settings.pg_pool_size,
+        max_overflow=settings.pg_pool_overflow,
+        pool_timeout=settings.pg_pool_timeout,  # seconds to wait for a pooled connection when all are busy
         pool_pre_ping=True,
         connect_args={
             "timeout": CONNECT_TIMEOUT,
@@ -164,7 +168,7 @@ class PostgresDatabase:
     async def open(cls, url: str, settings: Settings, *, partitions: int | None = None) -> PostgresDatabase:
         """Connects to the namespace's schema, creating and migrating it when needed (see module docstring)."""
         schema = schema_of(settings.namespace)
-        db = cls(_engine(asyncpg_url(url), schema), schema)
+        db = cls(_engine(asyncpg_url(url), schema, settings), schema)
         try:
             count = partitions_from_env() if partitions is None else partitions
             db.found_revision = await db.write(lambda conn: _migrate(conn, schema, count), retry=False)
