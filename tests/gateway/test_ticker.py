@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from tidings.gateway.ticker import Ticker
 
-INTERVAL = 0.08
+INTERVAL = 0.2  # long enough that a busy machine does not skip a period
 
 
 class _Inbox:
