@@ -111,7 +111,9 @@ class Inbox(Protocol):
       ``read_at``/``seen_at`` (only where unset) on the given seqs, or on every seq <= ``up_to``; returns how
       many rows changed. It also cancels the pending offline deliveries of those seqs (read or seen: no push
       needed any more), recording each cancellation in the decision log.
-    - ``last_seq`` is the user's highest committed seq (0 when none).
+    - ``last_seq`` is the user's highest committed seq (0 when none); ``last_seqs`` is the same for many users
+      at once, from one snapshot per chunk of users (a statement each): a dict with an entry for every user
+      asked, for the heartbeat's tail checks of a process's streams (``gateway.ticker``).
 
     The life of a notification (``backends.sql.lifecycle``):
 
@@ -180,6 +182,8 @@ class Inbox(Protocol):
     ) -> int: ...
 
     async def last_seq(self, app: str, user: str) -> int: ...
+
+    async def last_seqs(self, users: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]: ...
 
     async def openings(self, requests: Sequence[OpenRequest], limit: int) -> list[Opening]:
         """What each of many live streams needs to open, in the order of ``requests`` (``Opening``), each

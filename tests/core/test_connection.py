@@ -47,6 +47,13 @@ def _need(connection: Connection) -> int | None:
     return wanted[0] if wanted else None
 
 
+def _tick(connection: Connection, top: int) -> None:
+    """A tick, and its heartbeat (if any) written."""
+    connection.receive_tick(top=top)
+    batch = connection.data_to_send()
+    assert batch is None or batch.frames == [b"HB"]
+
+
 def _live(after: int = 0, **limits: int) -> Connection:
     """A connection whose resume backlog came back empty: live from ``after``."""
     connection = Connection(after, ENCODER, **limits)
@@ -101,13 +108,74 @@ def test_a_gap_asks_for_the_store_and_the_page_fills_it() -> None:
 def test_control_sync_and_ticks_share_the_order_of_the_outbox() -> None:
     """Pongs, read-sync frames and heartbeats leave in the order they were queued, between notifications."""
     connection = _live(0)
+    connection.receive_tick(top=0)  # the first tick marks the start of the idle period
+    connection.receive_tick(top=0)
     connection.receive_live(1, _p(1))
     connection.send_control(b"PONG")
     connection.receive_sync(b"{}")
-    connection.receive_tick()
     batch = connection.data_to_send()
-    assert batch == Batch([_frame(1, _p(1)), b"PONG", b"SYNC:{}", b"HB"], [1])
-    assert _need(connection) == 1  # the tick's store check for a message lost at the tail
+    assert batch == Batch([b"HB", _frame(1, _p(1)), b"PONG", b"SYNC:{}"], [1])
+    assert _need(connection) is None
+
+
+def test_a_heartbeat_goes_only_after_a_whole_period_with_nothing_queued() -> None:
+    """An idle connection hears a heartbeat every tick; one that sent anything since the last tick does not."""
+    connection = _live(0)
+    connection.receive_tick(top=0)
+    assert connection.data_to_send() is None  # just opened (the ready frame went): the period starts now
+    connection.receive_tick(top=0)
+    assert connection.data_to_send() == Batch([b"HB"], [])
+    connection.receive_tick(top=0)
+    assert connection.data_to_send() == Batch([b"HB"], [])
+    connection.receive_live(1, _p(1))
+    connection.receive_tick(top=1)
+    assert connection.data_to_send() == Batch([_frame(1, _p(1))], [1])
+    connection.receive_tick(top=1)
+    assert connection.data_to_send() == Batch([b"HB"], [])
+
+
+def test_the_tick_reads_the_store_only_when_its_top_is_above_what_was_delivered() -> None:
+    """The tail check: no read while the user's highest committed seq is what was delivered; a read after
+    ``last_seq`` when it is above, whose page delivers the lost rows in order."""
+    connection = _live(0)
+    connection.receive_live(1, _p(1))
+    assert connection.data_to_send() == Batch([_frame(1, _p(1))], [1])
+    _tick(connection, 1)
+    assert _need(connection) is None
+    _tick(connection, 3)  # 2 and 3 were committed, their live messages lost
+    assert _need(connection) == 1
+    _tick(connection, 3)  # a tick while the read is on its way asks nothing more
+    assert _need(connection) is None
+    connection.receive_backlog(_rows(2, 3))
+    assert connection.data_to_send() == Batch([_frame(2, _p(2)), _frame(3, _p(3))], [2, 3])
+    assert _need(connection) is None
+    connection.receive_live(3, _p(3))  # the late bus message: a duplicate
+    assert connection.notices() == [Dropped(3)]
+
+
+def test_a_top_no_page_gives_is_read_once_not_every_tick() -> None:
+    """The newest row was removed (deleted by the user): the counter stays above what any page gives, so the
+    first tick reads and finds nothing; later ticks with the same top read nothing; a higher top reads again."""
+    connection = _live(0)
+    _tick(connection, 4)
+    assert _need(connection) == 0
+    connection.receive_backlog(_rows(1, 2, 3))  # 4 was removed
+    assert connection.data_to_send() == Batch([_frame(s, _p(s)) for s in (1, 2, 3)], [1, 2, 3])
+    assert _need(connection) is None
+    for _ in range(3):
+        _tick(connection, 4)
+        assert _need(connection) is None
+    _tick(connection, 5)
+    assert _need(connection) == 3
+
+
+def test_a_tick_whose_store_read_failed_is_a_heartbeat_without_a_check() -> None:
+    """``top`` None: the ticker could not read the store; the heartbeat still goes, no page is asked for."""
+    connection = _live(0)
+    connection.receive_tick(top=None)
+    connection.receive_tick(top=None)
+    assert connection.data_to_send() == Batch([b"HB"], [])
+    assert _need(connection) is None
 
 
 def test_overflow_closes_as_a_slow_consumer_once() -> None:
@@ -119,7 +187,7 @@ def test_overflow_closes_as_a_slow_consumer_once() -> None:
     assert connection.end_reason is EndReason.SLOW_CONSUMER
     assert connection.pending
     assert connection.data_to_send() is None
-    connection.receive_tick()
+    connection.receive_tick(top=9)
     assert connection.notices() == ()
 
 
@@ -299,11 +367,13 @@ def test_written_seqs_ascend_without_gaps_or_duplicates_whatever_happens(
             world.read()
         elif kind == "answer":
             world.answer()
-        else:
-            world.connection.receive_tick()
+        else:  # the ticker's read of the user's top may be stale (an earlier commit's), or fail (None)
+            top = None if mode == "drop" else world.committed - index % 3
+            world.connection.receive_tick(top=max(top, 0) if top is not None else None)
             world.notices()
     world.settle()
-    world.connection.receive_tick()  # the periodic store check finds what the bus lost at the tail
+    # The periodic check finds what the bus lost at the tail.
+    world.connection.receive_tick(top=world.committed)
     world.settle()
     if world.connection.end_reason is not None:
         assert world.connection.data_to_send() is None  # closed or overflowed: nothing more goes out

@@ -8,7 +8,7 @@ events in                                  out
 - ``receive_backlog(rows)``: a store page  - ``data_to_send()``: the frames to write now, in order, in one write,
 - ``receive_live(seq, payload)``: the bus    with the notification seqs among them (``Batch.written``)
 - ``receive_sync(payload)``: read-sync     - ``notices()``: ``Dropped`` (a duplicate), ``NeedBacklog`` (read
-- ``receive_tick()``: a heartbeat is due     the store after seq N and feed the page back), ``Overflow``
+- ``receive_tick(top=)``: a heartbeat period  the store after seq N and feed the page back), ``Overflow``
 - ``send_control(frame)``: e.g. a pong       (slow consumer: close with the reason's code, ``admission``)
 - ``close(reason)``
 
@@ -17,7 +17,9 @@ and gap-free except for replaced rows a backlog leaves out (``core.session``); `
 of what was delivered; a store page is asked for (``NeedBacklog``) only once everything queued went out, so a
 resume of any length is paced by the client and never overflows; once closed, nothing more is sent.
 
-No asyncio, no sockets, no clock: a tick carries no time, the I/O layer's timer decides when one is due.
+No asyncio, no sockets, no clock: a tick carries no time, the I/O layer's timer decides when one is due (one
+timer for every connection of a process, ``gateway.ticker``, which also reads the users' highest committed seqs
+for the tail checks, many users in one store read).
 Frames are encoded here, once, with the transport's ``Encoder`` (``core.frames``); the per-transport framing
 of the bytes (RFC 6455 headers, ASGI messages) stays in the shells.
 """
@@ -127,6 +129,8 @@ class Connection:
         "_fetch_after",
         "_notices",
         "_outbox",
+        "_polled",
+        "_pushed_at_tick",
         "_session",
         "_written",
         "end_reason",
@@ -148,6 +152,10 @@ class Connection:
         self._fetch_after: int | None = None  # a store read the session asked for, not yet handed out
         self._written: list[int] = []  # the seqs of the notification frames in the outbox, in order
         self._notices: list[Notice] = []
+        # Frames queued so far as the last tick saw them (the same at the next tick: idle, a heartbeat). -1: the
+        # first tick only starts the count (the ready frame just went), so a client hears no ping at once.
+        self._pushed_at_tick = -1
+        self._polled = after  # the highest committed seq a tick already asked a store read for
         self.end_reason: EndReason | None = None
         # Whether the I/O layer has something to do now: frames to write, a store read to make, or to stop
         # (a plain attribute, read after every event on the hot path).
@@ -190,12 +198,24 @@ class Connection:
         if self.end_reason is None:
             self._push(self._encoder.sync(payload))
 
-    def receive_tick(self) -> None:
-        """A heartbeat interval passed with nothing sent: a heartbeat, and a check of the store for a live
-        message lost at the tail (which no later message would reveal)."""
-        if self.end_reason is None:
+    def receive_tick(self, *, top: int | None) -> None:
+        """A heartbeat period passed: a heartbeat when nothing was queued since the last tick (so an idle
+        client hears one every period), and a check for a live message lost at the tail (which no later
+        message would reveal): ``top`` is the user's highest committed seq as the store gave it since the last
+        tick, and a ``NeedBacklog`` follows only when it is above ``last_seq`` and above the ``top`` an earlier
+        tick read for already (a newest row that was removed, which no page gives, costs one read, not one per
+        tick). ``top`` None: the store could not be read; no check this time (the next tick's)."""
+        if self.end_reason is not None:
+            return
+        if self._outbox.statistics().pushed_total == self._pushed_at_tick:
             self._push(self._encoder.heartbeat())
-            self._apply(self._session.poll())
+        self._pushed_at_tick = self._outbox.statistics().pushed_total
+        session = self._session
+        # While a read is on its way nothing is asked (nor remembered): its answer may predate ``top``, and the
+        # next tick checks again.
+        if top is not None and not session.fetching and top > max(session.last_seq, self._polled):
+            self._polled = top
+            self._apply(session.poll())
 
     def send_control(self, frame: bytes) -> None:
         """Queue a finished non-notification frame (a pong...) behind what is already queued."""

@@ -1,10 +1,11 @@
 """The I/O side of one live connection: drives the sans-I/O ``core.connection.Connection`` with the hub's live
-messages, the inbox's backlog pages and the heartbeat timer, and hands its output out as batches of frames.
+messages, the inbox's backlog pages and the heartbeat ticks, and hands its output out as batches of frames.
 
 The delivery rules (order, duplicates, gaps, resume, the bounded outbox) are all in the core; this module only
 performs what the core asks (a store read after ``NeedBacklog``), wakes the writer when the core has output,
 and reports to the connection's ``DeliveryObserver`` (``gateway.observe``). ``gateway.serve`` runs it for
-every transport shell.
+every transport shell. The heartbeat ticks, with the user's highest committed seq for the tail check, come from
+the process's ``gateway.ticker`` (one timer and one store read per slot of streams, none per stream).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tidings.core.connection import (
 )
 from tidings.core.models import App, LiveMessage, StoredNotification
 from tidings.core.resume import Opened, epoch_of, open_at
-from tidings.gateway import reads
+from tidings.gateway import reads, ticker
 from tidings.gateway.hub import Detach
 from tidings.gateway.observe import DeliveryObserver
 from tidings.runtime import Runtime
@@ -78,6 +79,7 @@ class LiveStream:
         # (None until one is heard: an idle connection holds no deque.)
         self._heard_early: deque[LiveMessage] | None = None
         self._first_page: tuple[int, list[StoredNotification]] | None = None  # read while opening
+        self._ticker: ticker.Ticker | None = None  # ticks the stream once open, until it is closed
 
     @property
     def end_reason(self) -> EndReason | None:
@@ -121,6 +123,8 @@ class LiveStream:
         self._early.clear()
         self._connection = connection
         self._opened = opened
+        self._ticker = ticker.for_inbox(self._runtime.store.inbox, settings.heartbeat_interval)
+        self._ticker.add(self)
         early, self._heard_early = self._heard_early, None
         for message in early or ():  # newer than the read (or already in it: dropped as duplicates)
             self._on_live(message)
@@ -134,6 +138,8 @@ class LiveStream:
 
     async def close(self) -> None:
         """Unsubscribe; what was queued and never written is not delivered (the client resumes it)."""
+        if self._ticker is not None:
+            self._ticker.discard(self)
         if self._detach is not None:
             detach, self._detach = self._detach, None
             await detach()
@@ -146,6 +152,14 @@ class LiveStream:
         elif self._end_reason is None:
             self._end_reason = reason
         self._wakeup.set()
+
+    def tick(self, top: int | None) -> None:
+        """A heartbeat period passed (``gateway.ticker``): a heartbeat when idle, and a page read only when the
+        user's highest committed seq ``top`` is above what was delivered (None: unknown, no check this time)."""
+        connection = self._connection
+        if connection is not None:
+            connection.receive_tick(top=top)
+            self._after_input(connection)
 
     def push_control(self, frame: bytes) -> None:
         """Queue a non-notification frame (pong...) behind what is already queued."""
@@ -164,7 +178,6 @@ class LiveStream:
         notifications observed as delivered."""
         connection = self._connection
         assert connection is not None, "open() first"
-        interval = self._runtime.settings.heartbeat_interval
         observer = self.observer
         while connection.end_reason is None:
             batch = connection.data_to_send()
@@ -186,13 +199,8 @@ class LiveStream:
                 await self._fetch(connection)
                 continue
             self._wakeup.clear()
-            try:
-                # asyncio.timeout, not wait_for: no Task per wake-up (CPU per batch, ~0.7 KB per idle stream).
-                async with asyncio.timeout(interval):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                connection.receive_tick()
-                self._handle(connection.notices())
+            # No timer of its own: the heartbeat comes as a tick from the process's ticker, like live news.
+            await self._wakeup.wait()
         if lead:
             yield lead  # ended while opening: the ready frame still goes first, then the close says why
 

@@ -8,7 +8,7 @@ lets PostgreSQL prune it to one hash partition).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -117,6 +117,24 @@ def page_query(
 def last_seq_query(app: str, user: str) -> Select[Any]:
     c = user_seqs.c
     return select(c.last_seq).where(c.app == app, c.user_id == user)
+
+
+def last_seqs_query(app: str, users: ColumnElement[bool]) -> Select[Any]:
+    """(user_id, last_seq) of the app's counters whose user ``users`` matches (``user_id IN (...)`` on SQLite,
+    ``user_id = ANY(:users)`` on PostgreSQL): a probe of the primary key (app, user_id) per user."""
+    c = user_seqs.c
+    return select(c.user_id, c.last_seq).where(c.app == app, users)
+
+
+def by_app(users: Sequence[tuple[str, str]], size: int) -> Iterator[tuple[str, list[str]]]:
+    """The user ids of ``users`` ((app, user) pairs), grouped by app in chunks of at most ``size``: one
+    ``last_seqs_query`` each."""
+    grouped: dict[str, list[str]] = {}
+    for app, user in users:
+        grouped.setdefault(app, []).append(user)
+    for app, ids in grouped.items():
+        for start in range(0, len(ids), size):
+            yield app, ids[start : start + size]
 
 
 def unset_statement(app: str, user: str, field: Literal["read", "seen"], at: float) -> Update:

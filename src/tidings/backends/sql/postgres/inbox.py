@@ -16,12 +16,19 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, any_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.backends.sql import backlog, lifecycle, queries
 from tidings.backends.sql.inbox_ops import InboxLifecycle, on_async
-from tidings.backends.sql.postgres.arrays import Columns, copy_records, insert_arrays, rows_of, unnest_sql
+from tidings.backends.sql.postgres.arrays import (
+    Columns,
+    copy_records,
+    insert_arrays,
+    rows_of,
+    text_array,
+    unnest_sql,
+)
 from tidings.backends.sql.postgres.database import PostgresDatabase, fetch_all
 from tidings.backends.sql.postgres.decisions import record_decisions
 from tidings.backends.sql.rows import (
@@ -37,8 +44,10 @@ from tidings.core import aggregation
 from tidings.core.clock import Clock
 from tidings.core.models import InboxItem, InboxWrite, StoredNotification
 from tidings.core.rules import Deferred
-from tidings.db.schema import deferred, inbox
+from tidings.db.schema import deferred, inbox, user_seqs
 from tidings.ports import Opening, OpenRequest
+
+LAST_SEQS_CHUNK = 5000  # users per ``last_seqs`` statement (one array parameter: bounds one statement's time)
 
 
 class PostgresInbox(InboxLifecycle):
@@ -91,6 +100,20 @@ class PostgresInbox(InboxLifecycle):
     async def openings(self, requests: Sequence[OpenRequest], limit: int) -> list[Opening]:
         """Many streams' opening reads in one statement (``backends.sql.backlog``)."""
         return await self._db.read(partial(backlog.postgres_openings, requests=requests, limit=limit))
+
+    async def last_seqs(self, users: Sequence[UserKey]) -> dict[UserKey, int]:
+        """Many users' ``last_seq``: one statement per chunk of users of an app, the ids as one array."""
+        found: dict[UserKey, int] = await self._db.read(partial(_last_seqs_of, users=users))
+        return found
+
+
+async def _last_seqs_of(conn: AsyncConnection, *, users: Sequence[UserKey]) -> dict[UserKey, int]:
+    found = dict.fromkeys(users, 0)
+    for app, ids in queries.by_app(users, LAST_SEQS_CHUNK):
+        query = queries.last_seqs_query(app, user_seqs.c.user_id == any_(text_array("users", ids)))
+        for user, last in await conn.execute(query):
+            found[(app, user)] = int(last)
+    return found
 
 
 # --- the write path -----------------------------------------------------------------------------------------

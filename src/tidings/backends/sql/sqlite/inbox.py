@@ -37,6 +37,7 @@ from tidings.core.rules import Deferred
 from tidings.db.schema import channel_usage, deferred, inbox, user_seqs
 from tidings.ports import Opening, OpenRequest
 
+LAST_SEQS_CHUNK = 500  # users per ``last_seqs`` statement (a bound parameter each; SQLite allows 32,766)
 # Big batches are inserted as plain tuples in these column orders (see ``batches.insert_many``).
 USAGE_COLUMNS = ("app", "user_id", "channel", "window_start", "count")
 USAGE_UPSERT = (
@@ -94,6 +95,18 @@ class SqliteInbox(InboxLifecycle):
     async def openings(self, requests: Sequence[OpenRequest], limit: int) -> list[Opening]:
         """Many streams' opening reads in one reader-thread hop (``backends.sql.backlog``)."""
         return await self._db.read(partial(backlog.sqlite_openings, requests=requests, limit=limit))
+
+    async def last_seqs(self, users: Sequence[UserKey]) -> dict[UserKey, int]:
+        """Many users' ``last_seq`` in one reader-thread hop and one read transaction."""
+        return await self._db.read(partial(_last_seqs_of, users=users))
+
+
+def _last_seqs_of(conn: Connection, *, users: Sequence[UserKey]) -> dict[UserKey, int]:
+    found = dict.fromkeys(users, 0)
+    for app, ids in queries.by_app(users, LAST_SEQS_CHUNK):
+        for user, last in conn.execute(queries.last_seqs_query(app, user_seqs.c.user_id.in_(ids))):
+            found[(app, user)] = int(last)
+    return found
 
 
 # --- the write path -----------------------------------------------------------------------------------------
