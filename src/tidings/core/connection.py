@@ -130,7 +130,6 @@ class Connection:
         "_notices",
         "_outbox",
         "_polled",
-        "_pushed_at_tick",
         "_session",
         "_written",
         "end_reason",
@@ -152,9 +151,6 @@ class Connection:
         self._fetch_after: int | None = None  # a store read the session asked for, not yet handed out
         self._written: list[int] = []  # the seqs of the notification frames in the outbox, in order
         self._notices: list[Notice] = []
-        # Frames queued so far as the last tick saw them (the same at the next tick: idle, a heartbeat). -1: the
-        # first tick only starts the count (the ready frame just went), so a client hears no ping at once.
-        self._pushed_at_tick = -1
         self._polled = after  # the highest committed seq a tick already asked a store read for
         self.end_reason: EndReason | None = None
         # Whether the I/O layer has something to do now: frames to write, a store read to make, or to stop
@@ -199,17 +195,16 @@ class Connection:
             self._push(self._encoder.sync(payload))
 
     def receive_tick(self, *, top: int | None) -> None:
-        """A heartbeat period passed: a heartbeat when nothing was queued since the last tick (so an idle
-        client hears one every period), and a check for a live message lost at the tail (which no later
-        message would reveal): ``top`` is the user's highest committed seq as the store gave it since the last
-        tick, and a ``NeedBacklog`` follows only when it is above ``last_seq`` and above the ``top`` an earlier
-        tick read for already (a newest row that was removed, which no page gives, costs one read, not one per
-        tick). ``top`` None: the store could not be read; no check this time (the next tick's)."""
+        """A heartbeat period passed: a heartbeat (every period, busy or not, so that no client waits longer
+        than one period for a frame, as with a timer per connection), and a check for a live message lost at
+        the tail (which no later message would reveal): ``top`` is the user's highest committed seq as the store
+        gave it since the last tick, and a ``NeedBacklog`` follows only when it is above ``last_seq`` and above
+        the ``top`` an earlier tick read for already (a newest row that was removed, which no page gives, costs
+        one read, not one per tick). ``top`` None: the store could not be read; no check this time (the next
+        tick's)."""
         if self.end_reason is not None:
             return
-        if self._outbox.statistics().pushed_total == self._pushed_at_tick:
-            self._push(self._encoder.heartbeat())
-        self._pushed_at_tick = self._outbox.statistics().pushed_total
+        self._push(self._encoder.heartbeat())
         session = self._session
         # While a read is on its way nothing is asked (nor remembered): its answer may predate ``top``, and the
         # next tick checks again.

@@ -154,7 +154,7 @@ class LiveStream:
         self._wakeup.set()
 
     def tick(self, top: int | None) -> None:
-        """A heartbeat period passed (``gateway.ticker``): a heartbeat when idle, and a page read only when the
+        """A heartbeat period passed (``gateway.ticker``): a heartbeat, and a page read only when the
         user's highest committed seq ``top`` is above what was delivered (None: unknown, no check this time)."""
         connection = self._connection
         if connection is not None:

@@ -1,6 +1,6 @@
 """The heartbeat of every live stream of a process: one timer, and one store read per slot for the tail checks.
 
-Once per ``heartbeat_interval`` every stream sends a heartbeat when idle and checks whether the store holds a
+Once per ``heartbeat_interval`` every stream sends a heartbeat and checks whether the store holds a
 notification whose live message was lost at the tail (``core.connection.Connection.receive_tick``). Asked
 stream by stream, that was a backlog read per connection per heartbeat: 0.12 of a core for 1,000 idle
 connections, ~1,270 reads/s at 19k (docs/performance.md, "Idle connections"). Here the streams of a process
