@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import provide_kafka
 import pytest
+from aiokafka import TopicPartition
 from backend_support import appends, make_event
 from providers import namespace, require
 
@@ -109,8 +110,18 @@ async def test_a_member_joining_while_a_batch_is_in_hand_gets_none_of_it_once_ac
         await first.append(appends(*(keyed(f"k{k:02d}", 0) for k in range(40))))
         in_hand = await first.read(20, 2.0)
         assert len(in_hand) == 20
+        revoking = asyncio.Event()
+        revoked = inner(first).revoked
+
+        async def noted_revoked(partitions: Sequence[TopicPartition]) -> None:
+            revoking.set()
+            await revoked(partitions)
+
+        inner(first).revoked = noted_revoked  # type: ignore[method-assign]
         joining = asyncio.create_task(provide_kafka.open_log(settings, store, settings.namespace))
-        await asyncio.sleep(0.1)  # the join is under way: the first member's revocation waits for the ack
+        # The join is under way once the first member's revocation runs, waiting for the ack (a fixed sleep
+        # here let the ack come first on a slow machine, before any rebalance). Bounded: a join's rounds.
+        await asyncio.wait_for(revoking.wait(), 30)
         await first.ack(in_hand)
         second = await joining
         seen = [d.event.id for d in in_hand]

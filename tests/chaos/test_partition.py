@@ -36,6 +36,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 PG_PORT = 5432
 SLOW = [pytest.mark.slow, pytest.mark.timeout(600)]
+EVENTS, CUT_AT = 600, 1.0  # the cut starts CUT_AT s into the sending
+# Paced, so the cut falls inside the run however fast the machine is: unpaced, a quiet machine can send the
+# 600 events in under a second and the run ends before its one fault (faults == 0, /readyz never 503).
+RATE = EVENTS / (4 * CUT_AT)
 
 
 class ReadyWatch:
@@ -128,8 +132,9 @@ async def test_a_partition_loses_nothing_shows_in_readyz_and_heals_by_itself(
         run = await verify(
             url,
             creds,
-            *("--events", "600", "--users", "6", "--clients", "4", "--timeout", "240"),
-            *("--kill-cmd", f"sh {script}", "--kill-every", "1", "--max-faults", "1"),
+            *("--events", str(EVENTS), "--users", "6", "--clients", "4", "--timeout", "240"),
+            *("--rate", str(RATE), "--kill-every", str(CUT_AT), "--max-faults", "1"),
+            *("--kill-cmd", f"sh {script}"),
             env=env,
             within=280.0,
         )
@@ -207,8 +212,9 @@ async def test_a_worker_cut_from_postgresql_catches_up_by_itself(
         run = await verify(
             base,
             creds,
-            *("--events", "600", "--users", "6", "--clients", "4", "--timeout", "240"),
-            *("--kill-cmd", f"sh {script}", "--kill-every", "1", "--max-faults", "1"),
+            *("--events", str(EVENTS), "--users", "6", "--clients", "4", "--timeout", "240"),
+            *("--rate", str(RATE), "--kill-every", str(CUT_AT), "--max-faults", "1"),
+            *("--kill-cmd", f"sh {script}"),
             env=env,
             within=280.0,
         )

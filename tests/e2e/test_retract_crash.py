@@ -123,8 +123,10 @@ async def test_retraction_at_every_stage_of_a_fan_out_with_a_kill_9(server: Serv
     early, during, late = await send("early"), await send("during"), await send("late")
     kept.append(await send(None))
     await cancel("early")  # the fan-out of "early" has not finished (it is behind the first event)
-    await asyncio.sleep(0.3)
-    await server.kill()  # kill -9, mid fan-out
+    # kill -9 mid fan-out: once the first event reached some inboxes, polled (its 10,000 rows take ten chunk
+    # commits), not after a fixed 0.3 s that a fast machine outruns or a slow one does not reach.
+    assert await wait_until(lambda: _rows_of(server, kept[0]) > 0, 60.0, interval=0.01)
+    await server.kill()
     await server.restart()
     await cancel("during")  # the restarted worker reads the unacked fan-out again
     fanned_out = await asyncio.to_thread(

@@ -50,6 +50,13 @@ def served(request: pytest.FixtureRequest, server_and_app: tuple[ServerProcess, 
     return Served(server, creds, server.ws_url if request.param == "fastws" else uvicorn_url, request.param)
 
 
+# Serial: a wall-clock bound. The token expires 1-2 s after it is minted (``exp`` is whole seconds), so
+# the connection must be ready within 1 s of minting, and a fresh token must reach the server within the
+# 1 s grace after ``token_expired``: a stall of the test's or the server's loop, which the other workers'
+# CPU use causes on two cores, would close the connection or refuse the token.
+WALL_CLOCK = pytest.mark.serial
+
+
 async def _send(server: ServerProcess, creds: AppCredentials, user: str, n: int) -> None:
     async with http_client(server.base_url, token=creds.api_key) as http:
         for i in range(n):
@@ -101,6 +108,7 @@ async def test_a_flooder_is_closed_1008_and_a_reader_on_the_same_gateway_gets_ev
         assert (await _recv(reader))["type"] == "pong"  # the reader was not touched
 
 
+@WALL_CLOCK
 async def test_an_expired_token_is_told_then_closed_1008(
     served: Served,
 ) -> None:
@@ -119,6 +127,7 @@ async def test_an_expired_token_is_told_then_closed_1008(
         assert ws.close_code == 1008
 
 
+@WALL_CLOCK
 async def test_a_fresh_token_in_band_keeps_the_connection(
     served: Served,
 ) -> None:
@@ -138,6 +147,7 @@ async def test_a_fresh_token_in_band_keeps_the_connection(
         assert frame["notification"]["seq"] == 1
 
 
+@WALL_CLOCK
 async def test_an_sse_stream_ends_at_expiry_and_a_fresh_token_resumes_it(
     served: Served,
 ) -> None:

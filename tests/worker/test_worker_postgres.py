@@ -68,6 +68,12 @@ class Cluster:
         raise AssertionError("the log never emptied")
 
 
+def _held(log: EventLog) -> int:
+    """The partitions a worker's log may read now (the log's own bookkeeping: no public view of it)."""
+    partitions = getattr(getattr(log, "inner", log), "_partitions", None)
+    return len(partitions.readable()) if partitions is not None else 0
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
     if not await _reachable():
@@ -80,8 +86,13 @@ async def cluster() -> AsyncIterator[Cluster]:
     )
     store = await PostgresStore.open(PG_URL, settings, clock)
     logs = [await RedisEventLog.open(REDIS_URL, settings, store) for _ in range(2)]
-    for _ in range(6):  # bounded: a few lease rounds, so the two workers share the partitions of the log
+    # Until the two workers share the partitions of the log: a few lease rounds on a quiet machine, more on a
+    # loaded one (a fixed count of rounds could leave one worker holding all of them). Bounded: ~20 s.
+    for _ in range(100):
         await asyncio.gather(*(log.read(1, 0.2) for log in logs))
+        if all(_held(log) for log in logs):
+            break
+    assert all(_held(log) for log in logs), "the two workers never shared the partitions"
     workers = [FanoutWorker(Runtime(settings, store, log, MemoryBus(), clock)) for log in logs]
     yield Cluster(store, logs, workers, clock)
     for log in logs:
