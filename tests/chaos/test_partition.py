@@ -27,6 +27,7 @@ from scaleout.conftest import postgres_answers, require
 from scaleout.processes import Children
 from scaleout.topology import HAPROXY, POSTGRES, haproxy_config, replica_argv, replica_env, until_answers
 from tidings.backends.sql.postgres.database import IDLE_IN_TRANSACTION_TIMEOUT_MS, _engine, asyncpg_url
+from tidings.settings import Settings
 from verify.support import verify
 
 from .netns import Netns
@@ -237,7 +238,7 @@ async def test_postgresql_rolls_back_a_transaction_its_client_abandoned() -> Non
     it, one of four runs of the store partition above never caught up: every fan-out retry timed out behind
     the abandoned transaction's locks.)"""
     require("PostgreSQL", await postgres_answers())
-    engine = _engine(asyncpg_url(POSTGRES), "public")
+    engine = _engine(asyncpg_url(POSTGRES), "public", Settings())
     try:
         async with engine.connect() as connection:
             value = (await connection.exec_driver_sql("SHOW idle_in_transaction_session_timeout")).scalar()
