@@ -131,6 +131,7 @@ class Connection:
         "_outbox",
         "_polled",
         "_session",
+        "_ticked",
         "_written",
         "end_reason",
         "pending",
@@ -152,6 +153,9 @@ class Connection:
         self._written: list[int] = []  # the seqs of the notification frames in the outbox, in order
         self._notices: list[Notice] = []
         self._polled = after  # the highest committed seq a tick already asked a store read for
+        # The first tick comes anywhere within the first period (the ticker's slots): no heartbeat then, right
+        # behind the ready frame; from the second on, one every period. So the first comes 1-2 periods in.
+        self._ticked = False
         self.end_reason: EndReason | None = None
         # Whether the I/O layer has something to do now: frames to write, a store read to make, or to stop
         # (a plain attribute, read after every event on the hot path).
@@ -195,8 +199,8 @@ class Connection:
             self._push(self._encoder.sync(payload))
 
     def receive_tick(self, *, top: int | None) -> None:
-        """A heartbeat period passed: a heartbeat (every period, busy or not, so that no client waits longer
-        than one period for a frame, as with a timer per connection), and a check for a live message lost at
+        """A heartbeat period passed: a heartbeat (every period but the first, busy or not, so that no client
+        waits longer than one period for a frame once the first came), and a check for a live message lost at
         the tail (which no later message would reveal): ``top`` is the user's highest committed seq as the store
         gave it since the last tick, and a ``NeedBacklog`` follows only when it is above ``last_seq`` and above
         the ``top`` an earlier tick read for already (a newest row that was removed, which no page gives, costs
@@ -204,7 +208,9 @@ class Connection:
         tick's)."""
         if self.end_reason is not None:
             return
-        self._push(self._encoder.heartbeat())
+        if self._ticked:
+            self._push(self._encoder.heartbeat())
+        self._ticked = True
         session = self._session
         # While a read is on its way nothing is asked (nor remembered): its answer may predate ``top``, and the
         # next tick checks again.
