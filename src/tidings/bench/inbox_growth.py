@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from tidings.bench import retention
+from tidings.bench.procs import cpu_seconds
 from tidings.settings import Settings
 
 USERS = 10_000
@@ -40,7 +41,6 @@ BLOCK = 20_000  # rows per fan-out block (20 chunks of 1,000 users)
 READS = 2_000
 OPEN_BATCH = 100
 PAGE = 50
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _own_ports() -> set[int]:
@@ -66,21 +66,12 @@ def _own_ports() -> set[int]:
     return ports
 
 
-def _cpu_of(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 class BackendCpu:
     """CPU of the PostgreSQL backends serving this process (their pids found by client port)."""
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._pids: list[int] = []
+        self.pids: list[int] = []
 
     async def find(self) -> None:
         import asyncpg  # type: ignore[import-untyped]
@@ -93,10 +84,10 @@ class BackendCpu:
             )
         finally:
             await conn.close()
-        self._pids = [row["pid"] for row in rows if row["client_port"] in ports]
+        self.pids = [row["pid"] for row in rows if row["client_port"] in ports]
 
     def seconds(self) -> float:
-        return sum(_cpu_of(pid) for pid in self._pids)
+        return sum(cpu_seconds(pid) for pid in self.pids)
 
 
 def _own_cpu() -> float:
@@ -147,7 +138,7 @@ async def _measure(
         "page_wall_us": round(page_wall),
         "page_client_cpu_us": round(page_own),
         "page_db_cpu_us": round(page_db),
-        "backends": len(backends._pids),
+        "backends": len(backends.pids),
     }
 
 
