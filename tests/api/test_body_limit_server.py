@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-import uvicorn
 
 from tidings.api.app import create_app
+from uvicorn_server import serving_app
 
 from .conftest import OpenApi
 from .support import Api, Tenant, event
@@ -21,23 +20,8 @@ from .support import Api, Tenant, event
 @contextlib.asynccontextmanager
 async def serving(api: Api) -> AsyncIterator[int]:
     """Runs the API under uvicorn on a free 127.0.0.1 port for the duration of the block."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(api.runtime), lifespan="off", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(200):  # bounded wait for start-up (the loop is busy, not timing anything)
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
+    async with serving_app(create_app(api.runtime), start_within=2.0, log_level="warning") as port:
+        yield port
 
 
 async def chunked_post(port: int, api_key: str, chunks: list[bytes]) -> tuple[int, bytes]:

@@ -4,42 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from tidings.service import build_app
+from uvicorn_server import serving_app
 from worker.stack import Stack, event
 
 
 @contextlib.asynccontextmanager
 async def serving(stack: Stack) -> AsyncIterator[int]:
     """API and gateway under uvicorn on a free 127.0.0.1 port for the duration of the block."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
     app = build_app(stack.runtime, ("api", "gateway"))
-    config = uvicorn.Config(
-        app, lifespan="off", log_level="warning", access_log=False, ws="websockets-sansio"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):  # bounded wait for start-up (the loop is busy, not timing anything)
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
+    async with serving_app(app, log_level="warning", ws="websockets-sansio") as port:
+        yield port
 
 
 async def ws_frame(ws: ClientConnection, kind: str) -> dict[str, Any]:

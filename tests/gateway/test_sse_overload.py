@@ -9,16 +9,13 @@ answer it, ``api/errors.py`` logged it as an unhandled error, and the connection
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from tidings import auth
 from tidings.api import errors as api_errors
@@ -31,6 +28,7 @@ from tidings.ports import Store
 from tidings.runtime import Runtime
 from tidings.service import build_app
 from tidings.settings import Settings
+from uvicorn_server import serving_app
 
 
 class _NoLog:
@@ -80,25 +78,8 @@ async def seed(runtime: Runtime, users: list[str], events: int) -> dict[str, str
 @contextlib.asynccontextmanager
 async def serving(runtime: Runtime) -> AsyncIterator[int]:
     """The gateway's HTTP app (SSE) under uvicorn on a free loopback port for the block."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        build_app(runtime, ("gateway",)), lifespan="off", log_level="critical", access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):  # bounded wait for start-up
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
+    async with serving_app(build_app(runtime, ("gateway",)), log_level="critical") as port:
+        yield port
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str, str | None, int | None]]:
