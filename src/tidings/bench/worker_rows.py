@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from tidings.backends.sql import rows as write_rows
 from tidings.bench.procs import emit
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -115,34 +116,10 @@ def _raw_rows(app: str, spec: dict[str, Any], chunk: int) -> list[Chunk]:
 
 
 COLUMNS = {
-    "inbox": (
-        "app",
-        "user_id",
-        "seq",
-        "id",
-        "event_id",
-        "payload",
-        "group_key",
-        "created_at",
-        "replaces",
-        "replaced_by",
-        "group_started_at",
-        "type",
-    ),
-    "deferred": (
-        "app",
-        "user_id",
-        "seq",
-        "channel",
-        "event_id",
-        "due_at",
-        "reason",
-        "digest",
-        "created_at",
-        "traceparent",
-        "tracestate",
-    ),
-    "decisions": ("app", "event_id", "user_id", "kind", "channel", "reason", "seq", "detail", "at"),
+    # The write path's own column orders; the raw inbox rows leave out the aggregation chain (no groups here).
+    "inbox": write_rows.INBOX_COLUMNS[: write_rows.INBOX_COLUMNS.index("chain")],
+    "deferred": write_rows.DEFERRED_COLUMNS,
+    "decisions": write_rows.DECISION_COLUMNS,
     "user_seqs": ("app", "user_id", "last_seq", "unread", "unseen", "archived"),
     "channel_usage": ("app", "user_id", "channel", "window_start", "count"),
 }
